@@ -1,0 +1,302 @@
+"""The public pipeline: data -> backbone -> method -> run -> store.
+
+``adapt`` validates everything cheap (options, data, labels, backbone name) before it loads a
+model, and writes the run folder and store row only when every step succeeded.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+import secrets
+import sys
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from ._util import home
+from .backbones import Backbone, check_modality, open_backbone
+from .catalog import BackboneSpec, resolve
+from .data import Dataset, load_dataset, stratified_split
+from .errors import BadInput, RunIntegrityError
+from .evaluate import classification_metrics
+from .methods import FitContext, Method, get_method
+from .runs.run import FORMAT, Predictions, read_run_folder, write_run_folder
+from .runs.store import Store
+from .train import resolve_precision
+
+
+def adapt(
+    data: str | Path,
+    *,
+    test: str | Path | None = None,
+    backbone: str = "minilm-l6",
+    method: str = "linear-probe",
+    method_options: dict[str, Any] | None = None,
+    out: str | Path | None = None,
+    seed: int = 0,
+    text_col: str | None = None,
+    label_col: str | None = None,
+    fmt: str | None = None,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    precision: str = "auto",
+    store: str | Path | None = None,
+) -> Run:
+    """Adapt ``backbone`` to the labelled ``data`` with ``method`` and save the run.
+
+    Without ``test`` the data is split (stratified, seeded) into train / validation / test;
+    with it, into train / validation and the test file is only used for the final metrics.
+    """
+    t_start = time.perf_counter()
+    method_obj = get_method(method).from_options(method_options)
+    spec = resolve(backbone)
+    if precision not in ("auto", "fp32", "bf16"):
+        raise BadInput(f"--precision {precision!r} is not one of auto, fp32, bf16")
+    if not isinstance(seed, int) or seed < 0:
+        raise BadInput(f"--seed must be a non-negative integer (got {seed!r})")
+
+    full = load_dataset(data, text_col=text_col, label_col=label_col, fmt=fmt)
+    classes = full.classes
+    if len(classes) < 2:
+        raise BadInput(f"{full.source}: only one class ({classes[0]!r}); a classifier needs at least two labels")
+    test_data = None
+    if test is not None:
+        test_data = load_dataset(test, text_col=text_col or full.columns.get("text"), label_col=label_col or full.columns.get("label"), fmt=fmt)
+        if test_data.modality != full.modality:
+            raise BadInput(f"{test_data.source} holds {test_data.modality} but {full.source} holds {full.modality}")
+        _check_known_labels(test_data, classes)
+    if spec.family != "hf-auto":
+        check_modality(spec, full.modality, full.source)
+    split = stratified_split(full, val_fraction=val_fraction, test_fraction=0.0 if test_data else test_fraction, seed=seed)
+    test_set = test_data if test_data is not None else split.test
+    t_read = time.perf_counter() - t_start
+
+    bb, bb_hash = open_backbone(spec)
+    spec = bb.spec
+    check_modality(spec, full.modality, full.source)
+    if spec.pinned_sha256 and bb_hash != spec.pinned_sha256:
+        warnings.warn(
+            f"backbone {spec.name!r}: weights sha256 {bb_hash[:12]}... differ from the pinned {spec.pinned_sha256[:12]}... "
+            "(was the package upgraded?); this run records the new hash",
+            stacklevel=2,
+        )
+    used_precision = resolve_precision(precision, spec)
+    ctx = FitContext(backbone_hash=bb_hash, precision=used_precision, seed=seed, classes=classes)
+    _seed_everything(seed)
+
+    t0 = time.perf_counter()
+    fit_summary = method_obj.fit(bb, split.train, split.val, ctx)
+    t_fit = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    probs = method_obj.predict_proba(bb, test_set, ctx)
+    preds = Predictions(classes, probs)
+    index = {c: i for i, c in enumerate(classes)}
+    test_metrics = classification_metrics(np.array([index[c] for c in test_set.labels]), preds.indices, classes)
+    t_eval = time.perf_counter() - t0
+
+    run_id = _run_id(spec, method_obj.name)
+    manifest = {
+        "format": FORMAT,
+        "id": run_id,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "task": "classification",
+        "modality": full.modality,
+        "backbone": {"name": spec.name, "sha256": bb_hash, "spec": spec.to_dict()},
+        "method": {"name": method_obj.name, "config": method_obj.resolved_config(), "fit": fit_summary},
+        "classes": classes,
+        "seed": seed,
+        "precision": {"requested": precision, "used": used_precision},
+        "data": {
+            "train": {"source": str(full.source), "fingerprint": full.fingerprint, "examples": len(full), "columns": full.columns},
+            "test": {
+                "source": str(test_set.source) if test_data is not None else "held out from train",
+                "fingerprint": test_set.fingerprint,
+                "examples": len(test_set),
+            },
+            "split": {"val_fraction": val_fraction, "test_fraction": 0.0 if test_data else test_fraction, "seed": seed, **split.sizes(), "test": len(test_set)},
+        },
+        "metrics": {"test": {"summary": _summary(test_metrics)}},
+        "versions": _versions(),
+        "timings": {"read_s": round(t_read, 3), "fit_s": round(t_fit, 3), "eval_s": round(t_eval, 3)},
+    }
+    manifest["timings"]["total_s"] = round(time.perf_counter() - t_start, 3)
+    records = preds.records(list(test_set.inputs))
+    for rec, truth in zip(records, test_set.labels, strict=True):
+        rec["true_label"] = truth
+    store_obj = Store(store)
+    out_dir = Path(out).expanduser() if out else home() / "runs"
+    path = write_run_folder(out_dir, run_id, manifest, method_obj.state_dict(), {"test": test_metrics}, records)
+    run = Run(path, store=store_obj)
+    try:
+        store_obj.add_run(run.manifest, path, run.manifest["checksum"])
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+    run._method, run._backbone = method_obj, bb
+    return run
+
+
+def load(run: str | Path, *, store: str | Path | None = None, allow_base_change: bool = False) -> Run:
+    """Open a run by folder path or by id (or unique id prefix) from the store."""
+    store_obj = Store(store)
+    path = Path(run).expanduser()
+    if not path.exists():
+        row = store_obj.find(str(run))
+        if row is None:
+            raise BadInput(f"run {str(run)!r}: no such folder and no such run id in {store_obj.path}; list runs with `headstart runs`")
+        path = Path(row["path"])
+    return Run(path, store=store_obj, allow_base_change=allow_base_change)
+
+
+class Run:
+    """A finished adaptation: predict with it, evaluate it, read its manifest."""
+
+    def __init__(self, path: Path, *, store: Store | None = None, allow_base_change: bool = False):
+        self.path = Path(path)
+        self.manifest, self._tensors = read_run_folder(self.path)
+        self.store = store or Store()
+        self.allow_base_change = allow_base_change
+        self._method: Method | None = None
+        self._backbone: Backbone | None = None
+
+    def __repr__(self) -> str:
+        return f"Run({self.id!r}, backbone={self.manifest['backbone']['name']!r}, method={self.manifest['method']['name']!r})"
+
+    @property
+    def id(self) -> str:
+        return self.manifest["id"]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest["classes"])
+
+    @property
+    def metrics(self) -> dict:
+        return self.manifest["metrics"]
+
+    def _ctx(self) -> FitContext:
+        return FitContext(
+            backbone_hash=self.manifest["backbone"]["sha256"],
+            precision=self.manifest["precision"]["used"],
+            seed=self.manifest["seed"],
+            classes=self.classes,
+        )
+
+    def _ready(self) -> tuple[Method, Backbone]:
+        if self._backbone is None:
+            spec = BackboneSpec.from_dict(self.manifest["backbone"]["spec"])
+            bb, bb_hash = open_backbone(spec)
+            recorded = self.manifest["backbone"]["sha256"]
+            if bb_hash != recorded and not self.allow_base_change:
+                raise RunIntegrityError(
+                    f"run {self.id} was adapted on {spec.name!r} with weights sha256 {recorded[:12]}..., but the weights "
+                    f"found now have {bb_hash[:12]}...: the base changed. Re-adapt on the new base, or pass "
+                    "--allow-base-change (allow_base_change=True) to use the old head anyway"
+                )
+            self._backbone = bb
+        if self._method is None:
+            method = get_method(self.manifest["method"]["name"]).from_options(self.manifest["method"]["config"])
+            method.load_state_dict(self._tensors)
+            self._method = method
+        return self._method, self._backbone
+
+    def _as_dataset(self, inputs, *, labels_required: bool) -> Dataset:
+        if isinstance(inputs, Dataset):
+            return inputs
+        if isinstance(inputs, (str, Path)):
+            cols = self.manifest["data"]["train"].get("columns", {})
+            ds = load_dataset(inputs, text_col=None, label_col=None, labels_required=labels_required) if Path(inputs).is_dir() else \
+                _load_with_hint(Path(inputs), cols, labels_required)
+        else:
+            items = list(inputs)
+            if not items:
+                raise BadInput("nothing to predict: the input list is empty")
+            if any(not isinstance(t, str) or not t.strip() for t in items):
+                raise BadInput("inputs must be non-empty strings (texts, or image paths for an image run)")
+            ds = Dataset(inputs=items, labels=None, modality=self.manifest["modality"], source="<inputs>")
+        if ds.modality != self.manifest["modality"]:
+            raise BadInput(f"{ds.source} holds {ds.modality} but run {self.id} takes {self.manifest['modality']}")
+        return ds
+
+    def predict(self, inputs) -> Predictions:
+        """Labels and probabilities for texts / image paths, a data file or folder, or a Dataset."""
+        ds = self._as_dataset(inputs, labels_required=False)
+        method, bb = self._ready()
+        return Predictions(self.classes, method.predict_proba(bb, ds, self._ctx()))
+
+    def evaluate(self, data, *, record: bool = True) -> dict:
+        """Metrics on labelled data (file, folder or Dataset); recorded in the store by default."""
+        ds = self._as_dataset(data, labels_required=True)
+        ds.require_labels()
+        _check_known_labels(ds, self.classes)
+        preds = self.predict(ds)
+        index = {c: i for i, c in enumerate(self.classes)}
+        metrics = classification_metrics(np.array([index[c] for c in ds.labels]), preds.indices, self.classes)
+        if record and self.store.find(self.id) is not None:
+            self.store.add_eval(self.id, str(ds.source), ds.fingerprint, _summary(metrics))
+        return metrics
+
+
+def _load_with_hint(path: Path, cols: dict, labels_required: bool) -> Dataset:
+    """Read with the run's column names when the file has them, else infer."""
+    from .data.readers import read_table
+
+    columns, _ = read_table(path)
+    text_col = cols.get("text") if cols.get("text") in columns else None
+    label_col = cols.get("label") if cols.get("label") in columns else None
+    return load_dataset(path, text_col=text_col, label_col=label_col, labels_required=labels_required)
+
+
+def _check_known_labels(data: Dataset, classes: list[str]) -> None:
+    known = set(classes)
+    unseen = Counter(label for label in data.labels if label not in known)
+    if unseen:
+        first = next(i for i, label in enumerate(data.labels) if label not in known)
+        where = data.origin[first] if data.origin else data.source
+        shown = ", ".join(f"{c!r} ({n} rows)" for c, n in unseen.most_common(5))
+        raise BadInput(
+            f"{data.source}: labels never seen in training: {shown}, first at {where}; "
+            "remove those rows or add training examples of them"
+        )
+
+
+def _summary(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k != "per_class"}
+
+
+def _run_id(spec: BackboneSpec, method: str) -> str:
+    short = re.sub(r"[^A-Za-z0-9]+", "-", Path(spec.name.removeprefix("hf:")).name).strip("-").lower()[:40] or "backbone"
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{short}-{method}-{secrets.token_hex(3)}"
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _versions() -> dict:
+    import torch
+
+    out = {"headstart": __version__, "python": sys.version.split()[0], "platform": platform.platform(), "torch": torch.__version__, "numpy": np.__version__}
+    from importlib.metadata import PackageNotFoundError, version
+
+    for package in ("transformers", "tokenizers", "safetensors"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return out

@@ -1,0 +1,158 @@
+"""One backbone interface across modalities.
+
+A backbone turns raw inputs (texts, image paths) into batches (:meth:`collate`) and batches into
+one feature vector per example (:meth:`forward_features`, differentiable, for methods that train
+the body). :meth:`embed` is the frozen, batched, no-grad path that linear probing uses: inputs are
+ordered by length so padding is minimal, and bf16 autocast is applied when asked for.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from .._util import progress
+from ..catalog import BackboneSpec
+from ..errors import BadInput
+
+
+class Backbone(ABC):
+    modality: ClassVar[str]
+
+    def __init__(self, spec: BackboneSpec, path: Path):
+        self.spec = spec
+        self.path = path
+        self.module_: torch.nn.Module | None = None
+
+    # -- to implement per modality -------------------------------------------------------------
+    @abstractmethod
+    def load(self) -> Backbone:
+        """Build the torch module from the weights (the heavy step). Returns self."""
+
+    @property
+    @abstractmethod
+    def feature_dim(self) -> int: ...
+
+    @abstractmethod
+    def prepare(self, inputs: list) -> list:
+        """Cheap per-example preparation (tokenise a text; keep an image path)."""
+
+    @abstractmethod
+    def cost(self, prepared: Any) -> int:
+        """Relative compute of one prepared example (tokens for text; 1 for images)."""
+
+    @abstractmethod
+    def collate(self, prepared: list) -> dict[str, torch.Tensor]:
+        """Stack prepared examples into model inputs (padding as needed)."""
+
+    @abstractmethod
+    def forward_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, feature_dim) features, differentiable when the module trains."""
+
+    def preprocessing_signature(self) -> dict:
+        """Everything besides the weights that changes the features (goes into cache keys)."""
+        return {"family": self.spec.family, **self.spec.to_dict()["preprocessing"]}
+
+    # -- shared --------------------------------------------------------------------------------
+    @property
+    def module(self) -> torch.nn.Module:
+        if self.module_ is None:
+            self.load()
+        assert self.module_ is not None
+        return self.module_
+
+    def batches(self, prepared: list, budget: int, max_batch: int) -> list[list[int]]:
+        """Index batches in decreasing cost order, each within a compute budget (cost x size)."""
+        order = sorted(range(len(prepared)), key=lambda i: -self.cost(prepared[i]))
+        out: list[list[int]] = []
+        cur: list[int] = []
+        for i in order:
+            # Costs only decrease, so the first example of a batch is its largest.
+            width = self.cost(prepared[cur[0]]) if cur else self.cost(prepared[i])
+            if cur and (len(cur) + 1 > max_batch or (len(cur) + 1) * width > budget):
+                out.append(cur)
+                cur = []
+            cur.append(i)
+        if cur:
+            out.append(cur)
+        return out
+
+    @torch.inference_mode()
+    def embed(self, inputs: list, *, precision: str = "fp32", desc: str = "encoding") -> np.ndarray:
+        """Frozen features for ``inputs`` as float32, in input order."""
+        device = self.device
+        module = self.module.to(device)
+        module.eval()
+        prepared = self.prepare(inputs)
+        out = np.empty((len(inputs), self.feature_dim), dtype=np.float32)
+        if precision == "bf16":
+            numerics = _bf16_inference(module, device)
+        else:
+            numerics = nullcontext()
+        budget, max_batch = self.batch_budget
+        with progress(len(inputs), desc, unit="ex") as bar, numerics:
+            for idx in self.batches(prepared, budget, max_batch):
+                batch = {k: v.to(device) for k, v in self.collate([prepared[i] for i in idx]).items()}
+                out[idx] = self.forward_features(batch).float().cpu().numpy()
+                bar.update(len(idx))
+        return out
+
+    @property
+    def device(self) -> torch.device:
+        """CUDA when available (a GPU run), else the CPU."""
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def param_count(self) -> int | None:
+        """Parameters of the body (from the catalog when the module was never loaded)."""
+        if self.module_ is None:
+            return self.spec.params
+        return int(sum(p.numel() for p in self.module_.parameters()))
+
+    batch_budget: ClassVar[tuple[int, int]] = (8192, 128)
+    """(compute budget per batch, max examples per batch) for :meth:`embed`."""
+
+
+def quiet_transformers() -> None:
+    """transformers' own progress bars and info logs would interleave with ours."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+@contextmanager
+def _bf16_inference(module: torch.nn.Module, device: torch.device):
+    """bf16 autocast with the linear layers' weights cast once, up front.
+
+    Autocast would cast every weight to bf16 on every call; casting them once gives the same
+    numbers (autocast runs linear layers in bf16 either way) without the per-batch copies.
+    The fp32 weights are put back afterwards, so training code never sees bf16 masters.
+    """
+    saved = []
+    for m in module.modules():
+        if isinstance(m, torch.nn.Linear) and m.weight.dtype == torch.float32:
+            saved.append((m, m.weight.data, None if m.bias is None else m.bias.data))
+            m.weight.data = m.weight.data.to(torch.bfloat16)
+            if m.bias is not None:
+                m.bias.data = m.bias.data.to(torch.bfloat16)
+    try:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            yield
+    finally:
+        for m, w, b in saved:
+            m.weight.data = w
+            if b is not None:
+                m.bias.data = b
+
+
+def check_modality(backbone_spec: BackboneSpec, data_modality: str, source: str) -> None:
+    if backbone_spec.modality != data_modality:
+        raise BadInput(
+            f"backbone {backbone_spec.name!r} takes {backbone_spec.modality} but {source} holds {data_modality}; "
+            f"choose a {data_modality} backbone (see `headstart models`)"
+        )

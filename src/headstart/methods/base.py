@@ -1,0 +1,71 @@
+"""What every adaptation method provides.
+
+A method has one job: given a backbone and labelled splits, produce a classifier, say what it
+trained, and save/load exactly what it added (here: the head; later: adapters, LoRA pairs or full
+weights). Constructors only record their configuration; fitted state ends in ``_``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from ..backbones import Backbone
+from ..data import Dataset
+from ..errors import BadInput
+
+
+@dataclass
+class FitContext:
+    """What the pipeline hands a method besides the data."""
+
+    backbone_hash: str
+    precision: str
+    seed: int
+    classes: list[str]
+
+
+class Method(ABC):
+    name: ClassVar[str]
+    config_cls: ClassVar[type]
+
+    def __init__(self, config: Any | None = None):
+        self.config = config if config is not None else self.config_cls()
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any] | None) -> Method:
+        """Build from user options, rejecting unknown names (no silent typos)."""
+        options = dict(options or {})
+        known = {f.name for f in fields(cls.config_cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            from ..errors import did_you_mean
+
+            hint = did_you_mean(unknown[0], known)
+            raise BadInput(
+                f"method {cls.name!r} has no option {unknown[0]!r}.{hint} Its options: {', '.join(sorted(known))}"
+            )
+        return cls(cls.config_cls(**options))
+
+    @abstractmethod
+    def fit(self, backbone: Backbone, train: Dataset, val: Dataset, ctx: FitContext) -> dict[str, Any]:
+        """Train; return a summary (chosen hyperparameters, parameter counts, timings)."""
+
+    @abstractmethod
+    def predict_proba(self, backbone: Backbone, data: Dataset, ctx: FitContext) -> np.ndarray:
+        """(N, n_classes) probabilities, columns in ``ctx.classes`` order."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Exactly the tensors this method added or changed."""
+
+    @abstractmethod
+    def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None: ...
+
+    @abstractmethod
+    def resolved_config(self) -> dict[str, Any]:
+        """The configuration as used (chosen values filled in), for the run manifest."""

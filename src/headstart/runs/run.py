@@ -1,0 +1,121 @@
+"""The run folder: what an adaptation produced, complete and checkable.
+
+::
+
+    <run id>/
+      manifest.json      backbone name + sha256, method + resolved config, data fingerprints,
+                         seed, library versions, metrics, timings, sha256 of every other file
+      head.safetensors   exactly the tensors the method trained (here: the head)
+      metrics.json       test (and validation) metrics
+      predictions.csv    test predictions with probabilities
+
+A folder is written under a temporary name and renamed into place, so it appears whole or not
+at all. The manifest carries a checksum of itself and of every file, so a run that is missing
+files or was edited is refused on load.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from safetensors.torch import load_file, save_file
+
+from .._util import canonical_json, sha256_bytes, sha256_file
+from ..errors import RunIntegrityError
+
+FORMAT = "headstart.run/1"
+MANIFEST = "manifest.json"
+WEIGHTS = "head.safetensors"
+
+
+@dataclass
+class Predictions:
+    classes: list[str]
+    probabilities: np.ndarray
+    """(N, n_classes), columns in ``classes`` order."""
+
+    @property
+    def indices(self) -> np.ndarray:
+        return self.probabilities.argmax(1)
+
+    @property
+    def labels(self) -> list[str]:
+        return [self.classes[i] for i in self.indices]
+
+    def records(self, inputs: list | None = None) -> list[dict]:
+        out = []
+        for i, row in enumerate(self.probabilities):
+            rec: dict = {} if inputs is None else {"input": inputs[i]}
+            rec["label"] = self.classes[int(row.argmax())]
+            rec["probabilities"] = {c: round(float(p), 6) for c, p in zip(self.classes, row, strict=True)}
+            out.append(rec)
+        return out
+
+
+def manifest_checksum(manifest: dict) -> str:
+    body = {k: v for k, v in manifest.items() if k != "checksum"}
+    return sha256_bytes(canonical_json(body).encode())
+
+
+def write_run_folder(out_dir: Path, run_id: str, manifest: dict, tensors: dict, metrics: dict, predictions: list[dict]) -> Path:
+    """Write every file into a temporary folder, checksum them, then rename it into place."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = out_dir / run_id
+    if final.exists():
+        raise RunIntegrityError(f"{final} already exists; choose another --out or remove it")
+    tmp = out_dir / f".tmp-{run_id}-{os.getpid()}"
+    try:
+        tmp.mkdir()
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / WEIGHTS))
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
+        _write_predictions(tmp / "predictions.csv", predictions)
+        manifest = dict(manifest)
+        manifest["files"] = {name: sha256_file(tmp / name) for name in (WEIGHTS, "metrics.json", "predictions.csv")}
+        manifest["checksum"] = manifest_checksum(manifest)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def _write_predictions(path: Path, records: list[dict]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        if not records:
+            return
+        classes = list(records[0]["probabilities"])
+        writer = csv.writer(f)
+        writer.writerow(["input", "label", "predicted", *(f"p[{c}]" for c in classes)])
+        for r in records:
+            writer.writerow([r["input"], r.get("true_label", ""), r["label"], *(r["probabilities"][c] for c in classes)])
+
+
+def read_run_folder(path: Path) -> tuple[dict, dict]:
+    """Manifest and tensors of a run, after checking that nothing is missing or edited."""
+    if not path.is_dir():
+        raise RunIntegrityError(f"{path}: not a run folder (no such folder); give a run folder or a run id from `headstart runs`")
+    mpath = path / MANIFEST
+    if not mpath.is_file():
+        raise RunIntegrityError(f"{path}: run folder is missing {MANIFEST}; re-run `headstart adapt` to recreate it")
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise RunIntegrityError(f"{mpath}: not valid JSON (was it edited?); re-run `headstart adapt`") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise RunIntegrityError(f"{mpath}: not a headstart run manifest (format {FORMAT!r} expected)")
+    if manifest.get("checksum") != manifest_checksum(manifest):
+        raise RunIntegrityError(f"{mpath}: edited after the run was written (checksum mismatch); restore it or re-run `headstart adapt`")
+    for name, digest in manifest.get("files", {}).items():
+        f = path / name
+        if not f.is_file():
+            raise RunIntegrityError(f"{path}: run folder is missing {name}; restore it or re-run `headstart adapt`")
+        if sha256_file(f) != digest:
+            raise RunIntegrityError(f"{f}: edited after the run was written (sha256 mismatch); restore it or re-run `headstart adapt`")
+    return manifest, load_file(str(path / WEIGHTS))

@@ -1,0 +1,136 @@
+"""The run store: an embedded SQLite database (WAL mode; many processes may write at once).
+
+Default path ``<headstart home>/store.sqlite3``; override with ``HEADSTART_STORE`` or ``--store``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+from .._util import home
+from ..errors import BadInput
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    path TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    modality TEXT NOT NULL,
+    backbone TEXT NOT NULL,
+    backbone_sha256 TEXT NOT NULL,
+    method TEXT NOT NULL,
+    data_fingerprint TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    metrics TEXT NOT NULL,
+    manifest_sha256 TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS evals (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    created_at TEXT NOT NULL,
+    data_source TEXT NOT NULL,
+    data_fingerprint TEXT NOT NULL,
+    metrics TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS evals_run ON evals(run_id);
+"""
+
+
+def default_store_path() -> Path:
+    env = os.environ.get("HEADSTART_STORE")
+    return Path(env).expanduser() if env else home() / "store.sqlite3"
+
+
+class Store:
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = Path(path).expanduser() if path else default_store_path()
+
+    def connect(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            con.row_factory = sqlite3.Row
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA busy_timeout=60000")
+            con.executescript(SCHEMA)
+        except (sqlite3.DatabaseError, OSError) as e:
+            raise BadInput(f"store {self.path}: cannot open it ({e}); pass another path with --store") from None
+        return con
+
+    def add_run(self, manifest: dict, path: Path, manifest_sha256: str) -> None:
+        con = self.connect()
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.execute(
+                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    manifest["id"],
+                    str(path.resolve()),
+                    manifest["created_at"],
+                    manifest["modality"],
+                    manifest["backbone"]["name"],
+                    manifest["backbone"]["sha256"],
+                    manifest["method"]["name"],
+                    manifest["data"]["train"]["fingerprint"],
+                    manifest["seed"],
+                    json.dumps(manifest["metrics"].get("test", {}).get("summary", {})),
+                    manifest_sha256,
+                ),
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+        finally:
+            con.close()
+
+    def add_eval(self, run_id: str, source: str, fingerprint: str, metrics: dict) -> int:
+        con = self.connect()
+        try:
+            cur = con.execute(
+                "INSERT INTO evals (run_id, created_at, data_source, data_fingerprint, metrics) VALUES (?,?,?,?,?)",
+                (run_id, time.strftime("%Y-%m-%dT%H:%M:%S%z"), source, fingerprint, json.dumps(metrics)),
+            )
+            return int(cur.lastrowid)
+        finally:
+            con.close()
+
+    def runs(self) -> list[dict]:
+        con = self.connect()
+        try:
+            return [_row(r) for r in con.execute("SELECT * FROM runs ORDER BY created_at DESC, id DESC")]
+        finally:
+            con.close()
+
+    def find(self, ref: str) -> dict | None:
+        """A run by id or unique id prefix."""
+        con = self.connect()
+        try:
+            rows = [_row(r) for r in con.execute("SELECT * FROM runs WHERE id = ? OR id LIKE ? ORDER BY id", (ref, ref.replace("%", "") + "%"))]
+        finally:
+            con.close()
+        exact = [r for r in rows if r["id"] == ref]
+        if exact:
+            return exact[0]
+        if len(rows) > 1:
+            raise BadInput(f"run {ref!r} is ambiguous: it starts {len(rows)} run ids ({', '.join(r['id'] for r in rows[:3])}, ...); give more of the id")
+        return rows[0] if rows else None
+
+    def evals(self, run_id: str) -> list[dict]:
+        con = self.connect()
+        try:
+            rows = con.execute("SELECT * FROM evals WHERE run_id = ? ORDER BY id", (run_id,))
+            return [{**dict(r), "metrics": json.loads(r["metrics"])} for r in rows]
+        finally:
+            con.close()
+
+
+def _row(r: sqlite3.Row) -> dict:
+    d = dict(r)
+    d["metrics"] = json.loads(d["metrics"])
+    return d
