@@ -1,0 +1,31 @@
+# Two entry points (see README): `make demo` and `make test`. Both create .venv and install
+# everything they need; nothing else must be on the machine besides python3 (>= 3.11).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first, pinned: 2.13.0 is a local CPU build here; an unpinned torch pulls a multi-GB CUDA build.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[weights,test]"
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/headstart adapt examples/support_tickets.csv
+	printf 'where is my parcel? it was due on monday\nI cannot log in to my account\n' | $(BIN)/headstart predict "$$($(BIN)/headstart runs --json | $(BIN)/python -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')" -
+
+test: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: install
+	$(BIN)/python -m pip install --quiet -e ".[weights,bench]"
+	$(BIN)/python benchmarks/linear_probe.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

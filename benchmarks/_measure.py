@@ -1,0 +1,52 @@
+"""Shared measurement helpers for benchmark scripts: wall time and peak resident memory."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * _PAGE
+
+
+@dataclass
+class Measurement:
+    wall_s: float = 0.0
+    peak_rss_mb: float = 0.0
+    """Highest resident memory of the process during the phase."""
+    peak_extra_mb: float = 0.0
+    """Peak minus the resident memory at the start of the phase (what the phase itself added)."""
+
+
+@contextmanager
+def measure(interval_s: float = 0.01):
+    """Time a block and sample the process's RSS every ``interval_s`` on a side thread."""
+    m = Measurement()
+    start_rss = rss_bytes()
+    peak = [start_rss]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss_bytes())
+            stop.wait(interval_s)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    t0 = time.perf_counter()
+    try:
+        yield m
+    finally:
+        m.wall_s = time.perf_counter() - t0
+        stop.set()
+        t.join()
+        peak[0] = max(peak[0], rss_bytes())
+        m.peak_rss_mb = peak[0] / 2**20
+        m.peak_extra_mb = (peak[0] - start_rss) / 2**20
