@@ -48,6 +48,12 @@ def progress_enabled() -> bool:
     return os.environ.get("HEADSTART_PROGRESS", "1") not in ("0", "false", "no")
 
 
+def status(message: str) -> None:
+    """One line on stderr for a step without a natural progress count (e.g. loading weights)."""
+    if progress_enabled():
+        print(message, file=sys.stderr, flush=True)
+
+
 def progress(total: int, desc: str, unit: str = "it"):
     """A tqdm bar on stderr (silenced with HEADSTART_PROGRESS=0 or ``--quiet``)."""
     from tqdm.auto import tqdm

@@ -61,13 +61,20 @@ def adapt(
     if not isinstance(seed, int) or seed < 0:
         raise BadInput(f"--seed must be a non-negative integer (got {seed!r})")
 
+    out_dir = Path(out).expanduser() if out else home() / "runs"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BadInput(f"--out {out_dir} is a file; give a folder (it is created if missing)")
     full = load_dataset(data, text_col=text_col, label_col=label_col, fmt=fmt)
     classes = full.classes
     if len(classes) < 2:
         raise BadInput(f"{full.source}: only one class ({classes[0]!r}); a classifier needs at least two labels")
     test_data = None
     if test is not None:
-        test_data = load_dataset(test, text_col=text_col or full.columns.get("text"), label_col=label_col or full.columns.get("label"), fmt=fmt)
+        test_path = Path(test).expanduser()
+        if test_path.is_file() and full.modality == "text" and not (text_col or label_col):
+            test_data = _load_with_hint(test_path, full.columns, labels_required=True, fmt=fmt)
+        else:
+            test_data = load_dataset(test, text_col=text_col, label_col=label_col, fmt=fmt)
         if test_data.modality != full.modality:
             raise BadInput(f"{test_data.source} holds {test_data.modality} but {full.source} holds {full.modality}")
         _check_known_labels(test_data, classes)
@@ -131,7 +138,6 @@ def adapt(
     for rec, truth in zip(records, test_set.labels, strict=True):
         rec["true_label"] = truth
     store_obj = Store(store)
-    out_dir = Path(out).expanduser() if out else home() / "runs"
     path = write_run_folder(out_dir, run_id, manifest, method_obj.state_dict(), {"test": test_metrics}, records)
     run = Run(path, store=store_obj)
     try:
@@ -141,7 +147,7 @@ def adapt(
 
         shutil.rmtree(path, ignore_errors=True)
         raise
-    run._method, run._backbone = method_obj, bb
+    run._method, run._backbone, run._backbone_hash = method_obj, bb, bb_hash
     return run
 
 
@@ -167,6 +173,7 @@ class Run:
         self.allow_base_change = allow_base_change
         self._method: Method | None = None
         self._backbone: Backbone | None = None
+        self._backbone_hash: str | None = None
 
     def __repr__(self) -> str:
         return f"Run({self.id!r}, backbone={self.manifest['backbone']['name']!r}, method={self.manifest['method']['name']!r})"
@@ -184,8 +191,9 @@ class Run:
         return self.manifest["metrics"]
 
     def _ctx(self) -> FitContext:
+        self._ready()
         return FitContext(
-            backbone_hash=self.manifest["backbone"]["sha256"],
+            backbone_hash=self._backbone_hash,
             precision=self.manifest["precision"]["used"],
             seed=self.manifest["seed"],
             classes=self.classes,
@@ -202,20 +210,20 @@ class Run:
                     f"found now have {bb_hash[:12]}...: the base changed. Re-adapt on the new base, or pass "
                     "--allow-base-change (allow_base_change=True) to use the old head anyway"
                 )
-            self._backbone = bb
+            self._backbone, self._backbone_hash = bb, bb_hash
         if self._method is None:
             method = get_method(self.manifest["method"]["name"]).from_options(self.manifest["method"]["config"])
             method.load_state_dict(self._tensors)
             self._method = method
         return self._method, self._backbone
 
-    def _as_dataset(self, inputs, *, labels_required: bool) -> Dataset:
+    def _as_dataset(self, inputs, *, labels_required: bool, text_col: str | None = None) -> Dataset:
         if isinstance(inputs, Dataset):
             return inputs
         if isinstance(inputs, (str, Path)):
             cols = self.manifest["data"]["train"].get("columns", {})
-            ds = load_dataset(inputs, text_col=None, label_col=None, labels_required=labels_required) if Path(inputs).is_dir() else \
-                _load_with_hint(Path(inputs), cols, labels_required)
+            ds = load_dataset(inputs, labels_required=labels_required) if Path(inputs).is_dir() else \
+                _load_with_hint(Path(inputs).expanduser(), cols, labels_required, text_col=text_col)
         else:
             items = list(inputs)
             if not items:
@@ -233,9 +241,9 @@ class Run:
         method, bb = self._ready()
         return Predictions(self.classes, method.predict_proba(bb, ds, self._ctx()))
 
-    def evaluate(self, data, *, record: bool = True) -> dict:
+    def evaluate(self, data, *, record: bool = True, text_col: str | None = None) -> dict:
         """Metrics on labelled data (file, folder or Dataset); recorded in the store by default."""
-        ds = self._as_dataset(data, labels_required=True)
+        ds = self._as_dataset(data, labels_required=True, text_col=text_col)
         ds.require_labels()
         _check_known_labels(ds, self.classes)
         preds = self.predict(ds)
@@ -246,14 +254,16 @@ class Run:
         return metrics
 
 
-def _load_with_hint(path: Path, cols: dict, labels_required: bool) -> Dataset:
-    """Read with the run's column names when the file has them, else infer."""
+def _load_with_hint(path: Path, cols: dict, labels_required: bool, fmt: str | None = None, text_col: str | None = None) -> Dataset:
+    """Read with the training data's column names when the file has them, else infer."""
     from .data.readers import read_table
 
-    columns, _ = read_table(path)
-    text_col = cols.get("text") if cols.get("text") in columns else None
+    if not path.is_file():
+        return load_dataset(path, fmt=fmt, labels_required=labels_required)  # raises the one-line error
+    columns, _ = read_table(path, fmt=fmt)
+    text_col = text_col or (cols.get("text") if cols.get("text") in columns else None)
     label_col = cols.get("label") if cols.get("label") in columns else None
-    return load_dataset(path, text_col=text_col, label_col=label_col, labels_required=labels_required)
+    return load_dataset(path, text_col=text_col, label_col=label_col, fmt=fmt, labels_required=labels_required)
 
 
 def _check_known_labels(data: Dataset, classes: list[str]) -> None:

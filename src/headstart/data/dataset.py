@@ -129,7 +129,7 @@ def stratified_split(data: Dataset, *, val_fraction: float, test_fraction: float
         if test_fraction > 0 and n_test == 0:
             n_test = 1
         n_val = min(n_val, n - n_test - 1)
-        if n_val == 0 and n - n_test >= 3:
+        if n_val == 0 and n - n_test >= 2:  # every class gets a validation example when it can
             n_val = 1
         test.extend(ix[:n_test])
         val.extend(ix[n_test : n_test + n_val])

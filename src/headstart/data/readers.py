@@ -201,6 +201,8 @@ def _select(path: Path, columns: Columns, origin: list[str], *, text_col, label_
             + "; fill in or remove those rows"
         )
     labels = None
+    if label is not None and not labels_required and any(not isinstance(v, str) or not v.strip() for v in columns[label]):
+        label = None  # prediction input: a partly blank label column is simply not used
     if label is not None:
         labels = columns[label]
         bad = [i for i, v in enumerate(labels) if not isinstance(v, str) or not v.strip()]

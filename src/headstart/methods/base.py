@@ -49,7 +49,10 @@ class Method(ABC):
             raise BadInput(
                 f"method {cls.name!r} has no option {unknown[0]!r}.{hint} Its options: {', '.join(sorted(known))}"
             )
-        return cls(cls.config_cls(**options))
+        config = cls.config_cls(**options)
+        if hasattr(config, "validate"):
+            config.validate()
+        return cls(config)
 
     @abstractmethod
     def fit(self, backbone: Backbone, train: Dataset, val: Dataset, ctx: FitContext) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from .base import FitContext, Method
 class LinearProbeConfig:
     C: float | None = None
     """Inverse L2 strength. None: chosen on the validation split from `Cs`."""
-    Cs: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
+    Cs: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
     """Grid searched when C is None."""
     max_iter: int = 60
     """L-BFGS iterations of the final fit (test accuracy had settled by 50 on banking77)."""
@@ -45,10 +45,15 @@ class LinearProbeConfig:
     """Refit on train + validation with the chosen C (the validation split also trains)."""
 
     def validate(self) -> None:
-        if self.C is not None and not self.C > 0:
-            raise BadInput(f"linear-probe option C must be > 0 (got {self.C})")
-        if not self.Cs or any(not c > 0 for c in self.Cs):
-            raise BadInput(f"linear-probe option Cs must be positive numbers (got {self.Cs})")
+        def positive(v) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+
+        if self.C is not None and not positive(self.C):
+            raise BadInput(f"linear-probe option C must be a number > 0 (got {self.C!r})")
+        if not isinstance(self.Cs, (tuple, list)) or not self.Cs or not all(positive(c) for c in self.Cs):
+            raise BadInput(f"linear-probe option Cs must be a list of numbers > 0, e.g. --set Cs=[0.1,1,10] (got {self.Cs!r})")
+        if not isinstance(self.refit, bool):
+            raise BadInput(f"linear-probe option refit must be true or false (got {self.refit!r})")
         for name in ("max_iter", "select_iter", "patience"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise BadInput(f"linear-probe option {name} must be an integer >= 1 (got {getattr(self, name)!r})")

@@ -111,7 +111,7 @@ class Store:
         """A run by id or unique id prefix."""
         con = self.connect()
         try:
-            rows = [_row(r) for r in con.execute("SELECT * FROM runs WHERE id = ? OR id LIKE ? ORDER BY id", (ref, ref.replace("%", "") + "%"))]
+            rows = [_row(r) for r in con.execute("SELECT * FROM runs WHERE substr(id, 1, length(?)) = ? ORDER BY id", (ref, ref))]
         finally:
             con.close()
         exact = [r for r in rows if r["id"] == ref]
