@@ -57,7 +57,7 @@ def test_uci_sentiment_linear_probe(minilm, shared_data, write_csv, tmp_path):
 
     preds = run.predict([POSITIVE, NEGATIVE])
     assert preds.labels == ["1", "-1"]
-    assert preds.probabilities[0, 1] > 0.9 and preds.probabilities[1, 0] > 0.9
+    assert preds.probabilities[0, 1] > 0.75 and preds.probabilities[1, 0] > 0.75
 
     # Another domain (movie reviews) through a reopened run: the head transfers.
     imdb = write_csv(tmp_path / "imdb.csv", ["text", "label"], _uci_rows(folder / "imdb_labelled.txt"))
