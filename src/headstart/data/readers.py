@@ -43,7 +43,7 @@ def load_dataset(
             raise BadInput(f"{p} is a folder of files (one subfolder per label): --text-col/--label-col apply to table files only")
         return read_image_folder(p, labels_required=labels_required)
     columns, origin = read_table(p, fmt=fmt)
-    return _select(p, columns, origin, text_col=text_col, label_col=label_col, labels_required=labels_required)
+    return select_columns(p, columns, origin, text_col=text_col, label_col=label_col, labels_required=labels_required)
 
 
 def table_format(path: Path, fmt: str | None) -> str:
@@ -174,7 +174,8 @@ def _scalar(v):
     return v  # lists/dicts: rejected where a text or label is needed
 
 
-def _select(path: Path, columns: Columns, origin: list[str], *, text_col, label_col, labels_required) -> Dataset:
+def select_columns(path: Path, columns: Columns, origin: list[str], *, text_col, label_col, labels_required) -> Dataset:
+    """Pick (or validate) the text and label columns of an already-read table."""
     names = list(columns)
     for opt, col in (("--text-col", text_col), ("--label-col", label_col)):
         if col is not None and col not in columns:
