@@ -6,24 +6,30 @@ model, and writes the run folder and store row only when every step succeeded.
 
 from __future__ import annotations
 
+import glob
+import json
+import os
 import platform
 import re
+import shutil
 import secrets
 import sys
 import time
 import warnings
 from collections import Counter
 from pathlib import Path
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
 from . import __version__
-from ._util import home
+from ._util import home, parse_duration, status
 from .backbones import Backbone, check_modality, open_backbone
 from .catalog import BackboneSpec, resolve
 from .data import Dataset, load_dataset, stratified_split
-from .errors import BadInput, RunIntegrityError
+from .errors import BadInput, HeadstartError, RunIntegrityError
 from .evaluate import classification_metrics
 from .methods import FitContext, Method, get_method
 from .runs.run import FORMAT, Predictions, read_run_folder, write_run_folder
@@ -47,14 +53,43 @@ def adapt(
     test_fraction: float = 0.2,
     precision: str = "auto",
     store: str | Path | None = None,
+    budget: float | str | None = None,
+    config: str | Path | None = None,
+    resume: str | None = None,
+    _on_step: Callable[[int], None] | None = None,
 ) -> Run:
     """Adapt ``backbone`` to the labelled ``data`` with ``method`` and save the run.
 
     Without ``test`` the data is split (stratified, seeded) into train / validation / test;
     with it, into train / validation and the test file is only used for the final metrics.
+
+    ``budget`` limits training time (seconds, or "90s"/"10m"/"1h"); training stops cleanly and
+    keeps its best state. ``config`` is a YAML file of method options (``method_options`` win
+    over it). Trained methods checkpoint while they train; ``resume=RUN_ID`` continues a run
+    that was interrupted (every other argument then comes from the interrupted run's recipe).
     """
+    if resume is not None:
+        return _resume(resume, out=out, store=store, _on_step=_on_step)
     t_start = time.perf_counter()
-    method_obj = get_method(method).from_options(method_options)
+    options = {**(_read_config(config) if config is not None else {}), **(method_options or {})}
+    method_obj = get_method(method).from_options(options)
+    budget_s = _parse_budget(budget)
+    recipe = {
+        "data": str(data), "test": None if test is None else str(test),
+        "backbone": backbone, "method": method, "method_options": options, "seed": seed, "text_col": text_col,
+        "label_col": label_col, "fmt": fmt, "val_fraction": val_fraction, "test_fraction": test_fraction,
+        "precision": precision, "budget": budget_s,
+    }
+    return _adapt(recipe, method_obj, out=out, store=store, t_start=t_start, run_id=None, on_step=_on_step)
+
+
+def _adapt(recipe: dict, method_obj: Method, *, out, store, t_start: float, run_id: str | None, on_step,
+           expect: dict | None = None) -> Run:
+    """The pipeline proper. ``run_id``/``expect`` are set when resuming an interrupted run."""
+    data, test, backbone = recipe["data"], recipe["test"], recipe["backbone"]
+    seed, precision, budget_s = recipe["seed"], recipe["precision"], recipe["budget"]
+    text_col, label_col, fmt = recipe["text_col"], recipe["label_col"], recipe["fmt"]
+    val_fraction, test_fraction = recipe["val_fraction"], recipe["test_fraction"]
     spec = resolve(backbone)
     if precision not in ("auto", "fp32", "bf16"):
         raise BadInput(f"--precision {precision!r} is not one of auto, fp32, bf16")
@@ -94,61 +129,171 @@ def adapt(
             stacklevel=2,
         )
     used_precision = resolve_precision(precision, spec)
-    ctx = FitContext(backbone_hash=bb_hash, precision=used_precision, seed=seed, classes=classes)
+    if expect is not None:
+        _check_resumable(expect, full.fingerprint, bb_hash, run_id)
+    run_id = run_id or _run_id(spec, method_obj.name)
+    partial = out_dir / PARTIAL / run_id
+    partial.mkdir(parents=True, exist_ok=True)
+    if expect is None:
+        absolute = {"data": str(Path(data).expanduser().resolve()), "test": None if test is None else str(Path(test).expanduser().resolve())}
+        _write_json_atomic(partial / "recipe.json", {"id": run_id, "recipe": {**recipe, **absolute}, "data_fingerprint": full.fingerprint,
+                                                      "backbone_sha256": bb_hash, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    ctx = FitContext(backbone_hash=bb_hash, precision=used_precision, seed=seed, classes=classes, budget_s=budget_s,
+                     checkpoint_path=partial / "checkpoint.pt", on_step=on_step)
     _seed_everything(seed)
 
-    t0 = time.perf_counter()
-    fit_summary = method_obj.fit(bb, split.train, split.val, ctx)
-    t_fit = time.perf_counter() - t0
+    with _partial_guard(partial, run_id, out):
+        t0 = time.perf_counter()
+        fit_summary = method_obj.fit(bb, split.train, split.val, ctx)
+        t_fit = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    probs = method_obj.predict_proba(bb, test_set, ctx)
-    preds = Predictions(classes, probs)
-    index = {c: i for i, c in enumerate(classes)}
-    test_metrics = classification_metrics(np.array([index[c] for c in test_set.labels]), preds.indices, classes)
-    t_eval = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        probs = method_obj.predict_proba(bb, test_set, ctx)
+        preds = Predictions(classes, probs)
+        index = {c: i for i, c in enumerate(classes)}
+        test_metrics = classification_metrics(np.array([index[c] for c in test_set.labels]), preds.indices, classes)
+        t_eval = time.perf_counter() - t0
 
-    run_id = _run_id(spec, method_obj.name)
-    manifest = {
-        "format": FORMAT,
-        "id": run_id,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "task": "classification",
-        "modality": full.modality,
-        "backbone": {"name": spec.name, "sha256": bb_hash, "spec": spec.to_dict()},
-        "method": {"name": method_obj.name, "config": method_obj.resolved_config(), "fit": fit_summary},
-        "classes": classes,
-        "seed": seed,
-        "precision": {"requested": precision, "used": used_precision},
-        "data": {
-            "train": {"source": str(full.source), "fingerprint": full.fingerprint, "examples": len(full), "columns": full.columns},
-            "test": {
-                "source": str(test_set.source) if test_data is not None else "held out from train",
-                "fingerprint": test_set.fingerprint,
-                "examples": len(test_set),
+        manifest = {
+            "format": FORMAT,
+            "id": run_id,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "task": "classification",
+            "modality": full.modality,
+            "backbone": {"name": spec.name, "sha256": bb_hash, "spec": spec.to_dict()},
+            "method": {"name": method_obj.name, "config": method_obj.resolved_config(), "fit": fit_summary},
+            "classes": classes,
+            "seed": seed,
+            "precision": {"requested": precision, "used": used_precision},
+            "budget_s": budget_s,
+            "data": {
+                "train": {"source": str(full.source), "fingerprint": full.fingerprint, "examples": len(full), "columns": full.columns},
+                "test": {
+                    "source": str(test_set.source) if test_data is not None else "held out from train",
+                    "fingerprint": test_set.fingerprint,
+                    "examples": len(test_set),
+                },
+                "split": {"val_fraction": val_fraction, "test_fraction": 0.0 if test_data else test_fraction, "seed": seed, **split.sizes(), "test": len(test_set)},
             },
-            "split": {"val_fraction": val_fraction, "test_fraction": 0.0 if test_data else test_fraction, "seed": seed, **split.sizes(), "test": len(test_set)},
-        },
-        "metrics": {"test": {"summary": _summary(test_metrics)}},
-        "versions": _versions(),
-        "timings": {"read_s": round(t_read, 3), "fit_s": round(t_fit, 3), "eval_s": round(t_eval, 3)},
-    }
-    manifest["timings"]["total_s"] = round(time.perf_counter() - t_start, 3)
-    records = preds.records(list(test_set.inputs))
-    for rec, truth in zip(records, test_set.labels, strict=True):
-        rec["true_label"] = truth
-    store_obj = Store(store)
-    path = write_run_folder(out_dir, run_id, manifest, method_obj.state_dict(), {"test": test_metrics}, records)
-    run = Run(path, store=store_obj)
-    try:
-        store_obj.add_run(run.manifest, path, run.manifest["checksum"])
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(path, ignore_errors=True)
-        raise
+            "metrics": {"test": {"summary": _summary(test_metrics)}},
+            "versions": _versions(),
+            "timings": {"read_s": round(t_read, 3), "fit_s": round(t_fit, 3), "eval_s": round(t_eval, 3)},
+        }
+        manifest["timings"]["total_s"] = round(time.perf_counter() - t_start, 3)
+        records = preds.records(list(test_set.inputs))
+        for rec, truth in zip(records, test_set.labels, strict=True):
+            rec["true_label"] = truth
+        store_obj = Store(store)
+        path = write_run_folder(out_dir, run_id, manifest, method_obj.state_dict(), {"test": test_metrics}, records)
+        run = Run(path, store=store_obj)
+        try:
+            store_obj.add_run(run.manifest, path, run.manifest["checksum"])
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
     run._method, run._backbone, run._backbone_hash = method_obj, bb, bb_hash
     return run
+
+
+@contextmanager
+def _partial_guard(partial: Path, run_id: str, out) -> Iterator[None]:
+    """Remove the interrupted-run folder when the run finished or failed on bad input; keep it
+    (and say how to resume) when training was interrupted after a checkpoint."""
+    resumable = partial / "checkpoint.pt"
+    try:
+        yield
+    except KeyboardInterrupt:
+        if resumable.is_file():
+            status(f"interrupted; continue with: headstart adapt --resume {run_id}" + (f" --out {out}" if out else ""))
+        else:
+            _remove_partial(partial)
+        raise
+    except BaseException as e:
+        if isinstance(e, HeadstartError) or not resumable.is_file():
+            _remove_partial(partial)
+        raise
+    _remove_partial(partial)
+
+
+def _remove_partial(partial: Path) -> None:
+    shutil.rmtree(partial, ignore_errors=True)
+    _remove_if_empty(partial.parent)
+
+
+PARTIAL = ".partial"
+"""Sub-folder of the runs folder holding interrupted runs (recipe + checkpoint) until they finish."""
+
+
+def _resume(run: str, *, out, store, _on_step) -> Run:
+    """Continue an interrupted run from its recipe and latest checkpoint."""
+    root = (Path(out).expanduser() if out else home() / "runs") / PARTIAL
+    matches = sorted(p for p in root.glob(f"{glob.escape(run)}*") if (p / "recipe.json").is_file()) if root.is_dir() else []
+    if not matches:
+        finished = Store(store).find(run)
+        if finished is not None:
+            raise BadInput(f"--resume {run}: that run finished already ({finished['path']}); nothing to resume")
+        raise BadInput(f"--resume {run}: no interrupted run with that id in {root}; give --out if the run used one")
+    if len(matches) > 1:
+        raise BadInput(f"--resume {run}: matches {len(matches)} interrupted runs ({', '.join(p.name for p in matches[:3])}); give more of the id")
+    saved = json.loads((matches[0] / "recipe.json").read_text(encoding="utf-8"))
+    recipe = saved["recipe"]
+    method_obj = get_method(recipe["method"]).from_options(recipe["method_options"])
+    status(f"resuming run {saved['id']}")
+    return _adapt(recipe, method_obj, out=out, store=store, t_start=time.perf_counter(), run_id=saved["id"],
+                  on_step=_on_step, expect=saved)
+
+
+def _check_resumable(saved: dict, fingerprint: str, bb_hash: str, run_id: str | None) -> None:
+    if saved["data_fingerprint"] != fingerprint:
+        raise BadInput(f"--resume {run_id}: {saved['recipe']['data']} changed since the run started (fingerprint differs); "
+                       "start a new run instead")
+    if saved["backbone_sha256"] != bb_hash:
+        raise BadInput(f"--resume {run_id}: the backbone's weights changed since the run started; start a new run instead")
+
+
+def _parse_budget(budget: float | str | None) -> float | None:
+    if budget is None:
+        return None
+    if isinstance(budget, (int, float)) and not isinstance(budget, bool):
+        seconds = float(budget)
+    else:
+        seconds = parse_duration(str(budget), option="--budget")
+    if not seconds > 0:
+        raise BadInput(f"--budget must be positive (got {budget!r})")
+    return seconds
+
+
+def _read_config(path: str | Path) -> dict[str, Any]:
+    """Method options from a YAML file (a mapping of option name to value)."""
+    import yaml
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise BadInput(f"--config {p}: no such file")
+    try:
+        loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise BadInput(f"--config {p}:{where} not valid YAML ({getattr(e, 'problem', None) or e}); fix the file") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict) or not all(isinstance(k, str) for k in loaded):
+        raise BadInput(f"--config {p}: expected a mapping of method options, e.g. 'lr: 1.0e-4' one per line")
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in loaded.items()}
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+def _write_json_atomic(path: Path, obj: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def load(run: str | Path, *, store: str | Path | None = None, allow_base_change: bool = False) -> Run:

@@ -40,13 +40,22 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Adapt a pretrained backbone to DATA (a CSV/TSV/JSONL/Parquet file with text and "
                        "label columns, or a folder of images with one subfolder per label). Without --test, DATA is split "
                        "(stratified, seeded) into train/validation/test.")
-    p.add_argument("data", metavar="DATA", help="training data: table file or image folder")
+    p.add_argument("data", metavar="DATA", nargs="?", help="training data: table file or image folder (omit with --resume)")
     p.add_argument("--test", metavar="DATA", help="separate labelled test data (then DATA is split into train/validation only)")
     p.add_argument("--backbone", default="minilm-l6", metavar="NAME",
                    help="catalog name (see `headstart models`), hf:<hub id>, or a local model folder (default: minilm-l6)")
-    p.add_argument("--method", default="linear-probe", metavar="NAME", help="adaptation method (default: linear-probe)")
+    p.add_argument("--method", default="linear-probe", metavar="NAME",
+                   help="adaptation method, lightest first: linear-probe (frozen body, new head), lora, dora, qlora "
+                   "(4-bit base + LoRA), adapter (bottleneck adapters), finetune (all weights), scratch (random init "
+                   "baseline) (default: linear-probe)")
     p.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
-                   help="method option, repeatable; linear-probe: C, Cs, max_iter, refit (e.g. --set C=0.5)")
+                   help="method option, repeatable, overriding --config and the size-based preset, e.g. --set lr=1e-4 "
+                   "--set epochs=3 --set rank=16; options per method: README.md 'Methods'")
+    p.add_argument("--config", metavar="YAML", help="YAML file of method options (KEY: VALUE per line); --set wins over it")
+    p.add_argument("--budget", metavar="TIME", help="training time limit, e.g. 90s, 10m, 1h: training stops cleanly and keeps "
+                   "the best checkpoint (default: none)")
+    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run (id or prefix printed when it stopped); "
+                   "its data and options are reused")
     p.add_argument("--out", metavar="DIR", help="parent folder for the run folder (default: <data dir>/headstart/runs)")
     p.add_argument("--seed", type=int, default=0, help="seed for the split and training (default: 0)")
     p.add_argument("--text-col", metavar="COL", help="text column (default: inferred)")
@@ -75,6 +84,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-accuracy", type=float, metavar="X", help="exit 1 when accuracy is below X")
     p.add_argument("--text-col", metavar="COL", help="text column of DATA (default: the training column if present, else inferred)")
     p.add_argument("--allow-base-change", action="store_true", help="evaluate even if the backbone's weights changed")
+    _common(p)
+
+    from . import compare
+
+    compare.add_parser(sub, _common, EPILOG)
+
+    p = sub.add_parser("export", help="write a run as a plain Hugging Face model folder (head included)", epilog=EPILOG,
+                       description="Write RUN as a Hugging Face folder: config.json + model.safetensors + tokenizer, the task head "
+                       "(classifier.safetensors) and headstart.json (classes, pooling). LoRA/DoRA/QLoRA runs need --merge (the "
+                       "low-rank updates are folded into the weights). The folder's predictions are checked against the run's "
+                       "(fp32) before anything is written.")
+    p.add_argument("run", metavar="RUN", help="run folder or run id (prefix)")
+    p.add_argument("--out", required=True, metavar="DIR", help="new (or empty) folder to write")
+    p.add_argument("--merge", action="store_true", help="merge LoRA/DoRA/QLoRA updates into the weights")
+    p.add_argument("--allow-base-change", action="store_true", help="export even if the backbone's weights changed")
     _common(p)
 
     p = sub.add_parser("runs", help="list runs, or show one", epilog=EPILOG)
@@ -134,11 +158,19 @@ def _fmt_metrics(m: dict) -> str:
 def cmd_adapt(args) -> int:
     from .api import adapt
 
-    run = adapt(
-        args.data, test=args.test, backbone=args.backbone, method=args.method, method_options=_parse_options(args.options),
-        out=args.out, seed=args.seed, text_col=args.text_col, label_col=args.label_col, fmt=args.fmt,
-        val_fraction=args.val_fraction, test_fraction=args.test_fraction, precision=args.precision, store=args.store,
-    )
+    if args.resume:
+        if args.data or args.options or args.config or args.budget or args.test:
+            raise BadInput("--resume continues a run with its recorded data and options; give only --resume RUN (and --out/--store)")
+        run = adapt(None, resume=args.resume, out=args.out, store=args.store)
+    else:
+        if not args.data:
+            raise BadInput("adapt needs DATA (a table file or image folder), or --resume RUN")
+        run = adapt(
+            args.data, test=args.test, backbone=args.backbone, method=args.method, method_options=_parse_options(args.options),
+            out=args.out, seed=args.seed, text_col=args.text_col, label_col=args.label_col, fmt=args.fmt,
+            val_fraction=args.val_fraction, test_fraction=args.test_fraction, precision=args.precision, store=args.store,
+            budget=args.budget, config=args.config,
+        )
     m = run.manifest
     test = m["metrics"]["test"]["summary"]
     fit = m["method"]["fit"]
@@ -146,12 +178,38 @@ def cmd_adapt(args) -> int:
         f"run {run.id}",
         f"  backbone {m['backbone']['name']} (sha256 {m['backbone']['sha256'][:12]}), method {m['method']['name']}, precision {m['precision']['used']}",
         f"  data {m['data']['split']['train']} train / {m['data']['split']['val']} validation / {m['data']['split']['test']} test, {len(m['classes'])} classes",
-        f"  trained {fit.get('trainable_params', '?'):,} parameters; backbone frozen ({fit.get('frozen_params') or 0:,})",
+        _fmt_trained(fit),
         f"  test {_fmt_metrics(test)}",
         f"  time {m['timings']['total_s']:.1f}s",
         f"saved to {run.path}",
     ]
     _emit(args, {"run": run.id, "path": str(run.path), "metrics": test, "manifest": m}, "\n".join(lines))
+    return 0
+
+
+def _fmt_trained(fit: dict) -> str:
+    line = f"  trained {fit.get('trainable_params', 0):,} parameters"
+    if fit.get("total_params"):
+        line += f" of {fit['total_params']:,} ({fit['trainable_percent']:.2f}%)"
+    else:
+        line += f"; backbone frozen ({fit.get('frozen_params') or 0:,})"
+    if "steps" in fit:
+        line += (f"; {fit['steps']} steps ({fit['epochs_done']} epochs, stopped by {fit['stopped_by']}), "
+                 f"{fit['examples_per_s']:.0f} examples/s, best validation accuracy {fit['best_val_accuracy']:.4f}")
+    return line
+
+
+def cmd_export(args) -> int:
+    from .api import load
+    from .export import export_run
+
+    run = load(args.run, store=args.store, allow_base_change=args.allow_base_change)
+    record = export_run(run, args.out, merge=args.merge)
+    check = record["check"]
+    _emit(args, {"path": str(Path(args.out).expanduser()), **record},
+          f"exported run {run.id} ({record['method']}{', merged' if record['merged'] else ''}) to {args.out}\n"
+          f"  checked on {check['examples']} test inputs: max |p_export - p_run| = {check['max_abs_prob_diff']:.1e} "
+          f"(tolerance {check['tolerance']:.0e}, fp32)")
     return 0
 
 
@@ -253,7 +311,14 @@ def cmd_models(args) -> int:
     return 0
 
 
-COMMANDS = {"adapt": cmd_adapt, "predict": cmd_predict, "eval": cmd_eval, "runs": cmd_runs, "models": cmd_models}
+def cmd_compare(args) -> int:
+    from .compare import run_cli
+
+    return run_cli(args)
+
+
+COMMANDS = {"adapt": cmd_adapt, "compare": cmd_compare, "predict": cmd_predict, "eval": cmd_eval, "export": cmd_export,
+            "runs": cmd_runs, "models": cmd_models}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -49,7 +49,7 @@ def test_adapt_learns_the_task(run, tmp_path, write_table, sentiment_rows):
 
 def test_run_folder_and_manifest_record_everything(trained_run, tiny_bert):
     path = trained_run.path
-    assert {p.name for p in path.iterdir()} == {"manifest.json", "head.safetensors", "metrics.json", "predictions.csv"}
+    assert {p.name for p in path.iterdir()} == {"manifest.json", "weights.safetensors", "metrics.json", "predictions.csv"}
     m = json.loads((path / "manifest.json").read_text())
     assert m["id"] == path.name == trained_run.id
     assert m["format"] == "headstart.run/1"
@@ -81,7 +81,7 @@ def test_run_folder_and_manifest_record_everything(trained_run, tiny_bert):
     summary = m["metrics"]["test"]["summary"]
     assert set(summary) == {"accuracy", "macro_f1", "n"} and summary["n"] == split["test"]
     assert {"read_s", "fit_s", "eval_s", "total_s"} <= set(m["timings"])
-    assert set(m["files"]) == {"head.safetensors", "metrics.json", "predictions.csv"}
+    assert set(m["files"]) == {"weights.safetensors", "metrics.json", "predictions.csv"}
     # the other files agree with the manifest
     metrics = json.loads((path / "metrics.json").read_text())
     assert metrics["test"]["accuracy"] == summary["accuracy"]
@@ -91,7 +91,7 @@ def test_run_folder_and_manifest_record_everything(trained_run, tiny_bert):
     assert list(rows[0]) == ["input", "label", "predicted", "p[neg]", "p[pos]"]
     accuracy = np.mean([r["label"] == r["predicted"] for r in rows])
     assert accuracy == pytest.approx(summary["accuracy"])
-    tensors = load_file(str(path / "head.safetensors"))
+    tensors = load_file(str(path / "weights.safetensors"))
     assert tensors["head.weight"].shape == (2, 32) and tensors["head.bias"].shape == (2,)
 
 
@@ -142,7 +142,7 @@ def test_second_adapt_encodes_nothing_and_gives_identical_weights(tmp_path, tiny
     assert fit1["examples_encoded"] == n and fit1["examples_from_cache"] == 0
     assert fit2["examples_encoded"] == 0 and fit2["examples_from_cache"] == n
     assert fit1["C"] == fit2["C"]
-    w1, w2 = load_file(str(first.path / "head.safetensors")), load_file(str(second.path / "head.safetensors"))
+    w1, w2 = load_file(str(first.path / "weights.safetensors")), load_file(str(second.path / "weights.safetensors"))
     assert set(w1) == set(w2)
     for k in w1:
         assert torch.equal(w1[k], w2[k]), k
@@ -184,7 +184,7 @@ def test_load_after_the_base_changed_is_refused(tmp_path, train_csv, cli):
     # Allowed, the old head runs on the *new* base's features (not on features cached for the old base).
     after = hs.load(run.path, allow_base_change=True).predict(TEXTS).probabilities
     new_base, _ = open_backbone(str(folder))
-    head = load_file(str(run.path / "head.safetensors"))
+    head = load_file(str(run.path / "weights.safetensors"))
     logits = torch.from_numpy(new_base.embed(TEXTS)) @ head["head.weight"].T + head["head.bias"]
     np.testing.assert_allclose(after, torch.softmax(logits, 1).numpy(), atol=1e-5)
     assert not np.allclose(after, before)

@@ -12,7 +12,7 @@ import pytest
 
 from headstart.runs import Store
 
-RUN_FILES = {"manifest.json", "head.safetensors", "metrics.json", "predictions.csv"}
+RUN_FILES = {"manifest.json", "weights.safetensors", "metrics.json", "predictions.csv"}
 
 
 def csv_bytes(rows, header=("text", "label"), delimiter=",") -> bytes:
@@ -270,9 +270,9 @@ def _manifest_not_json(run: Path):
 
 
 def _corrupt_weights(run: Path):
-    data = bytearray((run / "head.safetensors").read_bytes())
+    data = bytearray((run / "weights.safetensors").read_bytes())
     data[-1] ^= 0x01
-    (run / "head.safetensors").write_bytes(bytes(data))
+    (run / "weights.safetensors").write_bytes(bytes(data))
 
 
 def _edit_predictions(run: Path):
@@ -281,13 +281,13 @@ def _edit_predictions(run: Path):
 
 
 DAMAGE = [
-    ("missing-head", _delete("head.safetensors"), ["head.safetensors", "missing"]),
+    ("missing-head", _delete("weights.safetensors"), ["weights.safetensors", "missing"]),
     ("missing-metrics", _delete("metrics.json"), ["metrics.json", "missing"]),
     ("missing-predictions", _delete("predictions.csv"), ["predictions.csv", "missing"]),
     ("missing-manifest", _delete("manifest.json"), ["manifest.json", "missing"]),
     ("edited-manifest", _edit_manifest, ["manifest.json", "edited", "checksum"]),
     ("manifest-not-json", _manifest_not_json, ["manifest.json", "not valid JSON"]),
-    ("edited-weights", _corrupt_weights, ["head.safetensors", "edited"]),
+    ("edited-weights", _corrupt_weights, ["weights.safetensors", "edited"]),
     ("edited-predictions", _edit_predictions, ["predictions.csv", "edited"]),
 ]
 
@@ -313,8 +313,8 @@ def test_damaged_run_found_by_id_is_refused(tmp_path, trained_run, cli, tiny_ber
     made = cli("adapt", train_csv, "--backbone", tiny_bert, "--out", tmp_path / "out", "--store", store, "--json")
     assert made.rc == 0, made
     run_id, path = made.json()["run"], Path(made.json()["path"])
-    (path / "head.safetensors").unlink()
-    assert_bad_input(cli("predict", run_id[:20], "-", "--store", store, stdin="good movie\n"), "head.safetensors", "missing")
+    (path / "weights.safetensors").unlink()
+    assert_bad_input(cli("predict", run_id[:20], "-", "--store", store, stdin="good movie\n"), "weights.safetensors", "missing")
 
 
 def test_run_that_does_not_exist(tmp_path, cli, assert_bad_input):

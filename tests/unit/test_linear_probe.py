@@ -208,8 +208,8 @@ def test_unknown_method_suggests_close_names():
     with pytest.raises(BadInput, match="unknown method 'linear_probe'. Did you mean 'linear-probe'") as err:
         get_method("linear_probe")
     assert "Available: linear-probe" in str(err.value)
-    with pytest.raises(BadInput, match="unknown method 'qlora'") as err:
-        get_method("qlora")
+    with pytest.raises(BadInput, match="unknown method 'prompt-tuning'") as err:
+        get_method("prompt-tuning")
     assert "Did you mean" not in str(err.value)
 
 

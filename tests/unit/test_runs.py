@@ -31,7 +31,7 @@ def test_round_trip(tmp_path):
     manifest, tensors = read_run_folder(path)
     assert manifest["id"] == "run-1" and manifest["seed"] == 0
     assert manifest["checksum"] == manifest_checksum(manifest)
-    assert set(manifest["files"]) == {"head.safetensors", "metrics.json", "predictions.csv"}
+    assert set(manifest["files"]) == {"weights.safetensors", "metrics.json", "predictions.csv"}
     for k, v in TENSORS.items():
         assert torch.equal(tensors[k], v)
     assert json.loads((path / "metrics.json").read_text()) == {"test": {"accuracy": 0.5}}
@@ -61,7 +61,7 @@ def test_failed_write_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("name", ["head.safetensors", "metrics.json", "predictions.csv", "manifest.json"])
+@pytest.mark.parametrize("name", ["weights.safetensors", "metrics.json", "predictions.csv", "manifest.json"])
 def test_missing_file(tmp_path, name):
     path = _write(tmp_path)
     (path / name).unlink()
@@ -69,7 +69,7 @@ def test_missing_file(tmp_path, name):
         read_run_folder(path)
 
 
-@pytest.mark.parametrize("name", ["head.safetensors", "metrics.json", "predictions.csv"])
+@pytest.mark.parametrize("name", ["weights.safetensors", "metrics.json", "predictions.csv"])
 def test_edited_file(tmp_path, name):
     path = _write(tmp_path)
     data = bytearray((path / name).read_bytes())
@@ -84,7 +84,7 @@ def test_edited_file(tmp_path, name):
     [
         (lambda m: m.update(seed=1), "checksum mismatch"),
         (lambda m: m.pop("checksum"), "checksum mismatch"),
-        (lambda m: m["files"].pop("head.safetensors"), "checksum mismatch"),
+        (lambda m: m["files"].pop("weights.safetensors"), "checksum mismatch"),
         (lambda m: m.update(format="other/1"), "not a headstart run manifest"),
     ],
 )

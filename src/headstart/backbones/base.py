@@ -83,11 +83,16 @@ class Backbone(ABC):
             out.append(cur)
         return out
 
-    @torch.inference_mode()
     def embed(self, inputs: list, *, precision: str = "fp32", desc: str = "encoding") -> np.ndarray:
         """Frozen features for ``inputs`` as float32, in input order."""
+        # Load outside inference mode: buffers created under it (BERT's position_ids) could never
+        # be used by a method that trains the same module afterwards.
+        module = self.module.to(self.device)
+        with torch.inference_mode():
+            return self._embed(module, inputs, precision, desc)
+
+    def _embed(self, module: torch.nn.Module, inputs: list, precision: str, desc: str) -> np.ndarray:
         device = self.device
-        module = self.module.to(device)
         module.eval()
         prepared = self.prepare(inputs)
         out = np.empty((len(inputs), self.feature_dim), dtype=np.float32)
@@ -107,6 +112,16 @@ class Backbone(ABC):
     def device(self) -> torch.device:
         """CUDA when available (a GPU run), else the CPU."""
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def reinitialize(self) -> None:
+        """Replace the pretrained weights with a fresh random initialisation (seeded by torch's RNG).
+
+        Generic version: every submodule's own ``reset_parameters``; families with a native
+        initialiser (Hugging Face ``from_config``) override it.
+        """
+        for m in self.module.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
 
     def param_count(self) -> int | None:
         """Parameters of the body (from the catalog when the module was never loaded)."""

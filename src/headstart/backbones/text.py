@@ -33,6 +33,14 @@ class TextBackbone(Backbone):
         self.module_.eval()
         return self
 
+    def reinitialize(self) -> None:
+        """The architecture's own initialisation (e.g. N(0, 0.02) for BERT) via ``from_config``."""
+        from transformers import AutoModel
+
+        config = self.module.config
+        self.module_ = AutoModel.from_config(config, attn_implementation=config._attn_implementation)
+        self.module_.eval()
+
     @property
     def feature_dim(self) -> int:
         return int(self.module.config.hidden_size)

@@ -95,6 +95,13 @@ class EfficientNetLiteBackbone(ImageBackbone):
 class HFImageBackbone(ImageBackbone):
     """Any Hugging Face vision encoder folder (ViT, ConvNeXt, DINOv2...) via ``AutoModel``."""
 
+    def reinitialize(self) -> None:
+        """The architecture's own initialisation via ``from_config``."""
+        from transformers import AutoModel
+
+        self.module_ = AutoModel.from_config(self.module.config)
+        self.module_.eval()
+
     def load(self) -> HFImageBackbone:
         from transformers import AutoModel
 

@@ -8,7 +8,9 @@ weights). Constructors only record their configuration; fitted state ends in ``_
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -27,6 +29,12 @@ class FitContext:
     precision: str
     seed: int
     classes: list[str]
+    budget_s: float | None = None
+    """Wall-clock limit for training (methods that train stop cleanly and keep their best state)."""
+    checkpoint_path: Path | None = None
+    """Where a training method keeps its resumable checkpoint (None: no checkpoints)."""
+    on_step: Callable[[int], None] | None = None
+    """Called after each optimizer step (tests use it to interrupt a fit)."""
 
 
 class Method(ABC):
@@ -51,7 +59,7 @@ class Method(ABC):
             )
         config = cls.config_cls(**options)
         if hasattr(config, "validate"):
-            config.validate()
+            config.validate(cls.name)
         return cls(config)
 
     @abstractmethod

@@ -44,7 +44,7 @@ class LinearProbeConfig:
     refit: bool = True
     """Refit on train + validation with the chosen C (the validation split also trains)."""
 
-    def validate(self) -> None:
+    def validate(self, method: str = "linear-probe") -> None:
         def positive(v) -> bool:
             return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
 

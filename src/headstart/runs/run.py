@@ -5,7 +5,8 @@
     <run id>/
       manifest.json      backbone name + sha256, method + resolved config, data fingerprints,
                          seed, library versions, metrics, timings, sha256 of every other file
-      head.safetensors   exactly the tensors the method trained (here: the head)
+      weights.safetensors  exactly the tensors the method trained or added (a probe's head; LoRA
+                         pairs + head; every body weight for finetune/scratch)
       metrics.json       test (and validation) metrics
       predictions.csv    test predictions with probabilities
 
@@ -31,7 +32,8 @@ from ..errors import RunIntegrityError
 
 FORMAT = "headstart.run/1"
 MANIFEST = "manifest.json"
-WEIGHTS = "head.safetensors"
+WEIGHTS = "weights.safetensors"
+LEGACY_WEIGHTS = "head.safetensors"  # runs written by headstart 0.1.0 before trained methods existed
 
 
 @dataclass
@@ -118,4 +120,5 @@ def read_run_folder(path: Path) -> tuple[dict, dict]:
             raise RunIntegrityError(f"{path}: run folder is missing {name}; restore it or re-run `headstart adapt`")
         if sha256_file(f) != digest:
             raise RunIntegrityError(f"{f}: edited after the run was written (sha256 mismatch); restore it or re-run `headstart adapt`")
-    return manifest, load_file(str(path / WEIGHTS))
+    name = WEIGHTS if WEIGHTS in manifest.get("files", {}) else LEGACY_WEIGHTS
+    return manifest, load_file(str(path / name))

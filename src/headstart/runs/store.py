@@ -37,6 +37,14 @@ CREATE TABLE IF NOT EXISTS evals (
     metrics TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS evals_run ON evals(run_id);
+CREATE TABLE IF NOT EXISTS comparisons (
+    id TEXT PRIMARY KEY,
+    path TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    data_fingerprint TEXT NOT NULL,
+    run_ids TEXT NOT NULL,
+    rows TEXT NOT NULL
+);
 """
 
 
@@ -121,6 +129,47 @@ class Store:
             raise BadInput(f"run {ref!r} is ambiguous: it starts {len(rows)} run ids ({', '.join(r['id'] for r in rows[:3])}, ...); give more of the id")
         return rows[0] if rows else None
 
+    def add_comparison(
+        self, comparison_id: str, path: Path, created_at: str, data_fingerprint: str, run_ids: list[str], rows: list[dict]
+    ) -> None:
+        """Record a ``compare`` result: its folder, the runs it compared and its table rows (JSON)."""
+        con = self.connect()
+        try:
+            con.execute(
+                "INSERT INTO comparisons (id, path, created_at, data_fingerprint, run_ids, rows) VALUES (?,?,?,?,?,?)",
+                (comparison_id, str(Path(path).resolve()), created_at, data_fingerprint, json.dumps(run_ids), json.dumps(rows, default=str)),
+            )
+        finally:
+            con.close()
+
+    def list_comparisons(self) -> list[dict]:
+        """Every recorded comparison, newest first."""
+        con = self.connect()
+        try:
+            return [_comparison_row(r) for r in con.execute("SELECT * FROM comparisons ORDER BY created_at DESC, id DESC")]
+        finally:
+            con.close()
+
+    def find_comparison(self, ref: str) -> dict | None:
+        """A comparison by id or unique id prefix."""
+        con = self.connect()
+        try:
+            rows = [
+                _comparison_row(r)
+                for r in con.execute("SELECT * FROM comparisons WHERE substr(id, 1, length(?)) = ? ORDER BY id", (ref, ref))
+            ]
+        finally:
+            con.close()
+        exact = [r for r in rows if r["id"] == ref]
+        if exact:
+            return exact[0]
+        if len(rows) > 1:
+            raise BadInput(
+                f"comparison {ref!r} is ambiguous: it starts {len(rows)} comparison ids ({', '.join(r['id'] for r in rows[:3])}, ...); "
+                "give more of the id"
+            )
+        return rows[0] if rows else None
+
     def evals(self, run_id: str) -> list[dict]:
         con = self.connect()
         try:
@@ -128,6 +177,13 @@ class Store:
             return [{**dict(r), "metrics": json.loads(r["metrics"])} for r in rows]
         finally:
             con.close()
+
+
+def _comparison_row(r: sqlite3.Row) -> dict:
+    d = dict(r)
+    d["run_ids"] = json.loads(d["run_ids"])
+    d["rows"] = json.loads(d["rows"])
+    return d
 
 
 def _row(r: sqlite3.Row) -> dict:

@@ -1,0 +1,865 @@
+"""``compare``: several methods (x backbones) on the same split of the same data, side by side.
+
+Why: "which adaptation method should I use?" is a trade-off between quality and cost, and a
+trade-off can only be read off numbers measured the same way. ``compare`` runs every
+method x backbone through :func:`headstart.api.adapt` with the same data, seed and split
+fractions (the split is deterministic given data + seed, and this module checks that every run
+really saw the same train / validation / test sizes and the same test examples), then reports
+per run: test accuracy and macro-F1 with 95% percentile-bootstrap intervals over the test
+examples, trainable parameters (count and share of all parameters), wall time and peak memory.
+
+It writes a comparison folder, whole or not at all (temporary name, then rename)::
+
+    <out>/<comparison id>/
+      comparison.json   inputs, data and split, rows (with run ids), frontier
+      table.md          the table in Markdown, headed by data, split sizes, seed and date
+      frontier.png      accuracy vs wall time and vs trainable %, Pareto frontier drawn
+
+and records it in the store (table ``comparisons``). The runs themselves are ordinary runs in the
+store. If one run fails, no comparison is written; the runs that finished before it stay.
+
+Caveats, also printed under the table: peak memory is the peak resident memory of this process
+during each run (runs share one process, so memory the allocator keeps from an earlier run can
+show up in a later one); a later linear probe on the same backbone may reuse cached features and
+so report less wall time than a cold one.
+
+The CLI pieces (:func:`add_parser`, :func:`run_cli`) live here; ``headstart.cli`` wires them in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import secrets
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._util import home, parse_duration, peak_rss, status
+from .errors import BadInput, HeadstartError
+
+FORMAT = "headstart.comparison/1"
+N_RESAMPLES = 1000
+LEVEL = 0.95
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+class SplitMismatch(HeadstartError):
+    """Two runs of one comparison did not see the same train / validation / test split."""
+
+
+# -- results -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Comparison:
+    """The result of :func:`compare`: one row per method x backbone, and where it was saved.
+
+    Each row holds ``method``, ``backbone`` (as given), ``run_id``, ``run_path``, ``accuracy``,
+    ``accuracy_low``/``accuracy_high`` (95% bootstrap interval), ``macro_f1`` (+ ``_low``/``_high``),
+    ``trainable_params``, ``total_params`` and ``trainable_pct`` (None when the method did not
+    report them), ``wall_s``, ``peak_rss_mb`` (+ ``peak_rss_how``), ``peak_gpu_mb`` (None without
+    CUDA) and ``on_frontier``.
+    """
+
+    id: str
+    path: Path
+    created_at: str
+    rows: list[dict[str, Any]]
+    data: dict[str, Any]
+    inputs: dict[str, Any]
+    bootstrap: dict[str, Any] = field(default_factory=lambda: {"n_resamples": N_RESAMPLES, "level": LEVEL})
+    plot: str | None = "frontier.png"
+
+    @property
+    def frontier(self) -> list[dict[str, Any]]:
+        """Rows not beaten on both accuracy (higher) and wall time (lower), fastest first."""
+        return sorted((r for r in self.rows if r["on_frontier"]), key=lambda r: r["wall_s"])
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [r["run_id"] for r in self.rows]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "id": self.id,
+            "path": str(self.path),
+            "created_at": self.created_at,
+            "inputs": self.inputs,
+            "data": self.data,
+            "bootstrap": self.bootstrap,
+            "rows": self.rows,
+            "frontier": [r["run_id"] for r in self.frontier],
+            "files": {"table": "table.md", "plot": self.plot, "json": "comparison.json"},
+        }
+
+    def header(self) -> str:
+        d = self.data
+        split = d["split"]
+        return (
+            f"Data {d['source']} (fingerprint {d['fingerprint'][:12]}), {len(d['classes'])} classes; "
+            f"split {split['train']} train / {split['val']} validation / {split['test']} test "
+            f"(test: {d['test_source']}); seed {self.inputs['seed']}; {self.created_at}"
+        )
+
+    def legend(self) -> str:
+        n = self.data["split"]["test"]
+        pct = f"{self.bootstrap['level']:.0%}"
+        return (
+            f"[low, high]: {pct} percentile-bootstrap interval over the {n} test examples ({self.bootstrap['n_resamples']} resamples). "
+            "* on the Pareto frontier of accuracy vs wall time. Peak memory: peak resident memory of the process during the run "
+            "(runs share one process). n/a: the method did not report it."
+        )
+
+    def _cells(self) -> tuple[list[str], list[list[str]]]:
+        pct = f"{self.bootstrap['level']:.0%}"
+        gpu = any(r.get("peak_gpu_mb") is not None for r in self.rows)
+        head = ["", "method", "backbone", f"test accuracy [{pct}]", f"macro-F1 [{pct}]", "trainable", "trainable %", "wall time", "peak memory"]
+        if gpu:
+            head.append("peak GPU")
+        body = []
+        for r in self.rows:
+            cells = [
+                "*" if r["on_frontier"] else "",
+                r["method"],
+                r["backbone_label"],
+                _fmt_ci(r["accuracy"], r["accuracy_low"], r["accuracy_high"]),
+                _fmt_ci(r["macro_f1"], r["macro_f1_low"], r["macro_f1_high"]),
+                _fmt_count(r["trainable_params"]),
+                _fmt_pct(r["trainable_pct"]),
+                _fmt_seconds(r["wall_s"]),
+                _fmt_mb(r["peak_rss_mb"]),
+            ]
+            if gpu:
+                cells.append(_fmt_mb(r.get("peak_gpu_mb")))
+            body.append(cells)
+        return head, body
+
+    def to_markdown(self) -> str:
+        """The table as Markdown, headed by the data, split sizes, seed and date."""
+        head, body = self._cells()
+
+        def line(cells: list[str]) -> str:
+            return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+        align = ["---" if i < 3 else "---:" for i in range(len(head))]
+        out = [f"# Comparison {self.id}", "", self.header(), "", line(head), "| " + " | ".join(align) + " |"]
+        out += [line(cells) for cells in body]
+        out += ["", self.legend(), ""]
+        return "\n".join(out)
+
+    def to_text(self) -> str:
+        """An aligned plain-text table for a terminal, with the folder it was saved to."""
+        head, body = self._cells()
+        widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
+
+        def line(cells: list[str]) -> str:
+            return "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+        out = [f"comparison {self.id}", f"  {self.header()}", line(head)] + [line(cells) for cells in body]
+        out.append(f"  {self.legend()}")
+        files = "table.md, comparison.json" + (f", {self.plot}" if self.plot else "")
+        out.append(f"saved to {self.path} ({files})")
+        return "\n".join(out)
+
+
+# -- the API -----------------------------------------------------------------------------------
+
+
+def compare(
+    data: str | Path,
+    *,
+    methods: Sequence[str],
+    backbones: Sequence[str] = ("minilm-l6",),
+    test: str | Path | None = None,
+    seed: int = 0,
+    method_options: dict[str, dict[str, Any]] | None = None,
+    out: str | Path | None = None,
+    runs_out: str | Path | None = None,
+    store: str | Path | None = None,
+    text_col: str | None = None,
+    label_col: str | None = None,
+    fmt: str | None = None,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    precision: str = "auto",
+    budget: float | str | None = None,
+) -> Comparison:
+    """Adapt every backbone x method on the same split of ``data`` and tabulate quality vs cost.
+
+    Everything is validated before the first run (method and backbone names, duplicates,
+    ``method_options`` keyed by method name, data, split, folders); all problems are reported in
+    one :class:`~headstart.errors.BadInput`. ``method_options`` maps a method name to that
+    method's options (as ``adapt(method_options=)``). ``out`` is the parent of the comparison
+    folder (default ``<headstart home>/comparisons``); ``runs_out`` the parent of the run folders
+    (``adapt(out=)``). ``budget`` (seconds, or a duration such as ``"10m"``) is passed to each
+    ``adapt(budget=)`` and is refused up front when this version's ``adapt`` has no such
+    parameter.
+
+    Runs go backbone by backbone, methods in the order given; each is an ordinary run in the
+    store. Raises :class:`SplitMismatch` if the runs did not all see the same split, and the
+    failing run's error (naming method and backbone) if one fails; in both cases no comparison
+    is written and the finished runs stay.
+    """
+    return _compare(
+        data, methods=methods, backbones=backbones, test=test, seed=seed, method_options=method_options, out=out,
+        runs_out=runs_out, store=store, text_col=text_col, label_col=label_col, fmt=fmt, val_fraction=val_fraction,
+        test_fraction=test_fraction, precision=precision, budget=budget, problems=[],
+    )
+
+
+def _compare(
+    data: str | Path,
+    *,
+    methods: Sequence[str],
+    backbones: Sequence[str],
+    test: str | Path | None,
+    seed: int,
+    method_options: dict[str, dict[str, Any]] | None,
+    out: str | Path | None,
+    runs_out: str | Path | None,
+    store: str | Path | None,
+    text_col: str | None,
+    label_col: str | None,
+    fmt: str | None,
+    val_fraction: float,
+    test_fraction: float,
+    precision: str,
+    budget: float | str | None,
+    problems: list[str],
+) -> Comparison:
+    """:func:`compare`, plus ``problems`` already found by the caller (the CLI's option parsing),
+    so that every problem is reported in one error."""
+    from . import api
+    from .runs.store import Store
+
+    plan = _validate(
+        data, methods=methods, backbones=backbones, test=test, seed=seed, method_options=method_options, out=out,
+        runs_out=runs_out, text_col=text_col, label_col=label_col, fmt=fmt, val_fraction=val_fraction,
+        test_fraction=test_fraction, precision=precision, budget=budget, problems=problems,
+    )
+    store_obj = Store(store)
+    _warm_up(plan.backbones)
+    runs: list[Any] = []
+    rows: list[dict[str, Any]] = []
+    labels: list[str] = []
+    total = len(plan.backbones) * len(plan.methods)
+    for backbone in plan.backbones:
+        for method in plan.methods:
+            label = f"{method} on {_backbone_label(backbone)}"
+            status(f"compare [{len(runs) + 1}/{total}]: {label}")
+            extra: dict[str, Any] = {} if plan.budget_s is None else {"budget": plan.budget_s}
+            gpu = _GpuPeak()
+            t0 = time.perf_counter()
+            try:
+                with peak_rss() as mem:
+                    run = api.adapt(
+                        data, test=test, backbone=backbone, method=method, method_options=plan.options.get(method),
+                        out=runs_out, seed=seed, text_col=text_col, label_col=label_col, fmt=fmt,
+                        val_fraction=val_fraction, test_fraction=test_fraction, precision=precision, store=store, **extra,
+                    )
+            except HeadstartError as e:
+                raise _failed(e, label, runs, labels) from e
+            except Exception as e:  # a crash (e.g. out of memory): keep its traceback, say what was kept
+                e.add_note(f"compare: {label} failed; {_kept(runs, labels)}")
+                raise
+            wall = time.perf_counter() - t0
+            runs.append(run)
+            labels.append(label)
+            rows.append(_row(run, method, backbone, wall, mem.peak_mb, mem.how, gpu.read(), seed))
+
+    _check_same_split(runs, labels)
+    _mark_frontier(rows)
+
+    first = runs[0].manifest
+    created = time.strftime("%Y-%m-%dT%H:%M:%S%z")  # as run manifests
+    comparison = Comparison(
+        id=f"{time.strftime('%Y%m%d-%H%M%S')}-compare-{secrets.token_hex(3)}",
+        path=plan.out_dir,  # replaced below by the final folder
+        created_at=created,
+        rows=rows,
+        data={
+            "source": first["data"]["train"]["source"],
+            "fingerprint": first["data"]["train"]["fingerprint"],
+            "modality": first["modality"],
+            "classes": first["classes"],
+            "test_source": first["data"]["test"]["source"],
+            "test_fingerprint": first["data"]["test"]["fingerprint"],
+            "split": {k: first["data"]["split"][k] for k in ("train", "val", "test")},
+        },
+        inputs={
+            "data": str(data), "test": None if test is None else str(test), "methods": plan.methods, "backbones": plan.backbones,
+            "seed": seed, "method_options": {m: _jsonable(o) for m, o in plan.options.items()}, "val_fraction": val_fraction,
+            "test_fraction": test_fraction, "precision": precision, "budget_s": plan.budget_s, "text_col": text_col,
+            "label_col": label_col, "format": fmt, "runs_out": None if runs_out is None else str(runs_out),
+            "store": str(store_obj.path),
+        },
+        bootstrap={"n_resamples": N_RESAMPLES, "level": LEVEL, "seed": seed, "method": "percentile (Efron & Tibshirani 1993)"},
+    )
+    comparison.path = _write_folder(comparison, plan.out_dir)
+    try:
+        store_obj.add_comparison(
+            comparison.id, comparison.path, comparison.created_at, comparison.data["fingerprint"], comparison.run_ids, comparison.rows
+        )
+    except BaseException:
+        shutil.rmtree(comparison.path, ignore_errors=True)
+        raise
+    return comparison
+
+
+@dataclass
+class _Plan:
+    methods: list[str]
+    backbones: list[str]
+    options: dict[str, dict[str, Any]]
+    out_dir: Path
+    budget_s: float | None
+
+
+def _validate(
+    data: str | Path,
+    *,
+    methods: Sequence[str],
+    backbones: Sequence[str],
+    test: str | Path | None,
+    seed: int,
+    method_options: dict[str, dict[str, Any]] | None,
+    out: str | Path | None,
+    runs_out: str | Path | None,
+    text_col: str | None,
+    label_col: str | None,
+    fmt: str | None,
+    val_fraction: float,
+    test_fraction: float,
+    precision: str,
+    budget: float | str | None,
+    problems: list[str],
+) -> _Plan:
+    """Check every input that can be checked without training; raise one BadInput naming them all."""
+    import inspect
+
+    from . import api
+    from .backbones import check_modality
+    from .catalog import CATALOG, resolve
+    from .data import load_dataset, stratified_split
+    from .methods import METHODS, get_method
+
+    problems = list(problems)
+    method_list = _names(methods, "--methods", problems, f"e.g. --methods linear-probe; available: {', '.join(METHODS)}")
+    backbone_list = _names(backbones, "--backbones", problems, f"e.g. --backbones minilm-l6; catalog: {', '.join(CATALOG)}")
+
+    for name in method_list:
+        try:
+            get_method(name)
+        except BadInput as e:
+            problems.append(f"--methods: {e}")
+
+    specs = []
+    for name in backbone_list:
+        try:
+            specs.append(resolve(name))
+        except BadInput as e:
+            problems.append(f"--backbones: {e}")
+
+    options: dict[str, dict[str, Any]] = {}
+    if method_options is not None and not isinstance(method_options, dict):
+        problems.append(f"method_options must map a method name to its options, e.g. {{'linear-probe': {{'C': 0.5}}}} (got {method_options!r})")
+        method_options = None
+    for name, opts in (method_options or {}).items():
+        if name not in method_list:
+            problems.append(f"--set {name}.*: {name!r} is not among --methods ({', '.join(method_list) or 'none'}); add it or drop the option")
+            continue
+        if opts is not None and not isinstance(opts, dict):
+            problems.append(f"--set {name}.*: options must be a mapping KEY -> VALUE (got {opts!r})")
+            continue
+        try:
+            get_method(name).from_options(opts)
+        except (BadInput, TypeError, ValueError) as e:  # TypeError/ValueError: a config class rejecting a value
+            problems.append(f"--set {name}.*: {e}")
+        options[name] = dict(opts or {})
+
+    if precision not in PRECISIONS:
+        problems.append(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    seed_ok = isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0
+    if not seed_ok:
+        problems.append(f"--seed must be a non-negative integer (got {seed!r})")
+
+    budget_s: float | None = None
+    if budget is not None:
+        if isinstance(budget, str):
+            try:
+                budget_s = parse_duration(budget)
+            except BadInput as e:
+                problems.append(str(e))
+        elif isinstance(budget, (int, float)) and not isinstance(budget, bool) and math.isfinite(budget) and budget > 0:
+            budget_s = float(budget)
+        else:
+            problems.append(f"--budget {budget!r}: use a number with s, m or h, e.g. 10m")
+        if "budget" not in inspect.signature(api.adapt).parameters:
+            problems.append("--budget: this version of headstart cannot limit a run's time (adapt has no budget); drop --budget")
+
+    out_dir = Path(out).expanduser() if out else home() / "comparisons"
+    for option, folder in (("--out", out_dir), ("--runs-out", Path(runs_out).expanduser() if runs_out else None)):
+        if folder is not None and folder.exists() and not folder.is_dir():
+            problems.append(f"{option} {folder} is a file; give a folder (it is created if missing)")
+
+    if test is not None and not Path(test).expanduser().exists():
+        problems.append(f"--test {Path(test).expanduser()}: no such file or folder; check the path")
+    try:
+        full = load_dataset(data, text_col=text_col, label_col=label_col, fmt=fmt)
+    except BadInput as e:
+        problems.append(str(e))
+    else:
+        if len(full.classes) < 2:
+            problems.append(f"{full.source}: only one class ({full.classes[0]!r}); a classifier needs at least two labels")
+        elif seed_ok:
+            try:
+                stratified_split(full, val_fraction=val_fraction, test_fraction=0.0 if test is not None else test_fraction, seed=seed)
+            except BadInput as e:
+                problems.append(str(e))
+        for spec in specs:
+            if spec.family != "hf-auto":
+                try:
+                    check_modality(spec, full.modality, str(full.source))
+                except BadInput as e:
+                    problems.append(f"--backbones: {e}")
+
+    if problems:
+        raise BadInput("; ".join(" ".join(p.split()).rstrip(".") for p in problems))
+    return _Plan(methods=method_list, backbones=backbone_list, options=options, out_dir=out_dir, budget_s=budget_s)
+
+
+def _warm_up(backbones: list[str]) -> None:
+    """Pay, before the clock starts, the once-per-process costs that would otherwise all land on
+    whichever run comes first: importing the model architecture's code (seconds for transformers
+    models) and hashing the weight files (cached afterwards). Loads no weights.
+
+    Best effort: any failure is left for ``adapt`` to report properly, with its one-line message.
+    """
+    from .backbones import open_backbone
+
+    for name in backbones:
+        try:
+            bb, _ = open_backbone(name)
+            if bb.spec.family.startswith("hf"):
+                from transformers import AutoConfig
+                from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+                MODEL_MAPPING[type(AutoConfig.from_pretrained(bb.path))]  # imports the architecture's module
+            elif bb.spec.family == "efficientnet-lite":
+                import efficientnet_lite_pytorch  # noqa: F401
+        except Exception:  # noqa: BLE001 - a warm-up must never be the thing that fails
+            continue
+
+
+def _names(values: Sequence[str] | str, option: str, problems: list[str], example: str) -> list[str]:
+    """A clean list of names from a list or a comma-separated string; empties and repeats are problems."""
+    items = values.split(",") if isinstance(values, str) else list(values or [])
+    names = [str(v).strip() for v in items if str(v).strip()]
+    if not names:
+        problems.append(f"{option} is empty: name at least one ({example})")
+        return []
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            problems.append(f"{option} lists {n!r} twice; give each once")
+        seen.add(n)
+    return list(dict.fromkeys(names))
+
+
+def _failed(error: HeadstartError, label: str, runs: list[Any], labels: list[str]) -> HeadstartError:
+    """The error of a failed run, renamed to say which run failed and what was kept."""
+    message = " ".join(str(error).split()).rstrip(".") + ". " + _kept(runs, labels)
+    try:
+        return type(error)(f"compare: {label} failed: {message}")
+    except TypeError:  # an error class with another constructor
+        return HeadstartError(f"compare: {label} failed: {message}")
+
+
+def _kept(runs: list[Any], labels: list[str]) -> str:
+    if not runs:
+        return "No run had finished; no comparison was written"
+    kept = ", ".join(f"{r.id} ({lab})" for r, lab in zip(runs, labels, strict=True))
+    return f"The {len(runs)} run(s) finished before it stay in the store: {kept}; no comparison was written"
+
+
+def _check_same_split(runs: list[Any], labels: list[str]) -> None:
+    """Every run must have seen the same data, split sizes and test examples; else the table lies."""
+
+    def key(run: Any) -> dict[str, Any]:
+        d = run.manifest["data"]
+        return {"split": d["split"], "train fingerprint": d["train"]["fingerprint"], "test fingerprint": d["test"]["fingerprint"]}
+
+    ref = key(runs[0])
+    for run, label in zip(runs[1:], labels[1:], strict=True):
+        got = key(run)
+        if got != ref:
+            what = next(k for k in ref if ref[k] != got[k])
+            kept = ", ".join(r.id for r in runs)
+            raise SplitMismatch(
+                f"compare: {label} (run {run.id}) saw a different {what} than {labels[0]} (run {runs[0].id}): "
+                f"{_short(got[what])} vs {_short(ref[what])}; was the data edited while comparing? Re-run compare. "
+                f"The runs stay in the store ({kept}); no comparison was written"
+            )
+
+
+def _short(value: Any) -> str:
+    return value[:12] + "..." if isinstance(value, str) and len(value) > 12 else json.dumps(value)
+
+
+class _GpuPeak:
+    """Peak CUDA memory allocated by torch during a run (None without CUDA)."""
+
+    def __init__(self) -> None:
+        torch = sys.modules.get("torch")
+        self.on = bool(torch is not None and torch.cuda.is_available())
+        if self.on:
+            torch.cuda.reset_peak_memory_stats()
+
+    def read(self) -> float | None:
+        if not self.on:
+            return None
+        import torch
+
+        return torch.cuda.max_memory_allocated() / (1024.0 * 1024.0)
+
+
+def _row(run: Any, method: str, backbone: str, wall_s: float, peak_mb: float, peak_how: str, peak_gpu_mb: float | None, seed: int) -> dict:
+    """One table row from a finished run: its metrics, intervals, parameter counts and costs."""
+    from .evaluate.bootstrap import MacroF1, accuracy, bootstrap_ci
+
+    m = run.manifest
+    summary = m["metrics"]["test"]["summary"]
+    fit = m["method"].get("fit") or {}
+    trainable = _int_or_none(fit.get("trainable_params"))
+    total = _int_or_none(fit.get("total_params"))
+    frozen = _int_or_none(fit.get("frozen_params"))
+    if total is None and trainable is not None and frozen is None:
+        frozen = _backbone_params(m["backbone"]["spec"])  # e.g. a linear probe served from the feature cache
+    if total is None and trainable is not None and frozen is not None:
+        total = trainable + frozen
+    pct = 100.0 * trainable / total if trainable is not None and total else None
+
+    acc_low = acc_high = f1_low = f1_high = None
+    truth_pred = _read_predictions(run.path / "predictions.csv", list(m["classes"]))
+    if truth_pred is not None:
+        y_true, y_pred = truth_pred
+        _, acc_low, acc_high = bootstrap_ci(y_true, y_pred, accuracy, n_resamples=N_RESAMPLES, level=LEVEL, seed=seed)
+        _, f1_low, f1_high = bootstrap_ci(y_true, y_pred, MacroF1(len(m["classes"])), n_resamples=N_RESAMPLES, level=LEVEL, seed=seed)
+    return {
+        "method": method,
+        "backbone": backbone,
+        "backbone_label": _backbone_label(backbone),
+        "run_id": run.id,
+        "run_path": str(run.path),
+        "accuracy": float(summary["accuracy"]),
+        "accuracy_low": acc_low,
+        "accuracy_high": acc_high,
+        "macro_f1": float(summary["macro_f1"]),
+        "macro_f1_low": f1_low,
+        "macro_f1_high": f1_high,
+        "n_test": int(summary.get("n", m["data"]["test"]["examples"])),
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_pct": pct,
+        "wall_s": round(wall_s, 3),
+        "peak_rss_mb": round(peak_mb, 1),
+        "peak_rss_how": peak_how,
+        "peak_gpu_mb": None if peak_gpu_mb is None else round(peak_gpu_mb, 1),
+        "on_frontier": False,
+    }
+
+
+def _backbone_params(spec_dict: dict[str, Any]) -> int | None:
+    """Parameters of a backbone without loading it: the catalog's count, else the sum of the tensor
+    shapes in its safetensors files (what the loaded module counts). None when neither is known.
+
+    Why: a method that never loaded the backbone (a linear probe whose features were cached)
+    cannot count its parameters, yet the table's trainable % needs the total.
+    """
+    from .catalog import BackboneSpec, locate
+
+    try:
+        spec = BackboneSpec.from_dict(spec_dict)
+        if spec.params:
+            return int(spec.params)
+        if spec.source_kind != "local":  # never download just to count
+            return None
+        path = locate(spec)
+        files = [path] if path.is_file() else sorted(path.glob("*.safetensors"))
+        files = [f for f in files if f.suffix == ".safetensors"]
+        if not files:
+            return None
+        from safetensors import safe_open
+
+        total = 0
+        for f in files:
+            with safe_open(str(f), framework="pt") as st:
+                total += sum(math.prod(st.get_slice(k).get_shape()) for k in st.keys())  # noqa: SIM118
+        return total
+    except Exception:  # noqa: BLE001 - a best-effort count; "n/a" in the table is the honest fallback
+        return None
+
+
+def _int_or_none(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+
+
+def _read_predictions(path: Path, classes: list[str]):
+    """(true, predicted) class indices from a run's predictions.csv; None when it lacks true labels."""
+    import numpy as np
+
+    index = {c: i for i, c in enumerate(classes)}
+    truth, pred = [], []
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            for rec in csv.DictReader(f):
+                if rec.get("label") not in index or rec.get("predicted") not in index:
+                    return None
+                truth.append(index[rec["label"]])
+                pred.append(index[rec["predicted"]])
+    except OSError:
+        return None
+    if not truth:
+        return None
+    return np.array(truth, dtype=np.int64), np.array(pred, dtype=np.int64)
+
+
+def pareto_frontier(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points (cost, quality) that no other point beats on both, cheapest first.
+
+    A point is dominated when another has cost <= and quality >= with at least one strict; ties
+    (same cost and quality) all stay on the frontier.
+    """
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    frontier: list[int] = []
+    best = -math.inf
+    best_cost = math.nan
+    for i in order:
+        cost, quality = points[i]
+        if quality > best or (quality == best and cost == best_cost):
+            frontier.append(i)
+            if quality > best:
+                best, best_cost = quality, cost
+    return frontier
+
+
+def _mark_frontier(rows: list[dict[str, Any]]) -> None:
+    for i in pareto_frontier([(r["wall_s"], r["accuracy"]) for r in rows]):
+        rows[i]["on_frontier"] = True
+
+
+# -- the comparison folder ---------------------------------------------------------------------
+
+
+def _write_folder(comparison: Comparison, out_dir: Path) -> Path:
+    """Write comparison.json, table.md and frontier.png under a temporary name, then rename."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = out_dir / comparison.id
+    if final.exists():
+        raise BadInput(f"{final} already exists; choose another --out or remove it")
+    tmp = out_dir / f".tmp-{comparison.id}-{os.getpid()}"
+    try:
+        tmp.mkdir()
+        comparison.plot = "frontier.png" if plot_frontier(comparison.rows, tmp / "frontier.png", title=comparison.id) else None
+        comparison.path = final
+        (tmp / "table.md").write_text(comparison.to_markdown(), encoding="utf-8")
+        (tmp / "comparison.json").write_text(json.dumps(comparison.to_dict(), indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def plot_frontier(rows: list[dict[str, Any]], path: Path, *, title: str = "") -> bool:
+    """Draw accuracy (with its interval) vs wall time and vs trainable %, frontiers joined by a line.
+
+    Returns False (with a warning) when matplotlib is not installed: the table and JSON are the
+    result; the picture is a convenience that must not throw away finished runs.
+    """
+    try:
+        import matplotlib
+        import matplotlib.ticker
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        warnings.warn("frontier.png not drawn: matplotlib is not installed (pip install matplotlib)", stacklevel=2)
+        return False
+
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    backbones = list(dict.fromkeys(r["backbone_label"] for r in rows))
+    colours = {m: matplotlib.colormaps["tab10"](i % 10) for i, m in enumerate(methods)}
+    markers = {b: "osD^vPX*"[i % 8] for i, b in enumerate(backbones)}
+    # The Agg canvas directly, not pyplot: drawing must not switch the backend of a notebook user.
+    fig = Figure(figsize=(12, 4.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
+    panels = [("wall_s", "wall time (s, log scale)"), ("trainable_pct", "trainable parameters (% of all, log scale)")]
+    for ax, (key, xlabel) in zip(axes, panels, strict=True):
+        shown = [r for r in rows if r.get(key) is not None and r[key] > 0]
+        for i, r in enumerate(sorted(shown, key=lambda r: (r[key], r["accuracy"]))):
+            low, high = r["accuracy_low"], r["accuracy_high"]
+            yerr = None if low is None else [[max(0.0, r["accuracy"] - low)], [max(0.0, high - r["accuracy"])]]
+            ax.errorbar(r[key], r["accuracy"], yerr=yerr, fmt=markers[r["backbone_label"]], color=colours[r["method"]],
+                        capsize=3, markersize=7)
+            ax.annotate(f"{r['method']} / {r['backbone_label']}", (r[key], r["accuracy"]), textcoords="offset points",
+                        xytext=(6, 6 if i % 2 == 0 else -13), fontsize=8)  # alternate: neighbours overlap less
+        if shown:
+            front = [shown[i] for i in pareto_frontier([(r[key], r["accuracy"]) for r in shown])]
+            ax.plot([r[key] for r in front], [r["accuracy"] for r in front], "-", color="0.35", linewidth=1.2, zorder=0,
+                    label="Pareto frontier")
+            ax.set_xscale("log")
+            plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+            ax.xaxis.set_major_formatter(plain)
+            xs = [r[key] for r in shown]
+            # within one decade the only ticks are minor ones: label them; else leave them unlabelled
+            ax.xaxis.set_minor_formatter(plain if max(xs) < 10 * min(xs) else matplotlib.ticker.NullFormatter())
+            ax.legend(loc="lower right", fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "not reported by these methods", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("test accuracy (95% bootstrap interval)")
+        ax.grid(True, which="both", alpha=0.3)
+    if title:
+        fig.suptitle(f"quality vs cost: {title}", fontsize=10)
+    fig.savefig(path, dpi=110)
+    return True
+
+
+# -- formatting --------------------------------------------------------------------------------
+
+
+def _backbone_label(name: str) -> str:
+    """Short display name: catalog and hf: names as given, folders by their last component."""
+    if name.startswith("hf:") or "/" not in name and os.sep not in name:
+        return name
+    return Path(name).name or name
+
+
+def _fmt_ci(value: float, low: float | None, high: float | None) -> str:
+    return f"{value:.3f}" if low is None or high is None else f"{value:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def _fmt_count(n: int | None) -> str:
+    if n is None:
+        return "n/a"
+    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= size:
+            return f"{n / size:.1f}{suffix}"
+    return str(n)
+
+
+def _fmt_pct(p: float | None) -> str:
+    if p is None:
+        return "n/a"
+    return f"{p:.2g}%" if p < 0.01 else f"{p:.2f}%"
+
+
+def _fmt_seconds(s: float) -> str:
+    if s < 10:
+        return f"{s:.2f}s"
+    if s < 60:
+        return f"{s:.1f}s"
+    if s < 3600:
+        return f"{int(s // 60)}m {int(s % 60):02d}s"
+    return f"{int(s // 3600)}h {int(s % 3600 // 60):02d}m"
+
+
+def _fmt_mb(mb: float | None) -> str:
+    return "n/a" if mb is None else f"{mb:,.0f} MB"
+
+
+def _jsonable(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+def parse_set_options(items: Sequence[str], problems: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """``["lora.r=8", "linear-probe.C=0.5"]`` -> ``{"lora": {"r": 8}, "linear-probe": {"C": 0.5}}``.
+
+    Values are read as JSON when they parse (numbers, true/false, lists -> tuples), else kept as
+    text, as ``adapt --set`` does. A malformed item raises BadInput, or is appended to
+    ``problems`` when a list is given (so the CLI can report every problem at once).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    found: list[str] = []
+    for item in items:
+        target, sep, value = item.partition("=")
+        method, dot, key = target.partition(".")
+        method, key = method.strip(), key.strip()
+        if not sep or not dot or not method or not key:
+            found.append(f"--set {item!r}: expected METHOD.KEY=VALUE, e.g. --set linear-probe.C=0.5")
+            continue
+        try:
+            parsed: Any = json.loads(value)
+        except ValueError:
+            parsed = value
+        out.setdefault(method, {})[key] = tuple(parsed) if isinstance(parsed, list) else parsed
+    if found and problems is None:
+        raise BadInput("; ".join(found))
+    if problems is not None:
+        problems.extend(found)
+    return out
+
+
+def add_parser(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None], epilog: str) -> argparse.ArgumentParser:
+    """Add the ``compare`` subcommand to ``headstart``'s subparsers (``common`` adds --json/--store/--quiet).
+
+    Wire it in ``headstart.cli`` with ``COMMANDS["compare"] = compare.run_cli``.
+    """
+    p = sub.add_parser(
+        "compare", help="run several methods (x backbones) on the same split and tabulate quality vs cost", epilog=epilog,
+        description="Adapt every METHOD x BACKBONE to DATA on the same train/validation/test split (same seed and fractions; "
+        "checked), then print test accuracy and macro-F1 with 95%% bootstrap intervals, trainable parameters (count and %% of "
+        "all), wall time and peak memory. Saves table.md, comparison.json and frontier.png (accuracy vs wall time and vs "
+        "trainable %%, Pareto frontier drawn) in a comparison folder recorded in the store; each run is an ordinary run.",
+    )
+    p.add_argument("data", metavar="DATA", help="training data: table file or image folder (as for `headstart adapt`)")
+    p.add_argument("--methods", default="linear-probe", metavar="M1,M2",
+                   help="comma-separated methods to compare, e.g. linear-probe,lora,finetune (default: linear-probe)")
+    p.add_argument("--backbones", default="minilm-l6", metavar="B1,B2",
+                   help="comma-separated backbones: catalog names, hf:<hub id> or model folders (default: minilm-l6)")
+    p.add_argument("--test", metavar="DATA", help="separate labelled test data (then DATA is split into train/validation only)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the split, training and the bootstrap (default: 0)")
+    p.add_argument("--set", dest="options", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                   help="option for one method, repeatable, e.g. --set linear-probe.C=0.5 --set lora.r=8")
+    p.add_argument("--out", metavar="DIR", help="parent folder for the comparison folder (default: <data dir>/headstart/comparisons)")
+    p.add_argument("--runs-out", metavar="DIR", help="parent folder for the run folders (default: <data dir>/headstart/runs)")
+    p.add_argument("--text-col", metavar="COL", help="text column (default: inferred)")
+    p.add_argument("--label-col", metavar="COL", help="label column (default: inferred)")
+    p.add_argument("--format", dest="fmt", choices=["csv", "tsv", "jsonl", "parquet"], help="table format (default: from the file extension)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of the training data held out for validation (default: 0.1)")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="share held out for testing when --test is not given (default: 0.2)")
+    p.add_argument("--precision", default="auto", choices=list(PRECISIONS), help="backbone numerics, as for adapt (default: auto)")
+    p.add_argument("--budget", metavar="DURATION", help="time limit per run, a number with s, m or h, e.g. 90s, 10m, 1h (default: none)")
+    common(p)
+    return p
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Run ``headstart compare`` from parsed arguments; print the table (or one JSON object with --json)."""
+    problems: list[str] = []
+    options = parse_set_options(args.options, problems)
+    result = _compare(
+        args.data, methods=args.methods, backbones=args.backbones, test=args.test, seed=args.seed, method_options=options,
+        out=args.out, runs_out=args.runs_out, store=args.store, text_col=args.text_col, label_col=args.label_col, fmt=args.fmt,
+        val_fraction=args.val_fraction, test_fraction=args.test_fraction, precision=args.precision, budget=args.budget,
+        problems=problems,
+    )
+    if getattr(args, "json", False):
+        print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False, default=str))
+    else:
+        print(result.to_text())
+    return 0

@@ -1,0 +1,350 @@
+"""The one training loop every trained method uses.
+
+What it does, in order of how much it matters on a CPU:
+
+- **Length-bucketed dynamic padding** (:func:`bucketed_batches`): each epoch the examples are
+  shuffled, cut into pools of ``50 x batch_size``, each pool sorted by length and cut into
+  batches, and the batch order shuffled. Every batch then pads to nearly its own length; random
+  batches (the usual ``DataCollatorWithPadding`` recipe) pay for ~3x the tokens on banking77.
+- **bf16 autocast with fp32 master weights** where the hardware has bf16. Frozen linear weights
+  (LoRA's, adapters' base) are cast to bf16 once for the whole fit instead of on every call.
+- **Gradient accumulation** with the loss normalised by the examples in the *optimizer step*
+  (sum of per-example losses / step size), so micro-batches of unequal size weigh correctly.
+- **Early stopping** on validation accuracy (ties broken by validation loss), evaluated every
+  ``eval_every`` epochs; the best trainable state is kept and restored at the end.
+- **A time budget** checked before every step: the loop stops cleanly, evaluates, and keeps the
+  best state seen.
+- **Checkpoints** every ``checkpoint_every_s`` seconds and at every evaluation: trainable tensors,
+  optimizer, scheduler, RNG, position in the epoch, best state and history. Resuming recomputes
+  the epoch's batch order from the seed and continues from the saved step, so an interrupted and
+  resumed fit ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._util import progress, status
+
+POOL_BATCHES = 50
+"""Batches per length-sorting pool: large enough to pad little, small enough to stay shuffled."""
+
+
+@dataclass
+class TrainSettings:
+    """The optimisation recipe (method configs carry these; the resolved values go in the run)."""
+
+    lr: float
+    head_lr: float
+    epochs: float
+    batch_size: int
+    grad_accum: int
+    warmup_ratio: float
+    weight_decay: float
+    max_grad_norm: float
+    patience: int
+    eval_every: float
+    layer_decay: float = 1.0
+
+
+@dataclass
+class RunControl:
+    """What the run (not the recipe) decides: precision, seed, budget, checkpoint place."""
+
+    precision: str = "fp32"
+    seed: int = 0
+    budget_s: float | None = None
+    checkpoint_path: Path | None = None
+    checkpoint_every_s: float = 120.0
+    on_step: Callable[[int], None] | None = None
+    """Called after every optimizer step with the global step (tests use it to interrupt a fit)."""
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    epochs_done: float
+    stopped_by: str
+    best_val_accuracy: float
+    best_step: int
+    history: list[dict] = field(default_factory=list)
+    train_s: float = 0.0
+    examples_seen: int = 0
+    tokens_seen: int = 0
+    padded_tokens_seen: int = 0
+    resumed_from_step: int | None = None
+
+    @property
+    def examples_per_s(self) -> float:
+        return self.examples_seen / self.train_s if self.train_s > 0 else 0.0
+
+
+def bucketed_batches(lengths: list[int], batch_size: int, rng: np.random.Generator) -> list[list[int]]:
+    """One epoch of index batches with similar lengths inside each batch, in shuffled order."""
+    n = len(lengths)
+    perm = rng.permutation(n)
+    pool = batch_size * POOL_BATCHES
+    batches: list[list[int]] = []
+    for start in range(0, n, pool):
+        chunk = sorted(perm[start : start + pool].tolist(), key=lambda i: -lengths[i])
+        batches.extend(chunk[k : k + batch_size] for k in range(0, len(chunk), batch_size))
+    order = rng.permutation(len(batches))
+    return [batches[i] for i in order]
+
+
+def linear_schedule(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """Linear warmup to the peak rate, then linear decay to zero at ``total_steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return factor
+
+
+@contextmanager
+def frozen_linears_in_bf16(module: nn.Module, enabled: bool) -> Iterator[None]:
+    """Cast frozen ``nn.Linear`` weights to bf16 once for the block (restored afterwards).
+
+    Under autocast a linear layer runs in bf16 anyway; casting a frozen weight up front gives the
+    same numbers without a copy per call. Trainable weights stay fp32 masters.
+    """
+    saved = []
+    if enabled:
+        for m in module.modules():
+            if isinstance(m, nn.Linear) and m.weight.dtype == torch.float32 and not m.weight.requires_grad:
+                if m.bias is not None and m.bias.requires_grad:
+                    continue
+                saved.append((m, m.weight.data, None if m.bias is None else m.bias.data))
+                m.weight.data = m.weight.data.to(torch.bfloat16)
+                if m.bias is not None:
+                    m.bias.data = m.bias.data.to(torch.bfloat16)
+    try:
+        yield
+    finally:
+        for m, w, b in saved:
+            m.weight.data = w
+            if b is not None:
+                m.bias.data = b
+
+
+class Trainer:
+    """Train ``model`` (a module mapping a collated batch to logits) on index batches.
+
+    ``collate(indices) -> dict`` builds a batch; ``lengths`` are per-example costs used for
+    bucketing and for counting tokens; ``param_groups`` are the optimizer groups (each with its
+    ``lr``); ``trainable_state()`` / ``load_trainable_state()`` read and write exactly what trains
+    (what checkpoints and the best-state copy hold).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        settings: TrainSettings,
+        control: RunControl,
+        *,
+        param_groups: list[dict],
+        trainable_state: Callable[[], dict[str, torch.Tensor]],
+        load_trainable_state: Callable[[dict[str, torch.Tensor]], None],
+        set_train_mode: Callable[[], None],
+        device: torch.device,
+    ):
+        self.model = model
+        self.s = settings
+        self.c = control
+        self.param_groups = param_groups
+        self.trainable_state = trainable_state
+        self.load_trainable_state = load_trainable_state
+        self.set_train_mode = set_train_mode
+        self.device = device
+
+    def _autocast(self):
+        if self.c.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    def evaluate(self, batches: list[list[int]], collate, labels: torch.Tensor) -> tuple[float, float]:
+        """(accuracy, mean cross-entropy) over the given batches."""
+        self.model.eval()
+        correct, loss_sum, n = 0, 0.0, 0
+        with torch.inference_mode(), self._autocast():
+            for idx in batches:
+                batch = {k: v.to(self.device) for k, v in collate(idx).items()}
+                logits = self.model(batch).float()
+                y = labels[idx].to(self.device)
+                loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+                correct += int((logits.argmax(1) == y).sum())
+                n += len(idx)
+        return correct / max(1, n), loss_sum / max(1, n)
+
+    def fit(
+        self,
+        *,
+        train_lengths: list[int],
+        train_labels: torch.Tensor,
+        collate_train: Callable[[list[int]], dict[str, torch.Tensor]],
+        val_batches: list[list[int]],
+        val_labels: torch.Tensor,
+        collate_val: Callable[[list[int]], dict[str, torch.Tensor]],
+    ) -> TrainResult:
+        s, c = self.s, self.c
+        n = len(train_lengths)
+        steps_per_epoch = math.ceil(n / s.batch_size)
+        total_steps = max(1, math.ceil(steps_per_epoch * s.epochs))
+        warmup = int(round(s.warmup_ratio * total_steps))
+        eval_interval = max(1, int(round(s.eval_every * steps_per_epoch)))
+
+        # The fused kernel updates every tensor in one pass: with LoRA's ~70 small tensors the
+        # per-tensor loop of the default implementation costs more than the update itself.
+        optimizer = torch.optim.AdamW(self.param_groups, weight_decay=s.weight_decay, fused=True)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(warmup, total_steps))
+
+        state = {"step": 0, "best": (-1.0, -math.inf), "best_step": 0, "bad_evals": 0, "history": [], "elapsed_s": 0.0,
+                 "examples": 0, "tokens": 0, "padded": 0, "best_state": None}
+        resumed_from = None
+        if c.checkpoint_path is not None and c.checkpoint_path.is_file():
+            ckpt = torch.load(c.checkpoint_path, map_location="cpu", weights_only=False)
+            self.load_trainable_state(ckpt["trainable"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            torch.set_rng_state(ckpt["torch_rng"])
+            state.update(ckpt["state"])
+            resumed_from = state["step"]
+            status(f"resuming from step {resumed_from} of {total_steps} ({c.checkpoint_path})")
+        if state["best_state"] is None:
+            state["best_state"] = _clone(self.trainable_state())
+
+        def save_checkpoint() -> None:
+            if c.checkpoint_path is None:
+                return
+            tmp = c.checkpoint_path.with_name(c.checkpoint_path.name + ".tmp")
+            torch.save(
+                {"trainable": self.trainable_state(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "torch_rng": torch.get_rng_state(), "state": state},
+                tmp,
+            )
+            os.replace(tmp, c.checkpoint_path)
+
+        def run_eval() -> bool:
+            """Evaluate, keep the best state; True when patience ran out."""
+            acc, loss = self.evaluate(val_batches, collate_val, val_labels)
+            state["history"].append({"step": state["step"], "epoch": round(state["step"] / steps_per_epoch, 3),
+                                     "val_accuracy": round(acc, 6), "val_loss": round(loss, 6)})
+            if (acc, -loss) > state["best"]:
+                state["best"], state["best_step"], state["bad_evals"] = (acc, -loss), state["step"], 0
+                state["best_state"] = _clone(self.trainable_state())
+            else:
+                state["bad_evals"] += 1
+            return state["bad_evals"] > s.patience
+
+        stopped_by = "epochs"
+        t_start = time.perf_counter() - state["elapsed_s"]
+        last_ckpt = time.perf_counter()
+        if not state["history"]:
+            run_eval()  # the starting point counts: a probe-initialised head may already be the best
+        bar = progress(total_steps, "training", unit="step")
+        bar.update(state["step"])
+        try:
+            while state["step"] < total_steps:
+                epoch = state["step"] // steps_per_epoch
+                order = bucketed_batches(train_lengths, s.batch_size, np.random.default_rng([c.seed, epoch]))
+                for idx in order[state["step"] - epoch * steps_per_epoch :]:
+                    if c.budget_s is not None and time.perf_counter() - t_start >= c.budget_s:
+                        stopped_by = "budget"
+                        break
+                    loss_value = self._step(idx, train_labels, collate_train, optimizer, state)
+                    scheduler.step()
+                    state["step"] += 1
+                    state["elapsed_s"] = time.perf_counter() - t_start
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss_value:.4f}", best_val=f"{max(state['best'][0], 0):.4f}", refresh=False)
+                    stop = False
+                    if state["step"] % eval_interval == 0 or state["step"] == total_steps:
+                        stop = run_eval()
+                        save_checkpoint()
+                        last_ckpt = time.perf_counter()
+                    elif time.perf_counter() - last_ckpt >= c.checkpoint_every_s:
+                        save_checkpoint()
+                        last_ckpt = time.perf_counter()
+                    if c.on_step is not None:
+                        c.on_step(state["step"])
+                    if stop:
+                        stopped_by = "early-stopping"
+                        break
+                    if state["step"] >= total_steps:
+                        break
+                if stopped_by != "epochs":
+                    break
+        finally:
+            bar.close()
+        if not state["history"] or state["history"][-1]["step"] != state["step"]:
+            run_eval()
+        state["elapsed_s"] = time.perf_counter() - t_start
+        self.load_trainable_state(state["best_state"])
+        return TrainResult(
+            steps=state["step"],
+            epochs_done=round(state["step"] / steps_per_epoch, 3),
+            stopped_by=stopped_by,
+            best_val_accuracy=state["best"][0],
+            best_step=state["best_step"],
+            history=state["history"],
+            train_s=state["elapsed_s"],
+            examples_seen=state["examples"],
+            tokens_seen=state["tokens"],
+            padded_tokens_seen=state["padded"],
+            resumed_from_step=resumed_from,
+        )
+
+    def _step(self, idx: list[int], labels: torch.Tensor, collate, optimizer, state: dict) -> float:
+        """One optimizer step over ``idx`` in ``grad_accum`` micro-batches; returns the mean loss."""
+        self.set_train_mode()
+        optimizer.zero_grad(set_to_none=True)
+        total = len(idx)
+        size = math.ceil(total / self.s.grad_accum)
+        loss_sum = 0.0
+        for start in range(0, total, size):
+            micro = idx[start : start + size]
+            batch = {k: v.to(self.device) for k, v in collate(micro).items()}
+            if "attention_mask" in batch:
+                mask = batch["attention_mask"]
+                state["tokens"] += int(mask.sum())
+                state["padded"] += int(mask.numel())
+            with self._autocast():
+                logits = self.model(batch)
+            # Sum over the micro-batch, divided by the whole step's size: the accumulated gradient
+            # equals the gradient of the step's mean loss whatever the micro-batch sizes.
+            loss = nn.functional.cross_entropy(logits.float(), labels[micro].to(self.device), reduction="sum") / total
+            loss.backward()
+            loss_sum += float(loss.detach()) * total
+        params = [p for g in self.param_groups for p in g["params"]]
+        if self.s.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, self.s.max_grad_norm)
+        optimizer.step()
+        state["examples"] += total
+        return loss_sum / total
+
+
+def _clone(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in tensors.items()}
+
+
+__all__ = [
+    "RunControl",
+    "TrainResult",
+    "TrainSettings",
+    "Trainer",
+    "bucketed_batches",
+    "frozen_linears_in_bf16",
+    "linear_schedule",
+]
