@@ -86,9 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-base-change", action="store_true", help="evaluate even if the backbone's weights changed")
     _common(p)
 
-    from . import compare
+    from .compare import add_parser as add_compare_parser
 
-    compare.add_parser(sub, _common, EPILOG)
+    add_compare_parser(sub, _common, EPILOG)
 
     p = sub.add_parser("export", help="write a run as a plain Hugging Face model folder (head included)", epilog=EPILOG,
                        description="Write RUN as a Hugging Face folder: config.json + model.safetensors + tokenizer, the task head "

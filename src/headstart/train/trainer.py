@@ -219,6 +219,8 @@ class Trainer:
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
             torch.set_rng_state(ckpt["torch_rng"])
+            if ckpt.get("cuda_rng") is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(ckpt["cuda_rng"])  # dropout on a GPU draws from these
             state.update(ckpt["state"])
             resumed_from = state["step"]
             status(f"resuming from step {resumed_from} of {total_steps} ({c.checkpoint_path})")
@@ -231,7 +233,8 @@ class Trainer:
             tmp = c.checkpoint_path.with_name(c.checkpoint_path.name + ".tmp")
             torch.save(
                 {"trainable": self.trainable_state(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "torch_rng": torch.get_rng_state(), "state": state},
+                 "torch_rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None, "state": state},
                 tmp,
             )
             os.replace(tmp, c.checkpoint_path)
@@ -279,7 +282,7 @@ class Trainer:
                         last_ckpt = time.perf_counter()
                     if c.on_step is not None:
                         c.on_step(state["step"])
-                    if stop:
+                    if stop and state["step"] < total_steps:
                         stopped_by = "early-stopping"
                         break
                     if state["step"] >= total_steps:
