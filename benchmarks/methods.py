@@ -34,9 +34,9 @@ ALL_METHODS = ["linear-probe", "lora", "qlora", "adapter", "finetune", "scratch"
 
 # Same recipe on both sides of the matched comparison (peer = Trainer/PEFT defaults where it has them).
 MATCHED = {
-    "lora": {"lr": 1e-3, "head_lr": 1e-2, "epochs": 1, "batch_size": 32, "warmup_ratio": 0.06, "weight_decay": 0.01,
+    "lora": {"lr": 1e-3, "head_lr": 1e-2, "epochs": 3, "batch_size": 32, "warmup_ratio": 0.06, "weight_decay": 0.01,
              "rank": 8, "alpha": 16, "lora_dropout": 0.0},
-    "finetune": {"lr": 5e-5, "head_lr": 1e-2, "epochs": 1, "batch_size": 32, "warmup_ratio": 0.06, "weight_decay": 0.01},
+    "finetune": {"lr": 5e-5, "head_lr": 1e-2, "epochs": 3, "batch_size": 32, "warmup_ratio": 0.06, "weight_decay": 0.01},
 }
 
 
@@ -49,7 +49,9 @@ def read_csv(path: Path) -> tuple[list[str], list[str]]:
 # -- one configuration per process ----------------------------------------------------------------
 
 
-def one_headstart(data: Path, method: str, options: dict, train_file: Path | None) -> dict:
+def one_headstart(data: Path, method: str, options: dict, precision: str = "auto") -> dict:
+    """headstart on banking77's train.csv; its seed-0 split (10% validation) leaves exactly the
+    training rows that :func:`matched_train_file` gives the peer."""
     sys.path.insert(0, str(HERE))
     from _measure import measure
 
@@ -58,12 +60,13 @@ def one_headstart(data: Path, method: str, options: dict, train_file: Path | Non
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["HEADSTART_HOME"] = tmp
         with measure() as m:
-            run = hs.adapt(train_file or data / "train.csv", test=data / "test.csv", method=method, method_options=options,
-                           val_fraction=0.1)
+            run = hs.adapt(data / "train.csv", test=data / "test.csv", method=method, method_options=options,
+                           val_fraction=0.1, precision=precision)
     fit = run.manifest["method"]["fit"]
     summary = run.metrics["test"]["summary"]
     return {
-        "tool": "headstart", "method": method, "options": options,
+        "tool": "headstart" if precision == "auto" else f"headstart {run.manifest['precision']['used']}", "method": method,
+        "options": options, "precision": run.manifest["precision"]["used"],
         "accuracy": summary["accuracy"], "macro_f1": summary["macro_f1"],
         "trainable_params": fit["trainable_params"],
         "trainable_percent": fit.get("trainable_percent",
@@ -106,7 +109,8 @@ def spawn(args: list[str]) -> dict:
 
 def matched_train_file(data: Path, tmp: Path) -> Path:
     """headstart's own train split (seed 0, 10% validation held out), written for the peer, so
-    both sides train on exactly the same examples."""
+    both sides train on exactly the same examples (headstart itself reads train.csv and makes the
+    same split; giving it this file would hold out another 10%)."""
     from headstart.data import load_dataset, stratified_split
 
     split = stratified_split(load_dataset(data / "train.csv"), val_fraction=0.1, test_fraction=0.0, seed=0)
@@ -137,17 +141,19 @@ HEADER = ("| tool | method | test accuracy | trainable % | wall time (s) | train
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--part", choices=["all", "defaults", "matched"], default="all")
+    ap.add_argument("--part", choices=["all", "defaults", "matched", "precision"], default="all",
+                    help="precision: the matched recipes in headstart with fp32 instead of bf16 (the bf16 side is 'matched')")
     ap.add_argument("--methods", default=",".join(ALL_METHODS), help="methods for the defaults part")
     ap.add_argument("--json", type=Path, help="write every measurement here")
     ap.add_argument("--one", nargs=3, metavar=("TOOL", "METHOD", "OPTIONS_JSON"), help=argparse.SUPPRESS)
     ap.add_argument("--train-file", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--precision", default="auto", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.one:
         tool, method, options = args.one
         if tool == "headstart":
-            out = one_headstart(args.data, method, json.loads(options), args.train_file)
+            out = one_headstart(args.data, method, json.loads(options), args.precision)
         else:
             out = one_peer(args.data, method, args.train_file)
         print(json.dumps(out))
@@ -155,26 +161,32 @@ def main() -> int:
 
     if not (args.data / "train.csv").is_file():
         raise SystemExit(f"{args.data}: no banking77 train.csv; pass --data")
-    results: dict[str, list[dict]] = {"defaults": [], "matched": []}
+    results: dict[str, list[dict]] = {"defaults": [], "matched": [], "precision": []}
     if args.part in ("all", "defaults"):
         print(HEADER)
         for method in args.methods.split(","):
             r = spawn(["--one", "headstart", method, "{}", "--data", str(args.data)])
             results["defaults"].append(r)
             print(fmt_row(r), flush=True)
-    if args.part in ("all", "matched"):
+    if args.part in ("all", "matched", "precision"):
         with tempfile.TemporaryDirectory() as tmp:
             train_file = matched_train_file(args.data, Path(tmp))
             print("\nmatched recipes (same examples, hyperparameters and architecture):")
             print(HEADER)
             for method, recipe in MATCHED.items():
+                if args.part == "precision" and method not in args.methods.split(","):
+                    continue
                 hs_options = {**{k: v for k, v in recipe.items()}, "head_init": "zero", "patience": 1000,
                               "eval_every": float(recipe["epochs"]), "dropout": 0.0}
                 if method == "lora":
                     hs_options["alpha"] = float(hs_options["alpha"])
-                for tool in ("peer", "headstart"):
-                    r = spawn(["--one", tool, method, json.dumps(hs_options), "--data", str(args.data), "--train-file", str(train_file)])
-                    results["matched"].append(r)
+                runs = [("peer", "auto", "matched"), ("headstart", "auto", "matched")] if args.part != "precision" else []
+                if args.part in ("all", "precision"):
+                    runs.append(("headstart", "fp32", "precision"))
+                for tool, precision, part in runs:
+                    r = spawn(["--one", tool, method, json.dumps(hs_options), "--data", str(args.data), "--train-file", str(train_file),
+                               "--precision", precision])
+                    results[part].append(r)
                     print(fmt_row(r), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
@@ -194,6 +206,11 @@ def report_floors(results: dict) -> None:
             print(f"  {method}: throughput {h['examples_per_s']:.1f} vs peer {p['examples_per_s']:.1f} ex/s = {ratio:.2f}x "
                   f"(floor 2x: {'ok' if ratio >= 2 else 'FAIL'}); accuracy {h['accuracy']:.4f} vs {p['accuracy']:.4f} "
                   f"({gap:+.2f} pt, floor +-0.5: {'ok' if abs(gap) <= 0.5 else 'FAIL'})")
+    for r in results.get("precision", []):
+        b = m.get(("headstart", r["method"]))
+        if b:
+            print(f"  {r['method']} bf16 vs fp32 (matched recipe): {b['examples_per_s'] / r['examples_per_s']:.2f}x the throughput, "
+                  f"accuracy {100 * (b['accuracy'] - r['accuracy']):+.2f} pt")
     for method in ("lora", "finetune"):
         if method in d:
             print(f"  {method} default preset: {d[method]['accuracy']:.4f} (floor 0.92: {'ok' if d[method]['accuracy'] >= 0.92 else 'FAIL'})")

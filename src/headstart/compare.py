@@ -202,8 +202,7 @@ def compare(
     method's options (as ``adapt(method_options=)``). ``out`` is the parent of the comparison
     folder (default ``<headstart home>/comparisons``); ``runs_out`` the parent of the run folders
     (``adapt(out=)``). ``budget`` (seconds, or a duration such as ``"10m"``) is passed to each
-    ``adapt(budget=)`` and is refused up front when this version's ``adapt`` has no such
-    parameter.
+    ``adapt(budget=)``: each run's training stops cleanly at that time.
 
     Runs go backbone by backbone, methods in the order given; each is an ordinary run in the
     store. Raises :class:`SplitMismatch` if the runs did not all see the same split, and the
@@ -257,7 +256,6 @@ def _compare(
         for method in plan.methods:
             label = f"{method} on {_backbone_label(backbone)}"
             status(f"compare [{len(runs) + 1}/{total}]: {label}")
-            extra: dict[str, Any] = {} if plan.budget_s is None else {"budget": plan.budget_s}
             gpu = _GpuPeak()
             t0 = time.perf_counter()
             try:
@@ -265,7 +263,7 @@ def _compare(
                     run = api.adapt(
                         data, test=test, backbone=backbone, method=method, method_options=plan.options.get(method),
                         out=runs_out, seed=seed, text_col=text_col, label_col=label_col, fmt=fmt,
-                        val_fraction=val_fraction, test_fraction=test_fraction, precision=precision, store=store, **extra,
+                        val_fraction=val_fraction, test_fraction=test_fraction, precision=precision, store=store, budget=plan.budget_s,
                     )
             except HeadstartError as e:
                 raise _failed(e, label, runs, labels) from e
@@ -345,9 +343,6 @@ def _validate(
     problems: list[str],
 ) -> _Plan:
     """Check every input that can be checked without training; raise one BadInput naming them all."""
-    import inspect
-
-    from . import api
     from .backbones import check_modality
     from .catalog import CATALOG, resolve
     from .data import load_dataset, stratified_split
@@ -404,8 +399,6 @@ def _validate(
             budget_s = float(budget)
         else:
             problems.append(f"--budget {budget!r}: use a number with s, m or h, e.g. 10m")
-        if "budget" not in inspect.signature(api.adapt).parameters:
-            problems.append("--budget: this version of headstart cannot limit a run's time (adapt has no budget); drop --budget")
 
     out_dir = Path(out).expanduser() if out else home() / "comparisons"
     for option, folder in (("--out", out_dir), ("--runs-out", Path(runs_out).expanduser() if runs_out else None)):

@@ -104,3 +104,17 @@ def test_vit_features(tiny_vit, image_folder):
     paths = sorted(str(p) for p in (image_folder / "red").iterdir())[:3]
     feats = bb.embed(paths)
     assert feats.shape == (3, 32) and np.isfinite(feats).all()
+
+
+@pytest.mark.parametrize("method", ["lora", "adapter", "finetune"])
+def test_trained_methods_run_on_a_vision_transformer(tmp_path, image_folder, tiny_vit, method):
+    """The same LoRA / adapter code finds the ViT's blocks and linear layers (not only BERT's)."""
+    run = hs.adapt(image_folder, backbone=str(tiny_vit), method=method, out=tmp_path / "out",
+                   method_options={"epochs": 3, "batch_size": 8, "head_init": "zero", "lr": 3e-3, "head_lr": 3e-2})
+    fit = run.manifest["method"]["fit"]
+    if method == "lora":
+        assert fit["target_count"] == 12  # 2 blocks x (q, k, v, attention out, intermediate, output)
+    if method == "adapter":
+        assert fit["adapter_count"] == 4
+    again = hs.load(run.path).predict(image_folder)
+    np.testing.assert_allclose(again.probabilities, run.predict(image_folder).probabilities, atol=1e-6)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
 from statistics import median
 from typing import Any, ClassVar
@@ -313,7 +314,7 @@ class TrainedMethod(Method):
         prepared = bb.prepare(list(data.inputs))
         out = np.empty((len(prepared), len(ctx.classes)), dtype=np.float32)
         budget, max_batch = bb.batch_budget
-        numerics = _bf16_inference(model, bb.device) if ctx.precision == "bf16" else _null()
+        numerics = _bf16_inference(model, bb.device) if ctx.precision == "bf16" else nullcontext()
         with torch.inference_mode(), numerics:
             for idx in bb.batches(prepared, budget, max_batch):
                 batch = {k: v.to(bb.device) for k, v in bb.collate([prepared[i] for i in idx]).items()}
@@ -333,14 +334,6 @@ class TrainedMethod(Method):
         self.model_ = self._build(backbone, len(ctx.classes), cfg, ctx, fitting=False)
         self.load_trainable_state(self.saved_)
         self.model_.eval()
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _decay_groups(params: list[nn.Parameter], lr: float) -> list[dict]:
