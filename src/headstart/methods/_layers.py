@@ -73,11 +73,13 @@ def linear_targets(model: nn.Module, names: list[str] | None, *, what: str) -> l
 
 ADAPTER_SITES: dict[str, tuple[str, str]] = {
     # family: (attention output projection, feed-forward output projection), relative to a block
-    "bert": ("attention.output.dense", "output.dense"),  # BERT, RoBERTa, MiniLM, XLM-R, ViT (HF)
+    "bert": ("attention.output.dense", "output.dense"),  # BERT, RoBERTa, MiniLM, XLM-R (transformers 4 ViT)
     "mpnet": ("attention.output.dense", "output.dense"),
     "llama": ("self_attn.o_proj", "mlp.down_proj"),  # LLaMA, Qwen2, SmolLM, Gemma, Mistral
     "whisper": ("self_attn.out_proj", "fc2"),  # Whisper, BART encoder layers
     "vit-timm": ("attn.proj", "mlp.fc2"),
+    "vit": ("attention.o_proj", "mlp.fc2"),  # transformers >= 5 ViT, DeiT
+    "siglip": ("self_attn.out_proj", "mlp.fc2"),  # SigLIP / CLIP vision towers
     "gpt-neox": ("attention.dense", "mlp.dense_4h_to_h"),
 }
 
