@@ -143,27 +143,11 @@ def quiet_transformers() -> None:
 
 @contextmanager
 def _bf16_inference(module: torch.nn.Module, device: torch.device):
-    """bf16 autocast with the linear layers' weights cast once, up front.
+    """bf16 autocast with every linear layer's weight cast once, up front (restored afterwards)."""
+    from ..train.precision import linears_in_bf16
 
-    Autocast would cast every weight to bf16 on every call; casting them once gives the same
-    numbers (autocast runs linear layers in bf16 either way) without the per-batch copies.
-    The fp32 weights are put back afterwards, so training code never sees bf16 masters.
-    """
-    saved = []
-    for m in module.modules():
-        if isinstance(m, torch.nn.Linear) and m.weight.dtype == torch.float32:
-            saved.append((m, m.weight.data, None if m.bias is None else m.bias.data))
-            m.weight.data = m.weight.data.to(torch.bfloat16)
-            if m.bias is not None:
-                m.bias.data = m.bias.data.to(torch.bfloat16)
-    try:
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            yield
-    finally:
-        for m, w, b in saved:
-            m.weight.data = w
-            if b is not None:
-                m.bias.data = b
+    with linears_in_bf16(module), torch.autocast(device.type, dtype=torch.bfloat16):
+        yield
 
 
 def check_modality(backbone_spec: BackboneSpec, data_modality: str, source: str) -> None:

@@ -117,16 +117,20 @@ class Store:
 
     def find(self, ref: str) -> dict | None:
         """A run by id or unique id prefix."""
+        return self._find("runs", "run", ref, _row)
+
+    def _find(self, table: str, what: str, ref: str, convert) -> dict | None:
+        """A row of ``table`` by id or unique id prefix (a literal prefix: no LIKE wildcards)."""
         con = self.connect()
         try:
-            rows = [_row(r) for r in con.execute("SELECT * FROM runs WHERE substr(id, 1, length(?)) = ? ORDER BY id", (ref, ref))]
+            rows = [convert(r) for r in con.execute(f"SELECT * FROM {table} WHERE substr(id, 1, length(?)) = ? ORDER BY id", (ref, ref))]
         finally:
             con.close()
         exact = [r for r in rows if r["id"] == ref]
         if exact:
             return exact[0]
         if len(rows) > 1:
-            raise BadInput(f"run {ref!r} is ambiguous: it starts {len(rows)} run ids ({', '.join(r['id'] for r in rows[:3])}, ...); give more of the id")
+            raise BadInput(f"{what} {ref!r} is ambiguous: it starts {len(rows)} {what} ids ({', '.join(r['id'] for r in rows[:3])}, ...); give more of the id")
         return rows[0] if rows else None
 
     def add_comparison(
@@ -152,23 +156,7 @@ class Store:
 
     def find_comparison(self, ref: str) -> dict | None:
         """A comparison by id or unique id prefix."""
-        con = self.connect()
-        try:
-            rows = [
-                _comparison_row(r)
-                for r in con.execute("SELECT * FROM comparisons WHERE substr(id, 1, length(?)) = ? ORDER BY id", (ref, ref))
-            ]
-        finally:
-            con.close()
-        exact = [r for r in rows if r["id"] == ref]
-        if exact:
-            return exact[0]
-        if len(rows) > 1:
-            raise BadInput(
-                f"comparison {ref!r} is ambiguous: it starts {len(rows)} comparison ids ({', '.join(r['id'] for r in rows[:3])}, ...); "
-                "give more of the id"
-            )
-        return rows[0] if rows else None
+        return self._find("comparisons", "comparison", ref, _comparison_row)
 
     def evals(self, run_id: str) -> list[dict]:
         con = self.connect()

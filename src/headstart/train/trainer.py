@@ -25,8 +25,8 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,30 +113,12 @@ def linear_schedule(warmup_steps: int, total_steps: int) -> Callable[[int], floa
     return factor
 
 
-@contextmanager
-def frozen_linears_in_bf16(module: nn.Module, enabled: bool) -> Iterator[None]:
-    """Cast frozen ``nn.Linear`` weights to bf16 once for the block (restored afterwards).
+def frozen_linears_in_bf16(module: nn.Module, enabled: bool):
+    """Frozen linear weights (LoRA's and adapters' base) in bf16 for the whole fit, when training
+    in bf16; trainable weights stay fp32 masters."""
+    from .precision import linears_in_bf16
 
-    Under autocast a linear layer runs in bf16 anyway; casting a frozen weight up front gives the
-    same numbers without a copy per call. Trainable weights stay fp32 masters.
-    """
-    saved = []
-    if enabled:
-        for m in module.modules():
-            if isinstance(m, nn.Linear) and m.weight.dtype == torch.float32 and not m.weight.requires_grad:
-                if m.bias is not None and m.bias.requires_grad:
-                    continue
-                saved.append((m, m.weight.data, None if m.bias is None else m.bias.data))
-                m.weight.data = m.weight.data.to(torch.bfloat16)
-                if m.bias is not None:
-                    m.bias.data = m.bias.data.to(torch.bfloat16)
-    try:
-        yield
-    finally:
-        for m, w, b in saved:
-            m.weight.data = w
-            if b is not None:
-                m.bias.data = b
+    return linears_in_bf16(module, frozen_only=True) if enabled else nullcontext()
 
 
 class Trainer:
