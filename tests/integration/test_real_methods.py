@@ -12,7 +12,7 @@ import pytest
 
 import headstart as hs
 
-from .test_real_text import _uci_rows
+from test_real_text import _uci_rows  # same folder (pytest puts it on sys.path)
 
 pytestmark = pytest.mark.integration
 
