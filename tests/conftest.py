@@ -103,6 +103,14 @@ def write_table(path: Path, rows: list[tuple], columns: tuple[str, ...] = ("text
     return path
 
 
+@pytest.fixture(scope="session")
+def data_helpers():
+    """``(sentiment_rows, write_table)`` for fixtures wider than one test (module or session
+    scope). Test modules must not ``from conftest import``: with tests/integration on sys.path
+    that name resolves to the other conftest."""
+    return sentiment_rows, write_table
+
+
 @pytest.fixture(name="sentiment_rows")
 def _sentiment_rows():
     return sentiment_rows

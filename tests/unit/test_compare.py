@@ -4,7 +4,6 @@ nothing behind. Also the helpers it needs: peak memory, durations, the Pareto fr
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -16,8 +15,8 @@ import pytest
 
 from headstart import api
 from headstart._util import parse_duration, peak_rss
-from headstart.compare import Comparison, SplitMismatch, add_parser, compare, pareto_frontier, parse_set_options, run_cli
-from headstart.errors import BadInput, HeadstartError
+from headstart.compare import Comparison, SplitMismatch, compare, pareto_frontier, parse_set_options
+from headstart.errors import BadInput
 from headstart.runs import Store
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -33,9 +32,9 @@ def second_bert(tiny_bert, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def compared(tmp_path_factory, tiny_bert, second_bert):
+def compared(tmp_path_factory, tiny_bert, second_bert, data_helpers):
     """One comparison of linear-probe on two backbones; read-only for the tests that use it."""
-    from conftest import sentiment_rows, write_table
+    sentiment_rows, write_table = data_helpers
 
     root = tmp_path_factory.mktemp("compare")
     data = write_table(root / "train.csv", sentiment_rows(40))
@@ -351,46 +350,12 @@ def test_parse_set_options():
 # -- the command line --------------------------------------------------------------------------
 
 
-def _own_parser() -> argparse.ArgumentParser:
-    """``headstart compare`` through add_parser, for when cli.py has not wired it in yet."""
-
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--json", action="store_true")
-        p.add_argument("--store", metavar="PATH")
-        p.add_argument("--quiet", "-q", action="store_true")
-
-    parser = argparse.ArgumentParser(prog="headstart")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_parser(sub, common, "Exit codes: 0 ok, 1 a check failed, 2 bad input.")
-    return parser
-
-
 @pytest.fixture
-def compare_cli(cli, capsys):
-    """``compare_cli(*argv)``: ``headstart compare ...`` via cli.main when it is wired in, else via add_parser/run_cli
-    with main's error convention (one 'error: ' line, the error's exit code)."""
-    from conftest import CliResult
+def compare_cli(cli):
+    """``compare_cli(*argv)`` runs ``headstart compare ...`` through the real entry point."""
 
-    try:
-        from headstart.cli import COMMANDS
-
-        wired = "compare" in COMMANDS
-    except ImportError:
-        wired = False
-
-    def run(*argv) -> CliResult:
-        if wired:
-            return cli("compare", *argv)
-        capsys.readouterr()
-        try:
-            rc = run_cli(_own_parser().parse_args(["compare", *map(str, argv)]))
-        except HeadstartError as e:
-            print(f"error: {e}", file=sys.stderr)
-            rc = e.exit_code
-        except SystemExit as e:
-            rc = e.code if isinstance(e.code, int) else 2
-        captured = capsys.readouterr()
-        return CliResult(rc, captured.out, captured.err)
+    def run(*argv):
+        return cli("compare", *argv)
 
     return run
 
@@ -436,11 +401,9 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(compare_cli, assert_bad_in
     assert Store().runs() == [] and Store().list_comparisons() == []
 
 
-def test_cli_help_lists_the_options():
-    parser = _own_parser()
-    with pytest.raises(SystemExit) as exit_:
-        parser.parse_args(["compare", "--help"])
-    assert exit_.value.code == 0
-    help_text = parser._subparsers._group_actions[0].choices["compare"].format_help()
+def test_cli_help_lists_the_options(cli):
+    r = cli("compare", "--help")
+    assert r.rc == 0
+    help_text = r.out
     for option in ("--methods", "--backbones", "--set METHOD.KEY=VALUE", "--budget", "--runs-out", "--test", "--seed", "--json"):
         assert option in help_text, option

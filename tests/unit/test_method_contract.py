@@ -32,8 +32,8 @@ def options(method: str, **extra) -> dict:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    from conftest import sentiment_rows, write_table
+def data(tmp_path_factory, data_helpers):
+    sentiment_rows, write_table = data_helpers
 
     root = tmp_path_factory.mktemp("contract")
     return write_table(root / "train.csv", sentiment_rows(80, seed=3))

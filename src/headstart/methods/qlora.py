@@ -32,11 +32,9 @@ def require_bitsandbytes():
     # missing; the portable kernels are what this method measures, so keep the log clean.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     try:
-        import bitsandbytes  # noqa: F401
+        import bitsandbytes
     except ImportError:
         raise BadInput('qlora needs bitsandbytes for its 4-bit kernels: pip install "headstart[qlora]" (or use --method lora)') from None
-    import bitsandbytes
-
     return bitsandbytes
 
 
