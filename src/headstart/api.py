@@ -34,7 +34,7 @@ from .evaluate import classification_metrics
 from .methods import FitContext, Method, get_method
 from .runs.run import FORMAT, Predictions, read_run_folder, write_run_folder
 from .runs.store import Store
-from .train import resolve_precision
+from .train import PRECISIONS, resolve_precision
 
 
 def adapt(
@@ -91,8 +91,8 @@ def _adapt(recipe: dict, method_obj: Method, *, out, store, t_start: float, run_
     text_col, label_col, fmt = recipe["text_col"], recipe["label_col"], recipe["fmt"]
     val_fraction, test_fraction = recipe["val_fraction"], recipe["test_fraction"]
     spec = resolve(backbone)
-    if precision not in ("auto", "fp32", "bf16"):
-        raise BadInput(f"--precision {precision!r} is not one of auto, fp32, bf16")
+    if precision not in PRECISIONS:
+        raise BadInput(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     if not isinstance(seed, int) or seed < 0:
         raise BadInput(f"--seed must be a non-negative integer (got {seed!r})")
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BadInput, CheckFailed, HeadstartError
+from .train.precision import PRECISIONS
 
 EPILOG = "Exit codes: 0 ok, 1 a check failed, 2 bad input. Docs: README.md."
 
@@ -63,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", dest="fmt", choices=["csv", "tsv", "jsonl", "parquet"], help="table format (default: from the file extension)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of the training data held out to choose hyperparameters (default: 0.1)")
     p.add_argument("--test-fraction", type=float, default=0.2, help="share held out for testing when --test is not given (default: 0.2)")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+    p.add_argument("--precision", default="auto", choices=list(PRECISIONS),
                    help="backbone numerics; auto = bf16 only where the CPU supports it and it was measured harmless for the backbone (default: auto)")
     _common(p)
 

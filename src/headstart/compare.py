@@ -45,11 +45,11 @@ from typing import Any
 
 from ._util import home, parse_duration, peak_rss, status
 from .errors import BadInput, HeadstartError
+from .train.precision import PRECISIONS
 
 FORMAT = "headstart.comparison/1"
 N_RESAMPLES = 1000
 LEVEL = 0.95
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 class SplitMismatch(HeadstartError):
@@ -193,6 +193,7 @@ def compare(
     test_fraction: float = 0.2,
     precision: str = "auto",
     budget: float | str | None = None,
+    _problems: list[str] | None = None,
 ) -> Comparison:
     """Adapt every backbone x method on the same split of ``data`` and tabulate quality vs cost.
 
@@ -207,44 +208,16 @@ def compare(
     Runs go backbone by backbone, methods in the order given; each is an ordinary run in the
     store. Raises :class:`SplitMismatch` if the runs did not all see the same split, and the
     failing run's error (naming method and backbone) if one fails; in both cases no comparison
-    is written and the finished runs stay.
+    is written and the finished runs stay. (``_problems``: errors the CLI already found while
+    parsing its options, reported together with these.)
     """
-    return _compare(
-        data, methods=methods, backbones=backbones, test=test, seed=seed, method_options=method_options, out=out,
-        runs_out=runs_out, store=store, text_col=text_col, label_col=label_col, fmt=fmt, val_fraction=val_fraction,
-        test_fraction=test_fraction, precision=precision, budget=budget, problems=[],
-    )
-
-
-def _compare(
-    data: str | Path,
-    *,
-    methods: Sequence[str],
-    backbones: Sequence[str],
-    test: str | Path | None,
-    seed: int,
-    method_options: dict[str, dict[str, Any]] | None,
-    out: str | Path | None,
-    runs_out: str | Path | None,
-    store: str | Path | None,
-    text_col: str | None,
-    label_col: str | None,
-    fmt: str | None,
-    val_fraction: float,
-    test_fraction: float,
-    precision: str,
-    budget: float | str | None,
-    problems: list[str],
-) -> Comparison:
-    """:func:`compare`, plus ``problems`` already found by the caller (the CLI's option parsing),
-    so that every problem is reported in one error."""
     from . import api
     from .runs.store import Store
 
     plan = _validate(
         data, methods=methods, backbones=backbones, test=test, seed=seed, method_options=method_options, out=out,
         runs_out=runs_out, text_col=text_col, label_col=label_col, fmt=fmt, val_fraction=val_fraction,
-        test_fraction=test_fraction, precision=precision, budget=budget, problems=problems,
+        test_fraction=test_fraction, precision=precision, budget=budget, problems=list(_problems or []),
     )
     store_obj = Store(store)
     _warm_up(plan.backbones)
@@ -845,11 +818,11 @@ def run_cli(args: argparse.Namespace) -> int:
     """Run ``headstart compare`` from parsed arguments; print the table (or one JSON object with --json)."""
     problems: list[str] = []
     options = parse_set_options(args.options, problems)
-    result = _compare(
+    result = compare(
         args.data, methods=args.methods, backbones=args.backbones, test=args.test, seed=args.seed, method_options=options,
         out=args.out, runs_out=args.runs_out, store=args.store, text_col=args.text_col, label_col=args.label_col, fmt=args.fmt,
         val_fraction=args.val_fraction, test_fraction=args.test_fraction, precision=args.precision, budget=args.budget,
-        problems=problems,
+        _problems=problems,
     )
     if getattr(args, "json", False):
         print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False, default=str))

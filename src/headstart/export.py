@@ -129,9 +129,9 @@ def export_run(run, out: str | Path, *, merge: bool = False) -> dict:
 
 
 def _dequantized_linear(q) -> nn.Linear:
-    import bitsandbytes.functional as bnbf
+    from .methods._layers import dense_weight
 
-    w = bnbf.dequantize_4bit(q.weight.data, q.weight.quant_state).float()
+    w = dense_weight(q).float()
     lin = nn.Linear(q.in_features, q.out_features, bias=q.bias is not None)
     with torch.no_grad():
         lin.weight.copy_(w)

@@ -65,7 +65,7 @@ def toy_data(n=64, seed=0):
 
 def make_trainer(model, *, lr=0.1, epochs=5.0, batch_size=16, grad_accum=1, patience=100, eval_every=1.0,
                  budget=None, ckpt=None, max_grad_norm=0.0):
-    settings = TrainSettings(lr=lr, head_lr=lr, epochs=epochs, batch_size=batch_size, grad_accum=grad_accum, warmup_ratio=0.0,
+    settings = TrainSettings(epochs=epochs, batch_size=batch_size, grad_accum=grad_accum, warmup_ratio=0.0,
                              weight_decay=0.0, max_grad_norm=max_grad_norm, patience=patience, eval_every=eval_every)
     params = list(model.parameters())
     return Trainer(

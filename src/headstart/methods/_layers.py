@@ -107,6 +107,16 @@ def replace_module(root: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
+def dense_weight(layer: nn.Module) -> torch.Tensor:
+    """A linear layer's weight as a dense (out, in) tensor, dequantised for a 4-bit layer."""
+    weight = layer.weight
+    if getattr(weight, "quant_state", None) is not None:
+        import bitsandbytes.functional as bnbf
+
+        return bnbf.dequantize_4bit(weight.data, weight.quant_state)
+    return weight
+
+
 class LoRALinear(nn.Module):
     """``y = base(x) + (alpha / r) * B A dropout(x)`` -- LoRA (Hu et al. 2021, arXiv:2106.09685).
 
@@ -131,13 +141,8 @@ class LoRALinear(nn.Module):
                 self.magnitude = nn.Parameter(self.base_weight().float().norm(dim=1))  # (out,)
 
     def base_weight(self) -> torch.Tensor:
-        """The frozen weight W0 as a dense (out, in) tensor (dequantised for a 4-bit base)."""
-        weight = self.base.weight
-        if hasattr(weight, "quant_state") and weight.quant_state is not None:
-            import bitsandbytes.functional as bnbf
-
-            return bnbf.dequantize_4bit(weight.data, weight.quant_state)
-        return weight
+        """The frozen weight W0 as a dense (out, in) tensor."""
+        return dense_weight(self.base)
 
     def delta_weight(self) -> torch.Tensor:
         return (self.lora_B @ self.lora_A) * self.scaling  # (out, in)

@@ -242,7 +242,7 @@ class TrainedMethod(Method):
         val_labels = torch.tensor([index[c] for c in val.labels], dtype=torch.long)
         budget, max_batch = bb.batch_budget
         settings = TrainSettings(
-            lr=cfg.lr, head_lr=cfg.head_lr, epochs=cfg.epochs, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
+            epochs=cfg.epochs, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
             warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
             patience=cfg.patience, eval_every=cfg.eval_every,
         )
