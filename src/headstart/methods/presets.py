@@ -43,7 +43,8 @@ PRESETS: dict[str, dict[str, dict]] = {
         "large": {"lr": 5e-5, "head_lr": 1e-3, "epochs": 4, "head_init": "probe"},
     },
     # LoRA / DoRA / QLoRA: far fewer trained weights take a ~20x larger rate. No LoRA dropout
-    # (PEFT's default too): on a CPU its random masks cost ~25% of a step (benchmarks/README.md).
+    # (PEFT's default too): on a CPU its random masks cost a third of a LoRA step's throughput
+    # (benchmarks/lora_step.py).
     "lora": {
         "few": {"lr": 1e-3, "head_lr": 1e-3, "epochs": 30, "head_init": "probe", "rank": 8, "alpha": 16.0, "lora_dropout": 0.0},
         "medium": {"lr": 1e-3, "head_lr": 1e-3, "epochs": 10, "head_init": "probe", "rank": 8, "alpha": 16.0, "lora_dropout": 0.0},
