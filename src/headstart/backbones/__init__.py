@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..catalog import BackboneSpec, identity, locate, resolve, with_local_family
 from ..errors import BadInput
 from .base import Backbone, check_modality
+from .frozen import OnnxTextBackbone, UseNumpyBackbone
 from .text import TextBackbone
 from .vision import EfficientNetLiteBackbone, HFImageBackbone
 
@@ -12,7 +13,15 @@ FAMILIES: dict[str, type[Backbone]] = {
     "hf-text": TextBackbone,
     "hf-image": HFImageBackbone,
     "efficientnet-lite": EfficientNetLiteBackbone,
+    "onnx-text": OnnxTextBackbone,
+    "use-numpy": UseNumpyBackbone,
 }
+
+
+def family_trains(spec: BackboneSpec) -> bool:
+    """Whether a backbone's weights can be trained (known from its family, without loading it)."""
+    cls = FAMILIES.get(spec.family)
+    return True if cls is None else cls.trains
 
 
 def open_backbone(name_or_spec: str | BackboneSpec) -> tuple[Backbone, str]:
@@ -27,4 +36,4 @@ def open_backbone(name_or_spec: str | BackboneSpec) -> tuple[Backbone, str]:
     return cls(spec, path), identity(path)
 
 
-__all__ = ["Backbone", "BackboneSpec", "FAMILIES", "check_modality", "open_backbone"]
+__all__ = ["Backbone", "BackboneSpec", "FAMILIES", "check_modality", "family_trains", "open_backbone"]

@@ -23,6 +23,9 @@ from ..errors import BadInput
 
 class Backbone(ABC):
     modality: ClassVar[str]
+    trains: ClassVar[bool] = True
+    """False for backbones that give frozen features only (ONNX, numpy): linear probing only."""
+    kind: ClassVar[str] = "torch module"
 
     def __init__(self, spec: BackboneSpec, path: Path):
         self.spec = spec

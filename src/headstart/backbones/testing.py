@@ -61,3 +61,41 @@ def tiny_image_model(folder: str | Path, *, image_size: int = 32, seed: int = 0)
                     "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]})
     )
     return folder
+
+
+def tiny_onnx_text_model(folder: str | Path, *, source: str | Path | None = None, seed: int = 0) -> Path:
+    """Export a tiny BERT (``tiny_text_model``, or the model folder ``source``) to
+    ``folder/model.onnx`` with its tokenizer beside it: a frozen-features-only backbone.
+    Needs the ``onnx`` package (test extra)."""
+    import shutil
+    import warnings
+
+    import torch
+    from transformers import AutoModel
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    src = Path(source) if source is not None else tiny_text_model(folder / "_torch", seed=seed)
+    model = AutoModel.from_pretrained(src, attn_implementation="eager").eval()
+
+    class _States(torch.nn.Module):
+        def __init__(self, body):
+            super().__init__()
+            self.body = body
+
+        def forward(self, input_ids, attention_mask):
+            return self.body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    ids = torch.ones(2, 5, dtype=torch.long)
+    axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
+            "last_hidden_state": {0: "batch", 1: "sequence"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_States(model), (ids, ids), str(folder / "model.onnx"), input_names=["input_ids", "attention_mask"],
+                          output_names=["last_hidden_state"], dynamic_axes=axes, dynamo=False)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "sentence_bert_config.json"):
+        if (src / name).is_file():
+            shutil.copy(src / name, folder / name)
+    if source is None:
+        shutil.rmtree(src)
+    return folder / "model.onnx"

@@ -40,6 +40,8 @@ class FitContext:
 class Method(ABC):
     name: ClassVar[str]
     config_cls: ClassVar[type]
+    trains_backbone: ClassVar[bool] = True
+    """Whether the method needs the body as a trainable torch module (all but linear probing)."""
 
     def __init__(self, config: Any | None = None):
         self.config = config if config is not None else self.config_cls()

@@ -141,6 +141,7 @@ class LinearProbe(Method):
 
     name = "linear-probe"
     config_cls = LinearProbeConfig
+    trains_backbone = False
 
     def fit(self, backbone: Backbone, train: Dataset, val: Dataset, ctx: FitContext) -> dict[str, Any]:
         self.config.validate()
