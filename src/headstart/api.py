@@ -84,8 +84,9 @@ def adapt(
 
 
 def _adapt(recipe: dict, method_obj: Method, *, out, store, t_start: float, run_id: str | None, on_step,
-           expect: dict | None = None) -> Run:
-    """The pipeline proper. ``run_id``/``expect`` are set when resuming an interrupted run."""
+           expect: dict | None = None, lineage: dict | None = None) -> Run:
+    """The pipeline proper. ``run_id``/``expect`` are set when resuming an interrupted run;
+    ``lineage`` ({"parent": run id, "reason": ...}) when a run is re-adapted from another."""
     data, test, backbone = recipe["data"], recipe["test"], recipe["backbone"]
     seed, precision, budget_s = recipe["seed"], recipe["precision"], recipe["budget"]
     text_col, label_col, fmt = recipe["text_col"], recipe["label_col"], recipe["fmt"]
@@ -135,10 +136,13 @@ def _adapt(recipe: dict, method_obj: Method, *, out, store, t_start: float, run_
     run_id = run_id or _run_id(spec, method_obj.name)
     partial = out_dir / PARTIAL / run_id
     partial.mkdir(parents=True, exist_ok=True)
+    absolute = {"data": str(Path(data).expanduser().resolve()), "test": None if test is None else str(Path(test).expanduser().resolve())}
+    recipe = {**recipe, **absolute}
     if expect is None:
-        absolute = {"data": str(Path(data).expanduser().resolve()), "test": None if test is None else str(Path(test).expanduser().resolve())}
-        _write_json_atomic(partial / "recipe.json", {"id": run_id, "recipe": {**recipe, **absolute}, "data_fingerprint": full.fingerprint,
-                                                      "backbone_sha256": bb_hash, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        _write_json_atomic(partial / "recipe.json", {"id": run_id, "recipe": recipe, "data_fingerprint": full.fingerprint,
+                                                      "backbone_sha256": bb_hash, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                                      "lineage": lineage})
+    lineage = lineage if expect is None else expect.get("lineage")
     ctx = FitContext(backbone_hash=bb_hash, precision=used_precision, seed=seed, classes=classes, budget_s=budget_s,
                      checkpoint_path=partial / "checkpoint.pt", on_step=on_step)
     _seed_everything(seed)
@@ -177,6 +181,8 @@ def _adapt(recipe: dict, method_obj: Method, *, out, store, t_start: float, run_
                 "split": {"val_fraction": val_fraction, "test_fraction": 0.0 if test_data else test_fraction, "seed": seed, **split.sizes(), "test": len(test_set)},
             },
             "metrics": {"test": {"summary": _summary(test_metrics)}},
+            "recipe": recipe,
+            "lineage": lineage,
             "versions": _versions(),
             "timings": {"read_s": round(t_read, 3), "fit_s": round(t_fit, 3), "eval_s": round(t_eval, 3)},
         }

@@ -102,8 +102,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-base-change", action="store_true", help="export even if the backbone's weights changed")
     _common(p)
 
-    p = sub.add_parser("runs", help="list runs, or show one", epilog=EPILOG)
+    p = sub.add_parser("drift", help="re-adapt a run on a new base and test whether it got worse", epilog=EPILOG,
+                       description="Re-run RUN's recorded recipe (same data, method options, seed) on the base NEW, evaluate old "
+                       "and new on the same examples (a suite, or RUN's test set), and decide per metric and slice: regression, "
+                       "improvement or no significant change (exact McNemar for accuracy, paired bootstrap for macro-F1, "
+                       "Holm-adjusted). Writes a Markdown + HTML report. Exit 1 on a regression.")
+    p.add_argument("run", metavar="RUN", help="run folder or run id (prefix)")
+    p.add_argument("--base", required=True, metavar="NEW", help="the new base: catalog name, hf:<hub id>, folder or .onnx file")
+    p.add_argument("--suite", metavar="YAML", help="eval suite to compare on (default: RUN's test set, sliced per label)")
+    p.add_argument("--seeds", type=int, default=0, metavar="K",
+                   help="also re-adapt the old base with K other seeds; a change must exceed their spread (default: 0)")
+    p.add_argument("--alpha", type=float, default=None, metavar="A", help="significance level after Holm adjustment (default: 0.01)")
+    p.add_argument("--report", metavar="DIR", help="report folder (default: <data dir>/headstart/drift/<id>)")
+    p.add_argument("--out", metavar="DIR", help="parent folder for the re-adapted runs (default: <data dir>/headstart/runs)")
+    _common(p)
+
+    p = sub.add_parser("watch", help="run drift for deployed runs whose base changed (for cron/CI)", epilog=EPILOG,
+                       description="For every run marked deployed (`headstart runs RUN --deploy`), compare its base's weight "
+                       "sha256 now with the one recorded; when it changed, run drift on the new weights. Exit 1 when any "
+                       "drift finds a regression.")
+    p.add_argument("--suite", metavar="YAML", help="eval suite for the drift checks (default: each run's test set)")
+    p.add_argument("--seeds", type=int, default=0, metavar="K", help="noise-floor seeds for drift (default: 0)")
+    p.add_argument("--alpha", type=float, default=None, metavar="A", help="significance level (default: 0.01)")
+    p.add_argument("--out", metavar="DIR", help="parent folder for re-adapted runs")
+    p.add_argument("--dry-run", action="store_true", help="only report which bases changed; adapt nothing")
+    _common(p)
+
+    p = sub.add_parser("runs", help="list runs, show one, compare two, lineage, eval history", epilog=EPILOG,
+                       description="Without RUN, list runs. With RUN, show it with its eval history, drift checks and lineage "
+                       "(the runs re-adapted from it and the run it was re-adapted from).")
     p.add_argument("run", nargs="?", metavar="RUN", help="show this run (id, prefix or folder)")
+    p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="two runs side by side: base, method, config, data, metrics")
+    p.add_argument("--deploy", action="store_true", help="mark RUN as deployed (watched by `headstart watch`)")
+    p.add_argument("--undeploy", action="store_true", help="unmark RUN as deployed")
+    p.add_argument("--deployed", action="store_true", help="list only deployed runs")
     _common(p)
 
     p = sub.add_parser("models", help="list catalog backbones", epilog=EPILOG)
@@ -267,21 +299,23 @@ def cmd_runs(args) -> int:
     from .runs import Store
 
     store = Store(args.store)
+    if args.compare:
+        return _runs_compare(args, store)
+    if (args.deploy or args.undeploy) and not args.run:
+        raise BadInput("--deploy/--undeploy need a RUN")
+    if args.deploy and args.undeploy:
+        raise BadInput("give one of --deploy and --undeploy")
     if args.run:
         run = load(args.run, store=args.store)
-        evals = store.evals(run.id)
-        m = run.manifest
-        lines = [
-            f"run {run.id}  ({run.path})",
-            f"  created {m['created_at']}; backbone {m['backbone']['name']} sha256 {m['backbone']['sha256'][:12]}; method {m['method']['name']}",
-            f"  config {json.dumps(m['method']['config'])}",
-            f"  data {m['data']['train']['source']} (fingerprint {m['data']['train']['fingerprint'][:12]}), seed {m['seed']}",
-            f"  test {_fmt_metrics(m['metrics']['test']['summary'])}",
-        ]
-        lines += [f"  eval {e['created_at']} on {e['data_source']}: {_fmt_metrics(e['metrics'])}" for e in evals]
-        _emit(args, {"manifest": m, "path": str(run.path), "evals": evals}, "\n".join(lines))
-        return 0
-    rows = store.runs()
+        if store.find(run.id) is None:
+            raise BadInput(f"run {run.id} is not in the store {store.path}; give --store")
+        if args.deploy or args.undeploy:
+            store.set_deployed(run.id, args.deploy)
+            _emit(args, {"run": run.id, "deployed": bool(args.deploy)},
+                  f"run {run.id} {'marked deployed: `headstart watch` checks its base' if args.deploy else 'no longer deployed'}")
+            return 0
+        return _runs_show(args, store, run)
+    rows = store.deployed() if args.deployed else store.runs()
     if not rows:
         _emit(args, [], f"no runs yet in {store.path}; create one with `headstart adapt DATA`")
         return 0
@@ -291,6 +325,107 @@ def cmd_runs(args) -> int:
     ]
     _emit(args, rows, "\n".join(lines))
     return 0
+
+
+def _runs_show(args, store, run) -> int:
+    m = run.manifest
+    row = store.find(run.id)
+    evals, drifts = store.evals(run.id), store.drifts(run.id)
+    parent, children = (m.get("lineage") or {}).get("parent"), store.children(run.id)
+    lines = [
+        f"run {run.id}  ({run.path}){'  [deployed]' if row.get('deployed') else ''}",
+        f"  created {m['created_at']}; backbone {m['backbone']['name']} sha256 {m['backbone']['sha256'][:12]}; method {m['method']['name']}",
+        f"  config {json.dumps(m['method']['config'])}",
+        f"  data {m['data']['train']['source']} (fingerprint {m['data']['train']['fingerprint'][:12]}), seed {m['seed']}",
+        f"  test {_fmt_metrics(m['metrics']['test']['summary'])}",
+    ]
+    if parent:
+        lines.append(f"  re-adapted from {parent} ({m['lineage'].get('reason')}, base {m['lineage'].get('base')})")
+    lines += [f"  re-adapted as {c['id']} (base {c['backbone']} sha256 {c['backbone_sha256'][:12]}, "
+              f"accuracy {c['metrics'].get('accuracy', float('nan')):.4f})" for c in children]
+    lines.append("  eval history:" if evals else "  eval history: none (run `headstart eval RUN --suite S`)")
+    for e in evals:
+        gate = "" if e.get("passed") is None else ("  gates passed" if e["passed"] else "  gates FAILED")
+        what = f"suite {e['suite']}" if e.get("suite") else e["data_source"]
+        lines.append(f"    {e['created_at']}  {what}: {_fmt_metrics(e['metrics'])}{gate}")
+    lines += [f"  drift {d['created_at']}: {d['old_run']} -> {d['new_run']}: {d['verdict']} ({d['report']})" for d in drifts]
+    _emit(args, {"manifest": m, "path": str(run.path), "deployed": bool(row.get("deployed")), "evals": evals,
+                 "drifts": drifts, "parent": parent, "children": [c["id"] for c in children]}, "\n".join(lines))
+    return 0
+
+
+def _runs_compare(args, store) -> int:
+    from .api import load
+
+    a, b = (load(r, store=args.store) for r in args.compare)
+    ma, mb = a.manifest, b.manifest
+
+    def facts(m: dict) -> dict:
+        out = {"backbone": m["backbone"]["name"], "backbone sha256": m["backbone"]["sha256"][:12], "method": m["method"]["name"],
+               "data fingerprint": m["data"]["train"]["fingerprint"][:12], "test fingerprint": m["data"]["test"]["fingerprint"][:12],
+               "seed": m["seed"], "precision": m["precision"]["used"], "created": m["created_at"],
+               "re-adapted from": (m.get("lineage") or {}).get("parent") or "-"}
+        out.update({f"config.{k}": json.dumps(v) for k, v in sorted(m["method"]["config"].items())})
+        out.update({f"test {k}": f"{v:.4f}" if isinstance(v, float) else str(v) for k, v in m["metrics"]["test"]["summary"].items()})
+        return out
+
+    fa, fb = facts(ma), facts(mb)
+    keys = list(dict.fromkeys([*fa, *fb]))
+    rows = [{"field": k, "a": fa.get(k, "-"), "b": fb.get(k, "-"), "same": fa.get(k) == fb.get(k)} for k in keys]
+    width = max(len(k) for k in keys)
+    lines = [f"A {a.id}", f"B {b.id}", ""]
+    lines += [f"{'' if r['same'] else '*'}{r['field']:<{width}}  {str(r['a']):<40} {r['b']}" for r in rows]
+    lines.append("(* differs)")
+    if ma["data"]["test"]["fingerprint"] != mb["data"]["test"]["fingerprint"]:
+        lines.append("note: the runs were tested on different data; their metrics are not comparable (use `headstart drift`)")
+    _emit(args, {"a": a.id, "b": b.id, "rows": rows}, "\n".join(lines))
+    return 0
+
+
+def cmd_drift(args) -> int:
+    from .evaluate.drift import DEFAULT_ALPHA, drift
+
+    res = drift(args.run, args.base, suite=args.suite, seeds=args.seeds, alpha=args.alpha or DEFAULT_ALPHA, out=args.out,
+                store=args.store, report=args.report)
+    r = res.result
+    lines = [f"drift {r['id']}: {r['old_base']['name']} ({r['old_base']['sha256'][:12]}) -> {r['new_base']['name']} "
+             f"({r['new_base']['sha256'][:12]}), method {r['method']}",
+             f"  old run {r['old_run']}; re-adapted as {r['new_run']}", f"  verdict: {r['verdict'].upper()}"]
+    shown = [c for c in r["checks"] if c["slice"] == "all" or c["verdict"] != "no significant change"]
+    for c in shown[:25]:
+        floor = f", noise floor {100 * c['noise_floor']:.2f} pt" if c["noise_floor"] is not None else ""
+        lines.append(f"  {c['dataset']}/{c['slice']} {c['metric']}: {c['old']:.4f} -> {c['new']:.4f} "
+                     f"({100 * c['delta']:+.2f} pt, 95% CI [{100 * c['ci'][0]:+.2f}, {100 * c['ci'][1]:+.2f}]), "
+                     f"p={c['p']:.2g} ({c['test']}{floor}): {c['verdict']}")
+    if len(shown) > 25:
+        lines.append(f"  ... {len(shown) - 25} more in the report")
+    lines.append(f"report: {res.report['html']}")
+    _emit(args, {**r, "report": {k: str(v) for k, v in res.report.items()}}, "\n".join(lines))
+    if r["verdict"] == "regression":
+        print("regression: the new base is worse on at least one check (exit 1)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_watch(args) -> int:
+    from .evaluate.watch import watch
+
+    rows = watch(store=args.store, suite=args.suite, seeds=args.seeds, alpha=args.alpha, out=args.out, dry_run=args.dry_run)
+    if not rows:
+        _emit(args, [], "no deployed runs; mark one with `headstart runs RUN --deploy`")
+        return 0
+    lines = []
+    for r in rows:
+        line = f"{r['run']}: base {r['backbone']} {r['status']}"
+        if r["status"] in ("changed", "checked before"):
+            line += f" ({r['recorded_sha256'][:12]} -> {r['current_sha256'][:12]})"
+            if r.get("verdict"):
+                line += f": {r['verdict']}, new run {r['new_run']}, report {r['report']}"
+        if r["status"] == "error":
+            line += f": {r['message']}"
+        lines.append(line)
+    _emit(args, rows, "\n".join(lines))
+    return 1 if any(r.get("verdict") == "regression" for r in rows) else 0
 
 
 def cmd_models(args) -> int:
@@ -319,7 +454,7 @@ def cmd_compare(args) -> int:
 
 
 COMMANDS = {"adapt": cmd_adapt, "compare": cmd_compare, "predict": cmd_predict, "eval": cmd_eval, "export": cmd_export,
-            "runs": cmd_runs, "models": cmd_models}
+            "drift": cmd_drift, "watch": cmd_watch, "runs": cmd_runs, "models": cmd_models}
 
 if __name__ == "__main__":
     sys.exit(main())

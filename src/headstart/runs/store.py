@@ -37,6 +37,15 @@ CREATE TABLE IF NOT EXISTS evals (
     metrics TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS evals_run ON evals(run_id);
+CREATE TABLE IF NOT EXISTS drifts (
+    id TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    old_run TEXT NOT NULL,
+    new_run TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    report TEXT NOT NULL,
+    result TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS comparisons (
     id TEXT PRIMARY KEY,
     path TEXT NOT NULL,
@@ -46,6 +55,25 @@ CREATE TABLE IF NOT EXISTS comparisons (
     rows TEXT NOT NULL
 );
 """
+
+
+MIGRATIONS = {
+    # Columns added after the first release; stores written before them gain the columns on open.
+    "runs": {"parent": "TEXT", "deployed": "INTEGER NOT NULL DEFAULT 0"},
+    "evals": {"suite": "TEXT", "suite_sha256": "TEXT", "passed": "INTEGER", "result": "TEXT"},
+}
+
+
+def _migrate(con: sqlite3.Connection) -> None:
+    for table, columns in MIGRATIONS.items():
+        have = {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
+        for name, decl in columns.items():
+            if name not in have:
+                try:
+                    con.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+                except sqlite3.OperationalError as e:  # another process added it first
+                    if "duplicate column" not in str(e):
+                        raise
 
 
 def default_store_path() -> Path:
@@ -65,6 +93,7 @@ class Store:
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA busy_timeout=60000")
             con.executescript(SCHEMA)
+            _migrate(con)
         except (sqlite3.DatabaseError, OSError) as e:
             raise BadInput(f"store {self.path}: cannot open it ({e}); pass another path with --store") from None
         return con
@@ -74,7 +103,8 @@ class Store:
         try:
             con.execute("BEGIN IMMEDIATE")
             con.execute(
-                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO runs (id, path, created_at, modality, backbone, backbone_sha256, method, data_fingerprint, seed, "
+                "metrics, manifest_sha256, parent) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     manifest["id"],
                     str(path.resolve()),
@@ -87,6 +117,7 @@ class Store:
                     manifest["seed"],
                     json.dumps(manifest["metrics"].get("test", {}).get("summary", {})),
                     manifest_sha256,
+                    (manifest.get("lineage") or {}).get("parent"),
                 ),
             )
             con.execute("COMMIT")
@@ -97,14 +128,58 @@ class Store:
         finally:
             con.close()
 
-    def add_eval(self, run_id: str, source: str, fingerprint: str, metrics: dict) -> int:
+    def add_eval(self, run_id: str, source: str, fingerprint: str, metrics: dict, *, suite: str | None = None,
+                 suite_sha256: str | None = None, passed: bool | None = None, result: dict | None = None) -> int:
+        """Record an evaluation (a data file, or a suite: then its name, hash, gate outcome and full result)."""
         con = self.connect()
         try:
             cur = con.execute(
-                "INSERT INTO evals (run_id, created_at, data_source, data_fingerprint, metrics) VALUES (?,?,?,?,?)",
-                (run_id, time.strftime("%Y-%m-%dT%H:%M:%S%z"), source, fingerprint, json.dumps(metrics)),
+                "INSERT INTO evals (run_id, created_at, data_source, data_fingerprint, metrics, suite, suite_sha256, passed, result) "
+                "VALUES (?,?,?,?,?,?,?,?,?)",
+                (run_id, time.strftime("%Y-%m-%dT%H:%M:%S%z"), source, fingerprint, json.dumps(metrics), suite, suite_sha256,
+                 None if passed is None else int(passed), None if result is None else json.dumps(result, default=str)),
             )
             return int(cur.lastrowid)
+        finally:
+            con.close()
+
+    def set_deployed(self, run_id: str, deployed: bool) -> None:
+        con = self.connect()
+        try:
+            con.execute("UPDATE runs SET deployed = ? WHERE id = ?", (int(deployed), run_id))
+        finally:
+            con.close()
+
+    def deployed(self) -> list[dict]:
+        con = self.connect()
+        try:
+            return [_row(r) for r in con.execute("SELECT * FROM runs WHERE deployed = 1 ORDER BY created_at, id")]
+        finally:
+            con.close()
+
+    def children(self, run_id: str) -> list[dict]:
+        """Runs re-adapted from ``run_id`` (by drift or watch), oldest first."""
+        con = self.connect()
+        try:
+            return [_row(r) for r in con.execute("SELECT * FROM runs WHERE parent = ? ORDER BY created_at, id", (run_id,))]
+        finally:
+            con.close()
+
+    def add_drift(self, drift_id: str, created_at: str, old_run: str, new_run: str, verdict: str, report: Path, result: dict) -> None:
+        con = self.connect()
+        try:
+            con.execute("INSERT INTO drifts VALUES (?,?,?,?,?,?,?)",
+                        (drift_id, created_at, old_run, new_run, verdict, str(report), json.dumps(result, default=str)))
+        finally:
+            con.close()
+
+    def drifts(self, run_id: str) -> list[dict]:
+        """Drift checks in which ``run_id`` was the old or the new run, oldest first."""
+        con = self.connect()
+        try:
+            rows = con.execute("SELECT id, created_at, old_run, new_run, verdict, report FROM drifts "
+                               "WHERE old_run = ? OR new_run = ? ORDER BY created_at, id", (run_id, run_id))
+            return [dict(r) for r in rows]
         finally:
             con.close()
 
@@ -162,7 +237,8 @@ class Store:
         con = self.connect()
         try:
             rows = con.execute("SELECT * FROM evals WHERE run_id = ? ORDER BY id", (run_id,))
-            return [{**dict(r), "metrics": json.loads(r["metrics"])} for r in rows]
+            return [{**dict(r), "metrics": json.loads(r["metrics"]), "result": json.loads(r["result"]) if r["result"] else None}
+                    for r in rows]
         finally:
             con.close()
 

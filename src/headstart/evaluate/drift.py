@@ -1,0 +1,281 @@
+"""Drift: re-adapt a run's recipe on a new base and test, against noise, whether it got worse.
+
+``drift(run, base)``:
+
+1. checks, before any compute, that the new base can run the recipe (a method that trains the
+   body cannot run on a frozen-features-only ONNX build), that the training data is the one the
+   run recorded (content fingerprint), and loads the evaluation data (a suite, or the run's own
+   test set);
+2. re-runs the recorded recipe (data, method options, seed, split fractions, precision) on the
+   new base; the new run records which run it was re-adapted from;
+3. optionally re-adapts the *old* base with ``seeds`` other seeds: the largest change those
+   re-runs show on a metric is its noise floor (a difference must exceed it to count);
+4. compares old and new on exactly the same examples, per dataset, slice and metric: accuracy
+   with the exact McNemar test, other metrics with the paired bootstrap; p-values are
+   Holm-adjusted within each family (dataset x metric x slice kind) so that checking 77 labels
+   does not raise 77 chances of a false alarm;
+5. writes a report (Markdown + HTML + plot) and records the verdict in the store.
+
+The overall verdict is "regression" when any check is a significant regression, else
+"improvement" when any is a significant improvement, else "no significant change".
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .._util import home, status
+from ..backbones import family_trains
+from ..catalog import resolve
+from ..errors import BadInput
+from .bootstrap import MacroF1
+from .harness import EvalSet, class_indices, predict_indices, recipe_of, run_test_set
+from .stats import IMPROVEMENT, NO_CHANGE, REGRESSION, PairedResult, accuracy_test, decide, paired_bootstrap
+
+DEFAULT_ALPHA = 0.01
+"""Significance level after Holm adjustment. 0.01 rather than 0.05: a drift check runs on every
+release, and a false alarm that blocks a deploy costs more than a small, real change found a
+release later."""
+
+METRICS = ("accuracy", "macro_f1")
+
+
+@dataclass
+class DriftResult:
+    result: dict
+    report: dict[str, Path]
+    old_run: object
+    new_run: object
+
+    @property
+    def verdict(self) -> str:
+        return self.result["verdict"]
+
+
+def check_recipe_runs_on(run, base: str) -> None:
+    """Refuse a new base that cannot run the run's recipe (raises BadInput; loads nothing heavy)."""
+    from ..methods import get_method
+
+    spec = resolve(base)
+    method = get_method(run.manifest["method"]["name"])
+    if spec.family != "hf-auto" and spec.modality != run.manifest["modality"]:
+        raise BadInput(f"--base {base}: takes {spec.modality} but run {run.id} was adapted on {run.manifest['modality']}")
+    if method.trains_backbone and not family_trains(spec):
+        raise BadInput(
+            f"--base {base} gives frozen features only, but run {run.id} used {method.name!r}, which trains the backbone's "
+            f"weights: the recipe cannot run on that base. Drift a linear-probe run instead "
+            f"(headstart adapt DATA --method linear-probe --backbone {run.manifest['backbone']['name']}, then drift it)"
+        )
+
+
+def drift(run: str | Path, base: str, *, suite: str | Path | None = None, seeds: int = 0, alpha: float = DEFAULT_ALPHA,
+          n_resamples: int = 4000, out: str | Path | None = None, store: str | Path | None = None,
+          report: str | Path | None = None, flips: int = 20) -> DriftResult:
+    """Re-adapt ``run``'s recipe on ``base`` and decide whether the new base is worse, better or the same."""
+    from ..api import _adapt, load
+    from ..methods import get_method
+
+    if not isinstance(seeds, int) or seeds < 0:
+        raise BadInput(f"--seeds must be an integer >= 0 (got {seeds!r})")
+    if not 0 < alpha < 1:
+        raise BadInput(f"--alpha must be in (0, 1) (got {alpha!r})")
+    old = load(run, store=store)
+    check_recipe_runs_on(old, base)
+    recipe = recipe_of(old.manifest)
+    suite_obj, sets = _eval_sets(old, suite)
+    old_preds = {es.name: predict_indices(old, es) for es in sets}
+
+    def readapt(backbone: str, seed: int, reason: str):
+        r = {**recipe, "backbone": backbone, "seed": seed}
+        method_obj = get_method(r["method"]).from_options(r["method_options"])
+        return _adapt(r, method_obj, out=out, store=store, t_start=time.perf_counter(), run_id=None, on_step=None,
+                      lineage={"parent": old.id, "reason": reason, "base": backbone})
+
+    status(f"re-adapting run {old.id} ({recipe['method']}) on the new base {base} ...")
+    new = readapt(base, recipe["seed"], "drift")
+    # The spread of re-adapting with other seeds is measured on the old base; when that base is
+    # gone (its weights changed in place, the case `watch` finds), on the new one.
+    old_base_here = all(src == "live" for _, src in old_preds.values())
+    noise_base = old.manifest["backbone"]["name"] if old_base_here else base
+    noise_runs = []
+    for k in range(1, seeds + 1):
+        status(f"noise floor: re-adapting {noise_base} with seed {recipe['seed'] + k} ({k}/{seeds}) ...")
+        noise_runs.append(readapt(noise_base, recipe["seed"] + k, "noise-floor"))
+
+    checks, per_class, flipped, sources = [], [], [], {}
+    noise_values: dict[str, list[float]] = {}
+    for es in sets:
+        y = class_indices(es.data.labels, old.classes, str(es.data.source))
+        p_old, sources[es.name] = old_preds[es.name]
+        p_new = new.predict(es.data).indices
+        p_seeds = [r.predict(es.data).indices for r in noise_runs]
+        slices = _slices(es, suite_obj, old.classes)
+        p_ref = p_old if old_base_here else p_new
+        checks += _checks(es.name, y, p_old, p_new, p_ref, p_seeds, slices, old.classes, n_resamples, noise_values)
+        per_class += _per_class(es.name, y, p_old, p_new, old.classes)
+        flipped += _flips(es, y, p_old, p_new, old.classes, flips)
+    _holm(checks)
+    for c in checks:
+        c["verdict"] = decide(_as_result(c), alpha=alpha, noise_floor=c["noise_floor"])
+    verdict = REGRESSION if any(c["verdict"] == REGRESSION for c in checks) else \
+        IMPROVEMENT if any(c["verdict"] == IMPROVEMENT for c in checks) else NO_CHANGE
+    result = {
+        "verdict": verdict,
+        "old_run": old.id, "new_run": new.id,
+        "old_base": {"name": old.manifest["backbone"]["name"], "sha256": old.manifest["backbone"]["sha256"]},
+        "new_base": {"name": new.manifest["backbone"]["name"], "sha256": new.manifest["backbone"]["sha256"]},
+        "method": recipe["method"],
+        "config": {"old": old.manifest["method"]["config"], "new": new.manifest["method"]["config"]},
+        "suite": {"name": suite_obj.name, "sha256": suite_obj.sha256} if suite_obj else {"name": "the run's test set", "sha256": None},
+        "old_predictions": sources,
+        "alpha": alpha,
+        "seeds": None if not seeds else {
+            "k": seeds, "base": noise_base, "runs": [r.id for r in noise_runs],
+            "values": noise_values,
+            "noise_floor": {k: next(c["noise_floor"] for c in checks if f"{c['dataset']}/{c['metric']}" == k and c["slice"] == "all")
+                            for k in noise_values},
+        },
+        "checks": checks, "per_class": per_class, "flips": flipped,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    drift_id = f"{time.strftime('%Y%m%d-%H%M%S')}-drift-{secrets.token_hex(3)}"
+    result = {"id": drift_id, **result}
+    from ..report import write_drift_report
+
+    folder = Path(report).expanduser() if report else home() / "drift" / drift_id
+    paths = write_drift_report(result, folder)
+    new.store.add_drift(drift_id, result["created_at"], old.id, new.id, verdict, folder, result)
+    return DriftResult(result, paths, old, new)
+
+
+def _eval_sets(run, suite) -> tuple[object | None, list[EvalSet]]:
+    if suite is None:
+        return None, [run_test_set(run)]
+    from .suite import load_suite
+
+    suite_obj = load_suite(suite)
+    return suite_obj, suite_sets(suite_obj, run)
+
+
+def suite_sets(suite_obj, run) -> list[EvalSet]:
+    """Load every dataset of a validated suite, with the run's column names as hints."""
+    from .harness import load_eval_set
+
+    hint = run.manifest["data"]["train"].get("columns", {})
+    sets = []
+    for d in suite_obj.datasets:
+        if str(d.path).startswith("hf:"):
+            raise BadInput(f"suite {suite_obj.name}: dataset {d.name} is on the Hugging Face Hub ({d.path}); "
+                           "download it where you have a network and point path at the file")
+        sets.append(load_eval_set(d.name, d.path, text_col=d.text_col, label_col=d.label_col, hint=hint,
+                                  where=f"suite {suite_obj.name}, dataset {d.name}"))
+    return sets
+
+
+def _slices(es: EvalSet, suite_obj, classes: list[str]) -> dict[str, tuple[str, np.ndarray]]:
+    """{slice key: (family, mask)}; 'all' always, per label (default without a suite), and the
+    suite's column slices."""
+    out = {"all": ("all", np.ones(len(es.data), dtype=bool))}
+    labels = np.array(es.data.labels)
+    wanted = getattr(suite_obj, "slices", None)
+    if suite_obj is None or any(s.kind == "label" for s in wanted):
+        for c in classes:
+            mask = labels == c
+            if mask.any():
+                out[f"label={c}"] = ("label", mask)
+    if suite_obj is not None:
+        from .suite import slice_masks
+
+        for s in wanted:
+            if s.kind == "label":
+                continue
+            for key, mask in slice_masks(s, list(es.data.labels), es.columns).items():
+                out[key] = (f"column:{s.column}", np.asarray(mask, dtype=bool))
+    return out
+
+
+def _checks(dataset, y, p_old, p_new, p_ref, p_seeds, slices, classes, n_resamples, noise_values) -> list[dict]:
+    out = []
+    for key, (family, mask) in slices.items():
+        n = int(mask.sum())
+        # Macro-F1 inside one label's slice is degenerate (one true class): accuracy there is the
+        # class's recall, the number that matters.
+        metrics = ("accuracy",) if family == "label" else METRICS
+        for metric in metrics:
+            if metric == "accuracy":
+                r = accuracy_test(y[mask], p_old[mask], p_new[mask], n_resamples=n_resamples)
+                test = "exact McNemar"
+            else:
+                r = paired_bootstrap(y[mask], p_old[mask], p_new[mask], MacroF1(len(classes)), n_resamples=n_resamples)
+                test = "paired bootstrap"
+            floor, values = _noise_floor(metric, y[mask], p_ref[mask], [p[mask] for p in p_seeds], len(classes))
+            if values and key == "all":
+                noise_values[f"{dataset}/{metric}"] = values
+            out.append({"dataset": dataset, "slice": key, "family": f"{dataset}|{metric}|{family}", "metric": metric, "n": n,
+                        "old": r.old, "new": r.new, "delta": r.delta, "ci": list(r.ci), "p_raw": r.p, "test": test,
+                        "noise_floor": floor})
+    return out
+
+
+def _metric(metric: str, y: np.ndarray, p: np.ndarray, k: int) -> float:
+    if metric == "accuracy":
+        return float((y == p).mean())
+    return float(MacroF1(k)(y, p))
+
+
+def _noise_floor(metric, y, p_ref, p_seeds, k) -> tuple[float | None, list[float]]:
+    """The largest |metric(re-seeded run) - metric(run with the recipe's seed)| on the same base."""
+    if not p_seeds:
+        return None, []
+    base = _metric(metric, y, p_ref, k)
+    values = [_metric(metric, y, p, k) for p in p_seeds]
+    return max(abs(v - base) for v in values), values
+
+
+def _holm(checks: list[dict]) -> None:
+    """Holm's step-down adjustment (Holm 1979) within each family: p_(i) * (m - i + 1), made
+    monotone; controls the family-wise error rate at alpha."""
+    families: dict[str, list[dict]] = {}
+    for c in checks:
+        families.setdefault(c["family"], []).append(c)
+    for members in families.values():
+        ordered = sorted(members, key=lambda c: c["p_raw"])
+        m, running = len(ordered), 0.0
+        for i, c in enumerate(ordered):
+            running = max(running, min(1.0, (m - i) * c["p_raw"]))
+            c["p"] = running
+
+
+def _as_result(c: dict) -> PairedResult:
+    return PairedResult(old=c["old"], new=c["new"], delta=c["delta"], ci=tuple(c["ci"]), p=c["p"], n=c["n"])
+
+
+def _per_class(dataset, y, p_old, p_new, classes) -> list[dict]:
+    out = []
+    for i, c in enumerate(classes):
+        n = int((y == i).sum())
+        if n == 0:
+            continue
+        f_old, f_new = _f1(y, p_old, i), _f1(y, p_new, i)
+        out.append({"dataset": dataset, "class": c, "n": n, "old_f1": f_old, "new_f1": f_new, "delta": f_new - f_old})
+    return out
+
+
+def _f1(y, p, i) -> float:
+    tp = float(((y == i) & (p == i)).sum())
+    denom = float((y == i).sum() + (p == i).sum())
+    return 2 * tp / denom if denom else 0.0
+
+
+def _flips(es: EvalSet, y, p_old, p_new, classes, limit: int) -> list[dict]:
+    out = []
+    for direction, mask in (("broke", (p_old == y) & (p_new != y)), ("fixed", (p_old != y) & (p_new == y))):
+        for i in np.flatnonzero(mask)[:limit]:
+            out.append({"dataset": es.name, "input": str(es.data.inputs[i]), "label": classes[y[i]],
+                        "old": classes[p_old[i]], "new": classes[p_new[i]], "direction": direction})
+    return out
