@@ -78,10 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-base-change", action="store_true", help="use the run even if the backbone's weights changed since it was made")
     _common(p)
 
-    p = sub.add_parser("eval", help="evaluate a run on labelled data", epilog=EPILOG,
-                       description="Evaluate a run on labelled DATA and record the result in the store.")
+    p = sub.add_parser("eval", help="evaluate a run on labelled data or an eval suite (gates for CI)", epilog=EPILOG,
+                       description="Evaluate a run on labelled DATA, or on an eval suite (--suite: datasets, metrics, slices and "
+                       "gates in YAML; see README 'Eval suites'), with 95%% bootstrap intervals. The result is recorded in the "
+                       "store. Exit 1 when a gate (or --min-accuracy) fails.")
     p.add_argument("run", metavar="RUN", help="run folder or run id (prefix)")
-    p.add_argument("data", metavar="DATA", help="labelled table file or image folder")
+    p.add_argument("data", metavar="DATA", nargs="?", help="labelled table file or image folder (or give --suite)")
+    p.add_argument("--suite", metavar="YAML", help="eval suite file")
+    p.add_argument("--baseline", metavar="RUN", help="baseline run for relative gates ('macro_f1 drop <= 1.0 pt')")
+    p.add_argument("--junit", metavar="FILE", help="also write the gates as JUnit XML (for CI test reports)")
+    p.add_argument("--resamples", type=int, default=1000, metavar="R", help="bootstrap resamples for the intervals (default: 1000)")
     p.add_argument("--min-accuracy", type=float, metavar="X", help="exit 1 when accuracy is below X")
     p.add_argument("--text-col", metavar="COL", help="text column of DATA (default: the training column if present, else inferred)")
     p.add_argument("--allow-base-change", action="store_true", help="evaluate even if the backbone's weights changed")
@@ -113,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=0, metavar="K",
                    help="also re-adapt the old base with K other seeds; a change must exceed their spread (default: 0)")
     p.add_argument("--alpha", type=float, default=None, metavar="A", help="significance level after Holm adjustment (default: 0.01)")
+    p.add_argument("--seed", type=int, metavar="N", help="re-adapt with this seed instead of RUN's (same base + new seed shows "
+                   "what re-running alone changes)")
     p.add_argument("--report", metavar="DIR", help="report folder (default: <data dir>/headstart/drift/<id>)")
     p.add_argument("--out", metavar="DIR", help="parent folder for the re-adapted runs (default: <data dir>/headstart/runs)")
     _common(p)
@@ -185,7 +193,9 @@ def _parse_options(items: list[str]) -> dict[str, Any]:
 
 
 def _fmt_metrics(m: dict) -> str:
-    return f"accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  (n={m['n']})"
+    names = {"accuracy": "accuracy", "macro_f1": "macro-F1"}
+    cells = [f"{label} {m[k]:.4f}" for k, label in names.items() if isinstance(m.get(k), float)]
+    return "  ".join(cells) + (f"  (n={m['n']})" if "n" in m else "")
 
 
 def cmd_adapt(args) -> int:
@@ -280,7 +290,15 @@ def cmd_predict(args) -> int:
 def cmd_eval(args) -> int:
     from .api import load
 
+    if bool(args.data) == bool(args.suite):
+        raise BadInput("eval needs DATA or --suite YAML (one of them)")
+    if args.suite is None and (args.baseline or args.junit):
+        raise BadInput("--baseline and --junit go with --suite")
+    if args.resamples < 100:
+        raise BadInput(f"--resamples must be at least 100 (got {args.resamples})")
     run = load(args.run, store=args.store, allow_base_change=args.allow_base_change)
+    if args.suite:
+        return _eval_suite(args, run)
     metrics = run.evaluate(args.data, text_col=args.text_col)
     passed = args.min_accuracy is None or metrics["accuracy"] >= args.min_accuracy
     lines = [f"run {run.id} on {args.data}", f"  {_fmt_metrics(metrics)}"]
@@ -291,6 +309,43 @@ def cmd_eval(args) -> int:
     _emit(args, {"run": run.id, "data": args.data, "metrics": metrics, "passed": passed}, "\n".join(lines))
     if not passed:
         raise CheckFailed(f"accuracy {metrics['accuracy']:.4f} is below --min-accuracy {args.min_accuracy}")
+    return 0
+
+
+def _eval_suite(args, run) -> int:
+    from .api import load
+    from .evaluate.harness import evaluate_suite
+    from .evaluate.junit import junit_xml
+
+    baseline = load(args.baseline, store=args.store, allow_base_change=args.allow_base_change) if args.baseline else None
+    res = evaluate_suite(run, args.suite, baseline=baseline, n_resamples=args.resamples)
+    lines = [f"run {run.id} on suite {res['suite']['name']} (sha256 {res['suite']['sha256'][:12]})"]
+    for name, d in res["datasets"].items():
+        lines.append(f"  {name} ({d['source']}, n={d['n']})")
+        for key, metrics in d["slices"].items():
+            cells = [f"{m} {v['value']:.4f} [{v['ci'][0]:.4f}, {v['ci'][1]:.4f}]" if v["value"] is not None else f"{m} -"
+                     for m, v in metrics.items()]
+            n = next(iter(metrics.values()))["n"]
+            lines.append(f"    {key:<28} n={n:<6} " + "  ".join(cells))
+    for g in res["gates"]:
+        lines.append(f"  gate {g['gate']!r} on {g['dataset']}/{g['slice']}: {'passed' if g['passed'] else 'FAILED'} ({g['detail']})")
+    if not res["gates"]:
+        lines.append("  (no gates)")
+    if args.junit:
+        cases = [{"name": f"{g['dataset']}/{g['slice']}: {g['gate']}", "classname": f"headstart.{res['suite']['name']}",
+                  "passed": g["passed"], "message": g["detail"], "time": 0.0} for g in res["gates"]]
+        if not cases:
+            cases = [{"name": f"{n}: evaluated", "classname": f"headstart.{res['suite']['name']}", "passed": True,
+                      "message": f"n={d['n']}", "time": 0.0} for n, d in res["datasets"].items()]
+        junit = Path(args.junit).expanduser()
+        junit.parent.mkdir(parents=True, exist_ok=True)
+        junit.write_text(junit_xml(res["suite"]["name"], cases), encoding="utf-8")
+        lines.append(f"  JUnit XML written to {junit}")
+    _emit(args, res, "\n".join(lines))
+    if not res["passed"]:
+        failed = [g for g in res["gates"] if not g["passed"]]
+        raise CheckFailed(f"{len(failed)} of {len(res['gates'])} gates failed, first: {failed[0]['gate']!r} on "
+                          f"{failed[0]['dataset']}/{failed[0]['slice']} ({failed[0]['detail']})")
     return 0
 
 
@@ -386,7 +441,7 @@ def cmd_drift(args) -> int:
     from .evaluate.drift import DEFAULT_ALPHA, drift
 
     res = drift(args.run, args.base, suite=args.suite, seeds=args.seeds, alpha=args.alpha or DEFAULT_ALPHA, out=args.out,
-                store=args.store, report=args.report)
+                store=args.store, report=args.report, seed=args.seed)
     r = res.result
     lines = [f"drift {r['id']}: {r['old_base']['name']} ({r['old_base']['sha256'][:12]}) -> {r['new_base']['name']} "
              f"({r['new_base']['sha256'][:12]}), method {r['method']}",

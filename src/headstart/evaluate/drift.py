@@ -34,7 +34,7 @@ from ..backbones import family_trains
 from ..catalog import resolve
 from ..errors import BadInput
 from .bootstrap import MacroF1
-from .harness import EvalSet, class_indices, predict_indices, recipe_of, run_test_set
+from .harness import EvalSet, class_indices, predict_indices, recipe_of, run_test_set, suite_sets
 from .stats import IMPROVEMENT, NO_CHANGE, REGRESSION, PairedResult, accuracy_test, decide, paired_bootstrap
 
 DEFAULT_ALPHA = 0.01
@@ -75,8 +75,11 @@ def check_recipe_runs_on(run, base: str) -> None:
 
 def drift(run: str | Path, base: str, *, suite: str | Path | None = None, seeds: int = 0, alpha: float = DEFAULT_ALPHA,
           n_resamples: int = 4000, out: str | Path | None = None, store: str | Path | None = None,
-          report: str | Path | None = None, flips: int = 20) -> DriftResult:
-    """Re-adapt ``run``'s recipe on ``base`` and decide whether the new base is worse, better or the same."""
+          report: str | Path | None = None, flips: int = 20, seed: int | None = None) -> DriftResult:
+    """Re-adapt ``run``'s recipe on ``base`` and decide whether the new base is worse, better or the same.
+
+    ``seed`` re-adapts with another seed than the recorded one (same base + new seed measures
+    what re-running alone changes)."""
     from ..api import _adapt, load
     from ..methods import get_method
 
@@ -97,7 +100,9 @@ def drift(run: str | Path, base: str, *, suite: str | Path | None = None, seeds:
                       lineage={"parent": old.id, "reason": reason, "base": backbone})
 
     status(f"re-adapting run {old.id} ({recipe['method']}) on the new base {base} ...")
-    new = readapt(base, recipe["seed"], "drift")
+    if seed is not None and (not isinstance(seed, int) or seed < 0):
+        raise BadInput(f"--seed must be a non-negative integer (got {seed!r})")
+    new = readapt(base, recipe["seed"] if seed is None else seed, "drift")
     # The spread of re-adapting with other seeds is measured on the old base; when that base is
     # gone (its weights changed in place, the case `watch` finds), on the new one.
     old_base_here = all(src == "live" for _, src in old_preds.values())
@@ -160,21 +165,6 @@ def _eval_sets(run, suite) -> tuple[object | None, list[EvalSet]]:
 
     suite_obj = load_suite(suite)
     return suite_obj, suite_sets(suite_obj, run)
-
-
-def suite_sets(suite_obj, run) -> list[EvalSet]:
-    """Load every dataset of a validated suite, with the run's column names as hints."""
-    from .harness import load_eval_set
-
-    hint = run.manifest["data"]["train"].get("columns", {})
-    sets = []
-    for d in suite_obj.datasets:
-        if str(d.path).startswith("hf:"):
-            raise BadInput(f"suite {suite_obj.name}: dataset {d.name} is on the Hugging Face Hub ({d.path}); "
-                           "download it where you have a network and point path at the file")
-        sets.append(load_eval_set(d.name, d.path, text_col=d.text_col, label_col=d.label_col, hint=hint,
-                                  where=f"suite {suite_obj.name}, dataset {d.name}"))
-    return sets
 
 
 def _slices(es: EvalSet, suite_obj, classes: list[str]) -> dict[str, tuple[str, np.ndarray]]:

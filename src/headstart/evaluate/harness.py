@@ -130,3 +130,103 @@ def recorded_predictions(run, data: Dataset) -> np.ndarray:
     if len(rows) != len(data) or any(r["input"] != str(x) for r, x in zip(rows, data.inputs, strict=True)):
         raise BadInput(f"{path}: does not match the run's test data; the run folder may be damaged")
     return class_indices([r["predicted"] for r in rows], run.classes, str(path))
+
+
+def suite_sets(suite_obj, run) -> list[EvalSet]:
+    """Load every dataset of a validated suite, with the run's column names as hints."""
+    hint = run.manifest["data"]["train"].get("columns", {})
+    sets = []
+    for d in suite_obj.datasets:
+        where = f"suite {suite_obj.name}, dataset {d.name}"
+        if d.hf_name is not None:
+            sets.append(_hub_eval_set(d, hint, where))
+        else:
+            sets.append(load_eval_set(d.name, d.path, text_col=d.text_col, label_col=d.label_col, hint=hint, where=where))
+    return sets
+
+
+def _hub_eval_set(d, hint: dict, where: str) -> EvalSet:
+    """A Hugging Face dataset by name (needs the `datasets` package and a network the first time),
+    its class-label integers mapped to their names."""
+    try:
+        import datasets as hf_datasets
+    except ImportError:
+        raise BadInput(f"{where}: hf:{d.hf_name} needs the `datasets` package: pip install datasets") from None
+    try:
+        table = hf_datasets.load_dataset(d.hf_name, split=d.split or "test")
+    except Exception as e:  # noqa: BLE001 - any hub failure becomes one actionable line
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise BadInput(f"{where}: could not load hf:{d.hf_name} ({first[:160]}); check the name, split and network, "
+                       "or download it and point path at the file") from None
+    columns = {name: list(table[name]) for name in table.column_names}
+    for name, feature in table.features.items():
+        if getattr(feature, "names", None):
+            columns[name] = [feature.names[i] if isinstance(i, int) and i >= 0 else None for i in columns[name]]
+    columns = {k: [v if v is None or isinstance(v, str) else str(v) for v in vals] for k, vals in columns.items()}
+    from ..data.readers import select_columns
+
+    text_col = d.text_col or (hint.get("text") if hint.get("text") in columns else None)
+    label_col = d.label_col or (hint.get("label") if hint.get("label") in columns else None)
+    origin = [f"hf:{d.hf_name}[{d.split or 'test'}] row {i + 1}" for i in range(len(table))]
+    data = select_columns(Path(f"hf:{d.hf_name}"), columns, origin, text_col=text_col, label_col=label_col, labels_required=True)
+    return EvalSet(d.name, data, columns)
+
+
+def evaluate_suite(run, suite: str | Path, *, baseline=None, n_resamples: int = 1000, seed: int = 0, record: bool = True) -> dict:
+    """Metrics with 95% bootstrap intervals per dataset and slice, and every gate's outcome.
+
+    ``baseline`` (a Run) is needed by relative gates ("macro_f1 drop <= 1.0 pt"); it is evaluated
+    on the same examples. The result is recorded in the store (suite name and hash, data
+    fingerprints, time, gate outcome)."""
+    import hashlib
+    import time
+
+    from .suite import ALL, evaluate_slices, load_suite, slice_masks
+
+    suite_obj = load_suite(suite)
+    relative = [g for g in suite_obj.gates if g.relative]
+    if relative and baseline is None:
+        raise BadInput(f"suite {suite_obj.name}: {relative[0].where} {relative[0].text!r} compares with a baseline run; "
+                       "give --baseline RUN")
+    if baseline is not None and baseline.classes != run.classes:
+        raise BadInput(f"--baseline {baseline.id} predicts other classes than run {run.id}; a baseline must solve the same task")
+    sets = suite_sets(suite_obj, run)
+    datasets, gates = {}, []
+    for es in sets:
+        y = class_indices(es.data.labels, run.classes, str(es.data.source))
+        masks = {}
+        for s in suite_obj.slices:
+            masks.update(slice_masks(s, list(es.data.labels), es.columns))
+        scored = {"run": predict_indices(run, es)[0]}
+        if baseline is not None:
+            scored["baseline"] = predict_indices(baseline, es)[0]
+        per = {who: evaluate_slices(y, p, run.classes, masks, suite_obj.metrics, n_resamples=n_resamples, seed=seed)
+               for who, p in scored.items()}
+        datasets[es.name] = {"source": str(es.data.source), "fingerprint": es.data.fingerprint, "n": len(es.data),
+                             "slices": per["run"], **({"baseline_slices": per["baseline"]} if baseline is not None else {})}
+        for g in suite_obj.gates:
+            if not g.applies_to(es.name):
+                continue
+            if g.slice not in per["run"]:
+                gates.append({"gate": g.text or g.canonical(), "dataset": es.name, "slice": g.slice, "passed": False,
+                              "detail": f"slice {g.slice!r} has no examples in {es.name}"})
+                continue
+            value = per["run"][g.slice][g.metric]["value"]
+            base_value = per["baseline"][g.slice][g.metric]["value"] if baseline is not None else None
+            passed, detail = g.check(value, base_value if g.relative else None)
+            gates.append({"gate": g.text or g.canonical(), "dataset": es.name, "slice": g.slice, "passed": passed,
+                          "detail": detail, "value": value, "baseline": base_value})
+    result = {
+        "run": run.id, "baseline": None if baseline is None else baseline.id,
+        "suite": {"name": suite_obj.name, "sha256": suite_obj.sha256, "path": str(suite_obj.path)},
+        "datasets": datasets, "gates": gates, "passed": all(g["passed"] for g in gates),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if record and run.store.find(run.id) is not None:
+        first = next(iter(datasets.values()))
+        summary = {m: v["value"] for m, v in first["slices"][ALL].items()}
+        summary["n"] = first["n"]
+        fingerprint = hashlib.sha256("".join(d["fingerprint"] for d in datasets.values()).encode()).hexdigest()
+        run.store.add_eval(run.id, str(suite_obj.path), fingerprint, summary, suite=suite_obj.name,
+                           suite_sha256=suite_obj.sha256, passed=result["passed"] if gates else None, result=result)
+    return result
