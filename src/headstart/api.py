@@ -72,19 +72,43 @@ def adapt(
         return _resume(resume, out=out, store=store, _on_step=_on_step)
     t_start = time.perf_counter()
     options = {**(_read_config(config) if config is not None else {}), **(method_options or {})}
-    method_obj = get_method(method).from_options(options)
     budget_s = _parse_budget(budget)
+    chosen = None
+    if backbone == "auto" or method == "auto":
+        backbone, method, chosen = _auto(data, backbone, method, budget_s, seed, text_col, label_col, precision)
+    method_obj = get_method(method).from_options(options)
     recipe = {
         "data": str(data), "test": None if test is None else str(test),
         "backbone": backbone, "method": method, "method_options": options, "seed": seed, "text_col": text_col,
         "label_col": label_col, "fmt": fmt, "val_fraction": val_fraction, "test_fraction": test_fraction,
         "precision": precision, "budget": budget_s,
     }
-    return _adapt(recipe, method_obj, out=out, store=store, t_start=t_start, run_id=None, on_step=_on_step)
+    return _adapt(recipe, method_obj, out=out, store=store, t_start=t_start, run_id=None, on_step=_on_step, plan=chosen)
+
+
+def _auto(data, backbone: str, method: str, budget_s, seed, text_col, label_col, precision) -> tuple[str, str, dict]:
+    """Resolve --backbone auto / --method auto with `plan`; returns the choice and what to record."""
+    from .plan.recommend import METHODS, plan
+
+    if method != "auto" and method not in METHODS:
+        raise BadInput(f"--backbone auto chooses among backbones for the methods {', '.join(METHODS)}; "
+                       f"name a backbone to use {method!r}")
+    p = plan(data, backbones=None if backbone == "auto" else [backbone], methods=None if method == "auto" else [method],
+             budget=budget_s, seed=seed, text_col=text_col, label_col=label_col, precision=precision)
+    if p.recommended is None:
+        raise BadInput(f"--backbone/--method auto: no candidate fits the budget ({p.budget_s:.0f}s); raise --budget")
+    r = p.recommended
+    status(f"plan: {r.backbone} + {r.method} ({r.why})")
+    record = {"requested": {"backbone": backbone, "method": method}, "chosen": {"backbone": r.backbone, "method": r.method},
+              "expected_accuracy": r.expected_accuracy, "predicted_s": r.predicted_s, "why": r.why, "score": p.score,
+              "sample": p.sample, "profile": p.profile, "plan_s": p.timings.get("total"),
+              "candidates": [{"backbone": c.backbone, "method": c.method, "expected_accuracy": c.expected_accuracy,
+                              "predicted_s": c.predicted_s, "fits": c.fits, "scores": c.scores} for c in p.candidates]}
+    return r.backbone, r.method, record
 
 
 def _adapt(recipe: dict, method_obj: Method, *, out, store, t_start: float, run_id: str | None, on_step,
-           expect: dict | None = None, lineage: dict | None = None) -> Run:
+           expect: dict | None = None, lineage: dict | None = None, plan: dict | None = None) -> Run:
     """The pipeline proper. ``run_id``/``expect`` are set when resuming an interrupted run;
     ``lineage`` ({"parent": run id, "reason": ...}) when a run is re-adapted from another."""
     data, test, backbone = recipe["data"], recipe["test"], recipe["backbone"]
@@ -183,6 +207,7 @@ def _adapt(recipe: dict, method_obj: Method, *, out, store, t_start: float, run_
             "metrics": {"test": {"summary": _summary(test_metrics)}},
             "recipe": recipe,
             "lineage": lineage,
+            "plan": plan,
             "versions": _versions(),
             "timings": {"read_s": round(t_read, 3), "fit_s": round(t_fit, 3), "eval_s": round(t_eval, 3)},
         }

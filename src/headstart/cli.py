@@ -44,11 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", metavar="DATA", nargs="?", help="training data: table file or image folder (omit with --resume)")
     p.add_argument("--test", metavar="DATA", help="separate labelled test data (then DATA is split into train/validation only)")
     p.add_argument("--backbone", default="minilm-l6", metavar="NAME",
-                   help="catalog name (see `headstart models`), hf:<hub id>, or a local model folder (default: minilm-l6)")
+                   help="catalog name (see `headstart models`), hf:<hub id>, a local model folder, or auto (chosen by "
+                   "`headstart plan`) (default: minilm-l6)")
     p.add_argument("--method", default="linear-probe", metavar="NAME",
                    help="adaptation method, lightest first: linear-probe (frozen body, new head), lora, dora, qlora "
                    "(4-bit base + LoRA), adapter (bottleneck adapters), finetune (all weights), scratch (random init "
-                   "baseline) (default: linear-probe)")
+                   "baseline), or auto (chosen by `headstart plan` within --budget) (default: linear-probe)")
     p.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
                    help="method option, repeatable, overriding --config and the size-based preset, e.g. --set lr=1e-4 "
                    "--set epochs=3 --set rank=16; options per method: README.md 'Methods'")
@@ -66,6 +67,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-fraction", type=float, default=0.2, help="share held out for testing when --test is not given (default: 0.2)")
     p.add_argument("--precision", default="auto", choices=list(PRECISIONS),
                    help="backbone numerics; auto = bf16 only where the CPU supports it and it was measured harmless for the backbone (default: auto)")
+    _common(p)
+
+    p = sub.add_parser("plan", help="recommend a backbone and a method before spending compute", epilog=EPILOG,
+                       description="Score every installed catalog backbone of DATA's modality (or --backbones) on frozen "
+                       "features of a stratified sample (cross-validated linear-probe accuracy, LogME, H-score, kNN "
+                       "leave-one-out), predict each backbone x method's time and memory from this machine's measured "
+                       "throughput, and recommend the combination expected to be most accurate within --budget. "
+                       "`adapt --backbone auto --method auto` runs the recommendation.")
+    p.add_argument("data", metavar="DATA", help="labelled training data (table file or image folder)")
+    p.add_argument("--backbones", metavar="A,B,...", help="candidate backbones (default: every installed catalog backbone)")
+    p.add_argument("--methods", metavar="M,...", help="methods to weigh (default: linear-probe,lora,adapter,finetune)")
+    p.add_argument("--budget", metavar="TIME", help="time the adaptation may take, e.g. 10m, 2h (default: 30m)")
+    p.add_argument("--max-memory", metavar="SIZE", help="peak memory the adaptation may use, e.g. 4GB (default: no limit)")
+    p.add_argument("--score", default="linear_probe_cv", choices=["linear_probe_cv", "logme", "hscore", "knn"],
+                   help="score that orders the backbones (default: linear_probe_cv)")
+    p.add_argument("--sample", type=int, default=512, metavar="N", help="examples scored per backbone, stratified (default: 512)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample (default: 0)")
+    p.add_argument("--text-col", metavar="COL", help="text column (default: inferred)")
+    p.add_argument("--label-col", metavar="COL", help="label column (default: inferred)")
     _common(p)
 
     p = sub.add_parser("predict", help="predict labels with a run", epilog=EPILOG,
@@ -253,6 +273,17 @@ def cmd_export(args) -> int:
           f"exported run {run.id} ({record['method']}{', merged' if record['merged'] else ''}) to {args.out}\n"
           f"  checked on {check['examples']} test inputs: max |p_export - p_run| = {check['max_abs_prob_diff']:.1e} "
           f"(tolerance {check['tolerance']:.0e}, fp32)")
+    return 0
+
+
+def cmd_plan(args) -> int:
+    from .plan.recommend import plan, table
+
+    split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
+    p = plan(args.data, backbones=split(args.backbones), methods=split(args.methods), budget=args.budget,
+             max_memory=args.max_memory, score=args.score, sample=args.sample, seed=args.seed, text_col=args.text_col,
+             label_col=args.label_col)
+    _emit(args, p.to_dict(), table(p))
     return 0
 
 
@@ -508,7 +539,7 @@ def cmd_compare(args) -> int:
     return run_cli(args)
 
 
-COMMANDS = {"adapt": cmd_adapt, "compare": cmd_compare, "predict": cmd_predict, "eval": cmd_eval, "export": cmd_export,
+COMMANDS = {"adapt": cmd_adapt, "plan": cmd_plan, "compare": cmd_compare, "predict": cmd_predict, "eval": cmd_eval, "export": cmd_export,
             "drift": cmd_drift, "watch": cmd_watch, "runs": cmd_runs, "models": cmd_models}
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Choosing a backbone and a method before spending compute."""

