@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .._util import status
-from ..backbones import family_trains, open_backbone
+from ..backbones import open_backbone
 from ..backbones.cache import frozen_features
 from ..catalog import CATALOG, is_installed, resolve
 from ..data import Dataset, load_dataset
@@ -34,9 +34,8 @@ from ..errors import BadInput
 from ..methods.presets import preset, regime_for
 from ..train import resolve_precision
 from . import cost as cost_model
-from .scores import SCORES, stratified_sample
+from .scores import DEFAULT_SCORE, SCORES, stratified_sample
 
-DEFAULT_SCORE = "linear_probe_cv"
 METHODS = ("linear-probe", "lora", "adapter", "finetune")
 """Methods the plan weighs (qlora/dora/scratch stay available to `adapt`; scratch is a baseline,
 never a recommendation)."""
@@ -155,7 +154,8 @@ def plan(data: str | Path | Dataset, *, backbones: list[str] | None = None, meth
     names = candidate_backbones(ds.modality, backbones)
     labels = np.array(ds.labels)
     classes, y = np.unique(labels, return_inverse=True)
-    idx = stratified_sample(y, per_class_max=per_class or max(2, sample // len(classes)), total_max=sample, seed=seed)
+    total = max(sample, 2 * len(classes))  # every class needs two examples for cross-validation
+    idx = stratified_sample(y, per_class_max=per_class or max(2, total // len(classes)), total_max=total, seed=seed)
     sub = ds.subset(idx, source=f"{ds.source} (plan sample)")
     n = len(ds)
     n_val = max(int(round(0.1 * n)), 1)

@@ -214,8 +214,9 @@ def knn_loo_accuracy(F: np.ndarray, y: np.ndarray, k: int | None = None) -> floa
     Each example is classified by its ``k`` most similar other examples (rows L2-normalised,
     similarity ``f_i . f_j``): the class with the most votes wins, ties go to the class with the
     larger summed similarity, then to the lower class index. The score is the share classified
-    correctly. ``k`` defaults to ``min(10, median class size - 1)``, at least 1, so that in a
-    few-shot set a typical example can still be outvoted only by genuinely closer classes.
+    correctly. ``k`` defaults to ``min(10, median class size - 1)``, at least 1: an example has at
+    most ``class size - 1`` neighbours of its own class, so in a few-shot set (say 5 per class) a
+    larger ``k`` would fill the vote with other classes.
 
     Similarities are computed in float32 in blocks of rows (``_KNN_BLOCK_ELEMENTS`` at once), so
     memory stays bounded (16 MB at n = 20,000); time is ``O(n^2 d)``.
@@ -318,7 +319,9 @@ SCORES: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 }
 """Transferability scores by name; each is ``score(F, y) -> float``, higher is better."""
 
-DEFAULT_SCORE = "logme"
+DEFAULT_SCORE = "linear_probe_cv"
+"""The score `plan` orders backbones by: an accuracy estimate, and the best Kendall tau in
+benchmarks/plan_validation.py (benchmarks/README.md)."""
 
 
 def stratified_sample(y: np.ndarray, per_class_max: int, total_max: int, seed: int) -> np.ndarray:

