@@ -141,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=None, metavar="A", help="significance level after Holm adjustment (default: 0.01)")
     p.add_argument("--seed", type=int, metavar="N", help="re-adapt with this seed instead of RUN's (same base + new seed shows "
                    "what re-running alone changes)")
+    p.add_argument("--strict-slices", action="store_true", help="let slice checks (per label, per column value) decide the "
+                   "verdict and exit code too (default: only whole-dataset checks do; slice verdicts are listed)")
     p.add_argument("--report", metavar="DIR", help="report folder (default: <data dir>/headstart/drift/<id>)")
     p.add_argument("--out", metavar="DIR", help="parent folder for the re-adapted runs (default: <data dir>/headstart/runs)")
     _common(p)
@@ -472,7 +474,7 @@ def cmd_drift(args) -> int:
     from .evaluate.drift import DEFAULT_ALPHA, drift
 
     res = drift(args.run, args.base, suite=args.suite, seeds=args.seeds, alpha=args.alpha or DEFAULT_ALPHA, out=args.out,
-                store=args.store, report=args.report, seed=args.seed)
+                store=args.store, report=args.report, seed=args.seed, strict_slices=args.strict_slices)
     r = res.result
     lines = [f"drift {r['id']}: {r['old_base']['name']} ({r['old_base']['sha256'][:12]}) -> {r['new_base']['name']} "
              f"({r['new_base']['sha256'][:12]}), method {r['method']}",
@@ -485,6 +487,9 @@ def cmd_drift(args) -> int:
                      f"p={c['p']:.2g} ({c['test']}{floor}): {c['verdict']}")
     if len(shown) > 25:
         lines.append(f"  ... {len(shown) - 25} more in the report")
+    if (r["slice_regressions"] or r["slice_improvements"]) and not r["strict_slices"]:
+        lines.append(f"  slices: {r['slice_regressions']} regressed, {r['slice_improvements']} improved (listed above; "
+                     "they decide the verdict with --strict-slices)")
     lines.append(f"report: {res.report['html']}")
     _emit(args, {**r, "report": {k: str(v) for k, v in res.report.items()}}, "\n".join(lines))
     if r["verdict"] == "regression":

@@ -136,3 +136,20 @@ def test_drift_rejects_bad_options(tmp_path, old_run, base, cli):
     assert r.rc == 2 and "unknown backbone" in r.err and "Traceback" not in r.err
     r = cli("drift", "nosuchrun", "--base", base)
     assert r.rc == 2 and "nosuchrun" in r.err
+
+
+def test_slice_verdicts_are_secondary_unless_strict(tmp_path, old_run, base, monkeypatch):
+    """A check that only regresses on one label slice is listed, and decides only with strict_slices."""
+    import headstart.evaluate.drift as d
+
+    real = d.decide
+
+    def fake(result, *, alpha, noise_floor):
+        return "regression" if result.n < 40 else real(result, alpha=alpha, noise_floor=noise_floor)
+
+    monkeypatch.setattr(d, "decide", fake)
+    same = shutil.copytree(base, tmp_path / "same")
+    res = drift(old_run.id, str(same), out=tmp_path / "runs", report=tmp_path / "r1")
+    assert res.verdict == "no significant change" and res.result["slice_regressions"] >= 1
+    strict = drift(old_run.id, str(same), out=tmp_path / "runs", report=tmp_path / "r2", strict_slices=True)
+    assert strict.verdict == "regression"

@@ -12,12 +12,18 @@
    re-runs show on a metric is its noise floor (a difference must exceed it to count);
 4. compares old and new on exactly the same examples, per dataset, slice and metric: accuracy
    with the exact McNemar test, other metrics with the paired bootstrap; p-values are
-   Holm-adjusted within each family (dataset x metric x slice kind) so that checking 77 labels
-   does not raise 77 chances of a false alarm;
+   Holm-adjusted within each family (the primary whole-set checks together; each dataset x
+   metric x slice kind) so that checking 77 labels does not raise 77 chances of a false alarm;
 5. writes a report (Markdown + HTML + plot) and records the verdict in the store.
 
-The overall verdict is "regression" when any check is a significant regression, else
-"improvement" when any is a significant improvement, else "no significant change".
+The overall verdict comes from the primary checks (every dataset's whole-set accuracy and
+macro-F1, Holm-adjusted together): "regression" when any is a significant regression, else
+"improvement" when any is a significant improvement, else "no significant change". Slice checks
+are secondary: each gets its own verdict and is listed, but they decide the overall verdict only
+with ``strict_slices``. Why: re-adapting the *same* base with another seed can move one class's
+decision boundary (another regularisation strength chosen on validation), which shows as a
+significant per-label recall change traded against the other classes, while nothing changed
+overall (benchmarks/README.md, TweetEval emotion: 4 of 20 re-seeds).
 """
 
 from __future__ import annotations
@@ -75,7 +81,8 @@ def check_recipe_runs_on(run, base: str) -> None:
 
 def drift(run: str | Path, base: str, *, suite: str | Path | None = None, seeds: int = 0, alpha: float = DEFAULT_ALPHA,
           n_resamples: int = 4000, out: str | Path | None = None, store: str | Path | None = None,
-          report: str | Path | None = None, flips: int = 20, seed: int | None = None) -> DriftResult:
+          report: str | Path | None = None, flips: int = 20, seed: int | None = None,
+          strict_slices: bool = False) -> DriftResult:
     """Re-adapt ``run``'s recipe on ``base`` and decide whether the new base is worse, better or the same.
 
     ``seed`` re-adapts with another seed than the recorded one (same base + new seed measures
@@ -127,8 +134,10 @@ def drift(run: str | Path, base: str, *, suite: str | Path | None = None, seeds:
     _holm(checks)
     for c in checks:
         c["verdict"] = decide(_as_result(c), alpha=alpha, noise_floor=c["noise_floor"])
-    verdict = REGRESSION if any(c["verdict"] == REGRESSION for c in checks) else \
-        IMPROVEMENT if any(c["verdict"] == IMPROVEMENT for c in checks) else NO_CHANGE
+    deciding = checks if strict_slices else [c for c in checks if c["slice"] == "all"]
+    verdict = REGRESSION if any(c["verdict"] == REGRESSION for c in deciding) else \
+        IMPROVEMENT if any(c["verdict"] == IMPROVEMENT for c in deciding) else NO_CHANGE
+    slice_flags = {v: sum(c["slice"] != "all" and c["verdict"] == v for c in checks) for v in (REGRESSION, IMPROVEMENT)}
     result = {
         "verdict": verdict,
         "old_run": old.id, "new_run": new.id,
@@ -139,6 +148,8 @@ def drift(run: str | Path, base: str, *, suite: str | Path | None = None, seeds:
         "suite": {"name": suite_obj.name, "sha256": suite_obj.sha256} if suite_obj else {"name": "the run's test set", "sha256": None},
         "old_predictions": sources,
         "alpha": alpha,
+        "strict_slices": strict_slices,
+        "slice_regressions": slice_flags[REGRESSION], "slice_improvements": slice_flags[IMPROVEMENT],
         "seeds": None if not seeds else {
             "k": seeds, "base": noise_base, "runs": [r.id for r in noise_runs],
             "values": noise_values,
@@ -206,7 +217,8 @@ def _checks(dataset, y, p_old, p_new, p_ref, p_seeds, slices, classes, n_resampl
             floor, values = _noise_floor(metric, y[mask], p_ref[mask], [p[mask] for p in p_seeds], len(classes))
             if values and key == "all":
                 noise_values[f"{dataset}/{metric}"] = values
-            out.append({"dataset": dataset, "slice": key, "family": f"{dataset}|{metric}|{family}", "metric": metric, "n": n,
+            holm_family = "primary" if key == "all" else f"{dataset}|{metric}|{family}"
+            out.append({"dataset": dataset, "slice": key, "family": holm_family, "metric": metric, "n": n,
                         "old": r.old, "new": r.new, "delta": r.delta, "ci": list(r.ci), "p_raw": r.p, "test": test,
                         "noise_floor": floor})
     return out
