@@ -442,14 +442,11 @@ class Run:
 
 def _load_with_hint(path: Path, cols: dict, labels_required: bool, fmt: str | None = None, text_col: str | None = None) -> Dataset:
     """Read with the training data's column names when the file has them, else infer."""
-    from .data.readers import read_table, select_columns
+    from .data.readers import read_with_hint
 
     if not path.is_file():
         return load_dataset(path, fmt=fmt, labels_required=labels_required)  # raises the one-line error
-    columns, origin = read_table(path, fmt=fmt)
-    text_col = text_col or (cols.get("text") if cols.get("text") in columns else None)
-    label_col = cols.get("label") if cols.get("label") in columns else None
-    return select_columns(path, columns, origin, text_col=text_col, label_col=label_col, labels_required=labels_required)
+    return read_with_hint(path, cols, labels_required=labels_required, fmt=fmt, text_col=text_col)[0]
 
 
 def _check_known_labels(data: Dataset, classes: list[str]) -> None:

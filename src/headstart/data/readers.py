@@ -291,3 +291,14 @@ def read_lines(stream, source: str = "<stdin>") -> Dataset:
     if not texts:
         raise BadInput(f"{source}: no texts to predict; give one text per line")
     return Dataset(inputs=texts, labels=None, modality="text", source=source, origin=[f"{source} line {i + 1}" for i in range(len(texts))])
+
+
+def read_with_hint(path: Path, hint: dict, *, labels_required: bool, fmt: str | None = None, text_col: str | None = None,
+                   label_col: str | None = None) -> tuple[Dataset, Columns]:
+    """Read a table with the training data's column names (``hint``: {"text": .., "label": ..})
+    where the file has them and no column was named, else infer; also return the raw columns."""
+    columns, origin = read_table(path, fmt=fmt)
+    text_col = text_col or (hint.get("text") if hint.get("text") in columns else None)
+    label_col = label_col or (hint.get("label") if hint.get("label") in columns else None)
+    data = select_columns(path, columns, origin, text_col=text_col, label_col=label_col, labels_required=labels_required)
+    return data, columns

@@ -30,18 +30,14 @@ def load_eval_set(name: str, path: str | Path, *, text_col: str | None = None, l
                   hint: dict | None = None, where: str = "") -> EvalSet:
     """A labelled table file or image folder. ``hint`` holds the training column names, used when
     the file has them and no column was named."""
-    from ..data.readers import read_table, select_columns
+    from ..data.readers import read_with_hint
 
     p = Path(path).expanduser()
     if p.is_dir() or not p.exists():
         data = load_dataset(p, text_col=text_col, label_col=label_col)
         data.require_labels()
         return EvalSet(name, data)
-    columns, origin = read_table(p)
-    hint = hint or {}
-    text_col = text_col or (hint.get("text") if hint.get("text") in columns else None)
-    label_col = label_col or (hint.get("label") if hint.get("label") in columns else None)
-    data = select_columns(p, columns, origin, text_col=text_col, label_col=label_col, labels_required=True)
+    data, columns = read_with_hint(p, hint or {}, labels_required=True, text_col=text_col, label_col=label_col)
     if data.labels is None:
         raise BadInput(f"{where or p}: no label column; name it (label_col) so the data can be scored")
     return EvalSet(name, data, {k: list(v) for k, v in columns.items()})
