@@ -109,7 +109,7 @@ def test_markdown_tables(tmp_path):
     md = write_drift_report(_result(), tmp_path)["markdown"].read_text(encoding="utf-8")
     assert "# Drift report: regression" in md
     assert "minilm-l6 (53aa00000000) -> paraphrase-minilm-l3 (9f1c11111111)" in md
-    header = "| dataset | slice | metric | n | old | new | delta, pts [CI] | p | test | noise floor, pts | verdict |"
+    header = "| dataset | slice | metric | n | old | new | delta, pts [95% CI] | p (Holm) | test | noise floor, pts | verdict |"
     assert header in md
     assert "| test | all | accuracy | 3,080 | 0.929 | 0.871 | -5.8 [-6.6, -5.0] | 1.2e-30 | exact McNemar | n/a | regression |" in md
     assert "| 0.214 |" in md and "| 3.1e-05 |" in md

@@ -187,7 +187,7 @@ def _summary_section(result: dict) -> _Section:
 
 
 def _checks_section(checks: list[dict], seeds: dict | None) -> _Section:
-    head = ["dataset", "slice", "metric", "n", "old", "new", "delta, pts [CI]", "p", "test", "noise floor, pts", "verdict"]
+    head = ["dataset", "slice", "metric", "n", "old", "new", "delta, pts [95% CI]", "p (Holm)", "test", "noise floor, pts", "verdict"]
     rows = [[
         str(c.get("dataset", "")), str(c.get("slice", "")), str(c.get("metric", "")), _fmt_int(c.get("n")),
         _fmt_value(c.get("old")), _fmt_value(c.get("new")), _fmt_delta(c.get("delta"), c.get("ci")),
