@@ -107,3 +107,10 @@ def test_bad_inputs(data, tiny_bert, tmp_path):
 def test_detect_scripts():
     assert detect_scripts(["이 영화 정말 좋아요", "the movie was good and i loved it"]) == {"ko": 0.5, "en": 0.5}
     assert list(detect_scripts(["la película fue muy buena y me encantó mucho"])) == ["other-latin"]
+
+
+def test_a_class_with_one_example_is_a_clear_error(tmp_path, tiny_bert, cli, data_helpers):
+    rows, write = data_helpers
+    path = write(tmp_path / "one.csv", rows(20) + [("the film was great", "rare")])
+    r = cli("plan", path, "--backbones", tiny_bert)
+    assert r.rc == 2 and "'rare'" in r.err and "single example" in r.err and "Traceback" not in r.err

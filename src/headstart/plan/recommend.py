@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -76,14 +77,11 @@ class Plan:
     timings: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        return d
+        return asdict(self)
 
 
 def profile(data: Dataset) -> dict:
-    counts: dict[str, int] = {}
-    for label in data.labels:
-        counts[label] = counts.get(label, 0) + 1
+    counts = Counter(data.labels)
     per_class = float(np.median(list(counts.values())))
     out = {"examples": len(data), "classes": len(counts), "examples_per_class": per_class,
            "smallest_class": min(counts.values()), "regime": regime_for(per_class), "modality": data.modality}
@@ -151,6 +149,11 @@ def plan(data: str | Path | Dataset, *, backbones: list[str] | None = None, meth
     prof = profile(ds)
     if prof["classes"] < 2:
         raise BadInput(f"{ds.source}: only one class; a classifier needs at least two labels")
+    single = sorted(c for c, n in Counter(ds.labels).items() if n < 2)
+    if single:
+        shown = ", ".join(map(repr, single[:5])) + (f" and {len(single) - 5} more" if len(single) > 5 else "")
+        raise BadInput(f"{ds.source}: classes with a single example cannot be scored or split: {shown}; "
+                       "add examples of them or drop those rows")
     names = candidate_backbones(ds.modality, backbones)
     labels = np.array(ds.labels)
     classes, y = np.unique(labels, return_inverse=True)
