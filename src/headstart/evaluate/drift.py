@@ -39,7 +39,8 @@ from .._util import home, status
 from ..backbones import family_trains
 from ..catalog import resolve
 from ..errors import BadInput
-from .bootstrap import MacroF1
+from .bootstrap import MacroF1, accuracy
+from .metrics import classification_metrics
 from .harness import EvalSet, class_indices, predict_indices, recipe_of, run_test_set, suite_sets
 from .stats import IMPROVEMENT, NO_CHANGE, REGRESSION, PairedResult, accuracy_test, decide, paired_bootstrap
 
@@ -225,9 +226,7 @@ def _checks(dataset, y, p_old, p_new, p_ref, p_seeds, slices, classes, n_resampl
 
 
 def _metric(metric: str, y: np.ndarray, p: np.ndarray, k: int) -> float:
-    if metric == "accuracy":
-        return float((y == p).mean())
-    return float(MacroF1(k)(y, p))
+    return float(accuracy(y, p)) if metric == "accuracy" else float(MacroF1(k)(y, p))
 
 
 def _noise_floor(metric, y, p_ref, p_seeds, k) -> tuple[float | None, list[float]]:
@@ -258,20 +257,9 @@ def _as_result(c: dict) -> PairedResult:
 
 
 def _per_class(dataset, y, p_old, p_new, classes) -> list[dict]:
-    out = []
-    for i, c in enumerate(classes):
-        n = int((y == i).sum())
-        if n == 0:
-            continue
-        f_old, f_new = _f1(y, p_old, i), _f1(y, p_new, i)
-        out.append({"dataset": dataset, "class": c, "n": n, "old_f1": f_old, "new_f1": f_new, "delta": f_new - f_old})
-    return out
-
-
-def _f1(y, p, i) -> float:
-    tp = float(((y == i) & (p == i)).sum())
-    denom = float((y == i).sum() + (p == i).sum())
-    return 2 * tp / denom if denom else 0.0
+    old, new = classification_metrics(y, p_old, classes)["per_class"], classification_metrics(y, p_new, classes)["per_class"]
+    return [{"dataset": dataset, "class": c, "n": old[c]["support"], "old_f1": old[c]["f1"], "new_f1": new[c]["f1"],
+             "delta": new[c]["f1"] - old[c]["f1"]} for c in classes if old[c]["support"]]
 
 
 def _flips(es: EvalSet, y, p_old, p_new, classes, limit: int) -> list[dict]:
