@@ -139,20 +139,29 @@ def bootstrap_ci(
         raise ValueError(f"metric must be a function f(y_true, y_pred) -> float (got {metric!r})")
 
     estimate = float(metric(y_true, y_pred))
-    rng = np.random.default_rng(int(seed))
     values = np.empty(int(n_resamples), dtype=np.float64)
-    batch = metric.batch if isinstance(metric, BatchMetric) else None
-    rows = max(1, _CHUNK_ELEMENTS // n)
-    for start in range(0, int(n_resamples), rows):
-        stop = min(int(n_resamples), start + rows)
-        idx = rng.integers(0, n, size=(stop - start, n))
-        if batch is not None:
-            values[start:stop] = batch(y_true, y_pred, idx)
-        else:
-            values[start:stop] = [float(metric(y_true[i], y_pred[i])) for i in idx]
+    for start, stop, idx in resample_chunks(n, n_resamples, seed):
+        values[start:stop] = score_resamples(metric, y_true, y_pred, idx)
     alpha = (1.0 - level) / 2.0
     low, high = np.quantile(values, [alpha, 1.0 - alpha])
     return estimate, float(low), float(high)
+
+
+def resample_chunks(n: int, n_resamples: int, seed: int):
+    """Yield ``(start, stop, idx)``: resamples ``start..stop`` as an ``(stop - start, n)`` array of
+    example indices drawn with replacement, in chunks that bound memory (same seed, same draws)."""
+    rng = np.random.default_rng(int(seed))
+    rows = max(1, _CHUNK_ELEMENTS // n)
+    for start in range(0, int(n_resamples), rows):
+        stop = min(int(n_resamples), start + rows)
+        yield start, stop, rng.integers(0, n, size=(stop - start, n))
+
+
+def score_resamples(metric, y_true: np.ndarray, y_pred: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``metric`` on each row of resample indices (vectorised for a :class:`BatchMetric`)."""
+    if isinstance(metric, BatchMetric):
+        return metric.batch(y_true, y_pred, idx)
+    return np.array([float(metric(y_true[i], y_pred[i])) for i in idx])
 
 
 def _as_labels(values: np.ndarray, name: str) -> np.ndarray:

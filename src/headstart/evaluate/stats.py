@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .bootstrap import _CHUNK_ELEMENTS, BatchMetric, accuracy
+from .bootstrap import accuracy, resample_chunks, score_resamples
 
 REGRESSION = "regression"
 IMPROVEMENT = "improvement"
@@ -140,15 +140,8 @@ def paired_bootstrap(
 
     old, new = float(metric(y_true, pred_old)), float(metric(y_true, pred_new))
     deltas = np.empty(int(n_resamples), dtype=np.float64)
-    rng = np.random.default_rng(int(seed))
-    rows = max(1, _CHUNK_ELEMENTS // n)
-    for start in range(0, int(n_resamples), rows):
-        stop = min(int(n_resamples), start + rows)
-        idx = rng.integers(0, n, size=(stop - start, n))  # (rows, n): one resample per row, shared by both models
-        if isinstance(metric, BatchMetric):
-            deltas[start:stop] = metric.batch(y_true, pred_new, idx) - metric.batch(y_true, pred_old, idx)
-        else:
-            deltas[start:stop] = [float(metric(y_true[i], pred_new[i])) - float(metric(y_true[i], pred_old[i])) for i in idx]
+    for start, stop, idx in resample_chunks(n, n_resamples, seed):  # idx (rows, n): one resample per row, shared by both models
+        deltas[start:stop] = score_resamples(metric, y_true, pred_new, idx) - score_resamples(metric, y_true, pred_old, idx)
 
     tail = (1.0 - level) / 2.0
     low, high = np.quantile(deltas, [tail, 1.0 - tail])
