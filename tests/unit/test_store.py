@@ -117,3 +117,29 @@ def test_unopenable_store_is_bad_input(tmp_path):
     with pytest.raises(BadInput, match="cannot open it"):
         Store(not_sqlite).runs()
     assert isinstance(Store(tmp_path / "folder").path, Path)
+
+
+def test_a_store_from_before_drift_gains_the_new_columns(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    con = sqlite3.connect(path)
+    con.executescript(
+        "CREATE TABLE runs (id TEXT PRIMARY KEY, path TEXT NOT NULL, created_at TEXT NOT NULL, modality TEXT NOT NULL, "
+        "backbone TEXT NOT NULL, backbone_sha256 TEXT NOT NULL, method TEXT NOT NULL, data_fingerprint TEXT NOT NULL, "
+        "seed INTEGER NOT NULL, metrics TEXT NOT NULL, manifest_sha256 TEXT NOT NULL);"
+        "CREATE TABLE evals (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, created_at TEXT NOT NULL, "
+        "data_source TEXT NOT NULL, data_fingerprint TEXT NOT NULL, metrics TEXT NOT NULL);"
+        "INSERT INTO runs VALUES ('r1', '/x', '2026-01-01', 'text', 'minilm-l6', 'abc', 'linear-probe', 'fp', 0, '{}', 'm');"
+    )
+    con.commit()
+    con.close()
+    from headstart.runs import Store
+
+    store = Store(path)
+    assert store.find("r1")["deployed"] == 0 and store.find("r1")["parent"] is None
+    store.set_deployed("r1", True)
+    store.add_eval("r1", "suite.yaml", "fp", {"accuracy": 0.9}, suite="s", suite_sha256="h", passed=True, result={"ok": 1})
+    assert [r["id"] for r in store.deployed()] == ["r1"]
+    (e,) = store.evals("r1")
+    assert (e["suite"], e["passed"], e["result"]) == ("s", 1, {"ok": 1})

@@ -128,67 +128,52 @@ class Store:
         finally:
             con.close()
 
+    def _execute(self, sql: str, params: tuple = ()) -> int:
+        """Run one statement on a fresh connection (autocommit); returns the last row id."""
+        con = self.connect()
+        try:
+            return int(con.execute(sql, params).lastrowid or 0)
+        finally:
+            con.close()
+
+    def _query(self, sql: str, params: tuple = (), convert=dict) -> list[dict]:
+        con = self.connect()
+        try:
+            return [convert(r) for r in con.execute(sql, params)]
+        finally:
+            con.close()
+
     def add_eval(self, run_id: str, source: str, fingerprint: str, metrics: dict, *, suite: str | None = None,
                  suite_sha256: str | None = None, passed: bool | None = None, result: dict | None = None) -> int:
         """Record an evaluation (a data file, or a suite: then its name, hash, gate outcome and full result)."""
-        con = self.connect()
-        try:
-            cur = con.execute(
-                "INSERT INTO evals (run_id, created_at, data_source, data_fingerprint, metrics, suite, suite_sha256, passed, result) "
-                "VALUES (?,?,?,?,?,?,?,?,?)",
-                (run_id, time.strftime("%Y-%m-%dT%H:%M:%S%z"), source, fingerprint, json.dumps(metrics), suite, suite_sha256,
-                 None if passed is None else int(passed), None if result is None else json.dumps(result, default=str)),
-            )
-            return int(cur.lastrowid)
-        finally:
-            con.close()
+        return self._execute(
+            "INSERT INTO evals (run_id, created_at, data_source, data_fingerprint, metrics, suite, suite_sha256, passed, result) "
+            "VALUES (?,?,?,?,?,?,?,?,?)",
+            (run_id, time.strftime("%Y-%m-%dT%H:%M:%S%z"), source, fingerprint, json.dumps(metrics), suite, suite_sha256,
+             None if passed is None else int(passed), None if result is None else json.dumps(result, default=str)),
+        )
 
     def set_deployed(self, run_id: str, deployed: bool) -> None:
-        con = self.connect()
-        try:
-            con.execute("UPDATE runs SET deployed = ? WHERE id = ?", (int(deployed), run_id))
-        finally:
-            con.close()
+        self._execute("UPDATE runs SET deployed = ? WHERE id = ?", (int(deployed), run_id))
 
     def deployed(self) -> list[dict]:
-        con = self.connect()
-        try:
-            return [_row(r) for r in con.execute("SELECT * FROM runs WHERE deployed = 1 ORDER BY created_at, id")]
-        finally:
-            con.close()
+        return self._query("SELECT * FROM runs WHERE deployed = 1 ORDER BY created_at, id", convert=_row)
 
     def children(self, run_id: str) -> list[dict]:
         """Runs re-adapted from ``run_id`` (by drift or watch), oldest first."""
-        con = self.connect()
-        try:
-            return [_row(r) for r in con.execute("SELECT * FROM runs WHERE parent = ? ORDER BY created_at, id", (run_id,))]
-        finally:
-            con.close()
+        return self._query("SELECT * FROM runs WHERE parent = ? ORDER BY created_at, id", (run_id,), convert=_row)
 
     def add_drift(self, drift_id: str, created_at: str, old_run: str, new_run: str, verdict: str, report: Path, result: dict) -> None:
-        con = self.connect()
-        try:
-            con.execute("INSERT INTO drifts VALUES (?,?,?,?,?,?,?)",
-                        (drift_id, created_at, old_run, new_run, verdict, str(report), json.dumps(result, default=str)))
-        finally:
-            con.close()
+        self._execute("INSERT INTO drifts VALUES (?,?,?,?,?,?,?)",
+                      (drift_id, created_at, old_run, new_run, verdict, str(report), json.dumps(result, default=str)))
 
     def drifts(self, run_id: str) -> list[dict]:
         """Drift checks in which ``run_id`` was the old or the new run, oldest first."""
-        con = self.connect()
-        try:
-            rows = con.execute("SELECT id, created_at, old_run, new_run, verdict, report FROM drifts "
-                               "WHERE old_run = ? OR new_run = ? ORDER BY created_at, id", (run_id, run_id))
-            return [dict(r) for r in rows]
-        finally:
-            con.close()
+        return self._query("SELECT id, created_at, old_run, new_run, verdict, report FROM drifts "
+                           "WHERE old_run = ? OR new_run = ? ORDER BY created_at, id", (run_id, run_id))
 
     def runs(self) -> list[dict]:
-        con = self.connect()
-        try:
-            return [_row(r) for r in con.execute("SELECT * FROM runs ORDER BY created_at DESC, id DESC")]
-        finally:
-            con.close()
+        return self._query("SELECT * FROM runs ORDER BY created_at DESC, id DESC", convert=_row)
 
     def find(self, ref: str) -> dict | None:
         """A run by id or unique id prefix."""
@@ -196,11 +181,7 @@ class Store:
 
     def _find(self, table: str, what: str, ref: str, convert) -> dict | None:
         """A row of ``table`` by id or unique id prefix (a literal prefix: no LIKE wildcards)."""
-        con = self.connect()
-        try:
-            rows = [convert(r) for r in con.execute(f"SELECT * FROM {table} WHERE substr(id, 1, length(?)) = ? ORDER BY id", (ref, ref))]
-        finally:
-            con.close()
+        rows = self._query(f"SELECT * FROM {table} WHERE substr(id, 1, length(?)) = ? ORDER BY id", (ref, ref), convert=convert)
         exact = [r for r in rows if r["id"] == ref]
         if exact:
             return exact[0]
@@ -212,35 +193,28 @@ class Store:
         self, comparison_id: str, path: Path, created_at: str, data_fingerprint: str, run_ids: list[str], rows: list[dict]
     ) -> None:
         """Record a ``compare`` result: its folder, the runs it compared and its table rows (JSON)."""
-        con = self.connect()
-        try:
-            con.execute(
-                "INSERT INTO comparisons (id, path, created_at, data_fingerprint, run_ids, rows) VALUES (?,?,?,?,?,?)",
-                (comparison_id, str(Path(path).resolve()), created_at, data_fingerprint, json.dumps(run_ids), json.dumps(rows, default=str)),
-            )
-        finally:
-            con.close()
+        self._execute(
+            "INSERT INTO comparisons (id, path, created_at, data_fingerprint, run_ids, rows) VALUES (?,?,?,?,?,?)",
+            (comparison_id, str(Path(path).resolve()), created_at, data_fingerprint, json.dumps(run_ids), json.dumps(rows, default=str)),
+        )
 
     def list_comparisons(self) -> list[dict]:
         """Every recorded comparison, newest first."""
-        con = self.connect()
-        try:
-            return [_comparison_row(r) for r in con.execute("SELECT * FROM comparisons ORDER BY created_at DESC, id DESC")]
-        finally:
-            con.close()
+        return self._query("SELECT * FROM comparisons ORDER BY created_at DESC, id DESC", convert=_comparison_row)
 
     def find_comparison(self, ref: str) -> dict | None:
         """A comparison by id or unique id prefix."""
         return self._find("comparisons", "comparison", ref, _comparison_row)
 
     def evals(self, run_id: str) -> list[dict]:
-        con = self.connect()
-        try:
-            rows = con.execute("SELECT * FROM evals WHERE run_id = ? ORDER BY id", (run_id,))
-            return [{**dict(r), "metrics": json.loads(r["metrics"]), "result": json.loads(r["result"]) if r["result"] else None}
-                    for r in rows]
-        finally:
-            con.close()
+        return self._query("SELECT * FROM evals WHERE run_id = ? ORDER BY id", (run_id,), convert=_eval_row)
+
+
+def _eval_row(r: sqlite3.Row) -> dict:
+    d = dict(r)
+    d["metrics"] = json.loads(d["metrics"])
+    d["result"] = json.loads(d["result"]) if d["result"] else None
+    return d
 
 
 def _comparison_row(r: sqlite3.Row) -> dict:
