@@ -6,8 +6,9 @@ and cached in ``<cache>/throughput.json``: tokens per second of the frozen forwa
 multiply those by what a method does with them:
 
 * ``linear-probe``: encode train + validation + test once, then fit the head
-  (``HEAD_S_PER_NDK`` seconds per example x feature x class, measured on banking77: 10k x 384 x 77
-  in ~6 s);
+  (``HEAD_S_PER_NDK`` seconds per example x feature x class, derived from banking77: the probe's
+  24 s less ~18 s of encoding for 10k x 384 x 77; the plan study's predicted vs measured probe
+  times, 5-10 s each, are in benchmarks/README.md);
 * trained methods: a linear probe for the head's start, then ``epochs`` (from the size preset) x
   training examples through a training step at ``METHOD_SPEED[method]`` x the measured
   forward+backward rate, plus the validation passes and the test pass.
@@ -15,8 +16,9 @@ multiply those by what a method does with them:
 ``METHOD_SPEED`` is each method's training throughput relative to full fine-tuning, from
 benchmarks/README.md (banking77, MiniLM-L6, bf16, same machine): LoRA 159 vs 128 examples/s
 (1.25), adapter 180 vs 119 (1.5), QLoRA 110 vs 119 (0.92). Memory: the process baseline
-(``BASE_MB``, measured: torch + transformers + tokenizer loaded), weights, and per method the
-gradients and AdamW moments of what it trains.
+(``BASE_MB``), weights, and per method the
+gradients and AdamW moments of what it trains. The predicted memory is not checked against a
+measurement yet.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from .._util import cache_dir
 
 HEAD_S_PER_NDK = 2e-8
 BASE_MB = 700.0
+"""Process baseline: the linear probe's 799 MB peak RSS on banking77 less MiniLM's 91 MB of weights."""
 METHOD_SPEED = {"finetune": 1.0, "scratch": 1.0, "lora": 1.25, "dora": 1.0, "qlora": 0.92, "adapter": 1.5}
 EVALS_PER_EPOCH = {"few": 0.5, "medium": 1.0, "large": 2.0}
 """Validation passes per epoch, as the presets' ``eval_every`` schedules them."""
