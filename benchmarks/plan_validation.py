@@ -42,32 +42,30 @@ def _write(path: Path, rows: list[tuple[str, str]]) -> Path:
     return path
 
 
+def _shuffled_by_class(rows: list[tuple[str, str]], rng: random.Random) -> list[list[tuple[str, str]]]:
+    """Rows grouped by label (labels sorted), each group shuffled with ``rng``."""
+    by: dict[str, list] = {}
+    for r in rows:
+        by.setdefault(r[1], []).append(r)
+    groups = [by[label] for label in sorted(by)]
+    for items in groups:
+        rng.shuffle(items)
+    return groups
+
+
 def _cap(rows: list[tuple[str, str]], n: int, seed: int = 0) -> list[tuple[str, str]]:
     """Stratified subsample of at most n rows (proportional per class, deterministic)."""
     if len(rows) <= n:
         return rows
     rng = random.Random(seed)
-    by: dict[str, list] = {}
-    for r in rows:
-        by.setdefault(r[1], []).append(r)
-    out = []
-    for label, items in sorted(by.items()):
-        rng.shuffle(items)
-        out += items[: max(2, round(n * len(items) / len(rows)))]
+    out = [r for items in _shuffled_by_class(rows, rng) for r in items[: max(2, round(n * len(items) / len(rows)))]]
     rng.shuffle(out)
     return out
 
 
 def _per_class(rows, k: int, seed: int = 0):
-    rng = random.Random(seed)
-    by: dict[str, list] = {}
-    for r in rows:
-        by.setdefault(r[1], []).append(r)
-    out = []
-    for label, items in sorted(by.items()):
-        rng.shuffle(items)
-        out += items[:k]
-    return out
+    """The first k rows of each class after a seeded shuffle."""
+    return [r for items in _shuffled_by_class(rows, random.Random(seed)) for r in items[:k]]
 
 
 def _lines(path: Path) -> list[str]:
