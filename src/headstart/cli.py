@@ -26,6 +26,18 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
 
+def _drift_options(p: argparse.ArgumentParser) -> None:
+    """What `drift` and `watch` (which runs drift) share, then the common options."""
+    p.add_argument("--suite", metavar="YAML", help="eval suite to compare on (default: the run's test set, sliced per label)")
+    p.add_argument("--seeds", type=int, default=0, metavar="K",
+                   help="also re-adapt the old base with K other seeds; a change must exceed their spread (default: 0)")
+    p.add_argument("--alpha", type=float, default=None, metavar="A", help="significance level after Holm adjustment (default: 0.01)")
+    p.add_argument("--strict-slices", action="store_true", help="let slice checks (per label, per column value) decide the "
+                   "verdict and exit code too (default: only whole-dataset checks do; slice verdicts are listed)")
+    p.add_argument("--out", metavar="DIR", help="parent folder for the re-adapted runs (default: <data dir>/headstart/runs)")
+    _common(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -135,28 +147,17 @@ def build_parser() -> argparse.ArgumentParser:
                        "Holm-adjusted). Writes a Markdown + HTML report. Exit 1 on a regression.")
     p.add_argument("run", metavar="RUN", help="run folder or run id (prefix)")
     p.add_argument("--base", required=True, metavar="NEW", help="the new base: catalog name, hf:<hub id>, folder or .onnx file")
-    p.add_argument("--suite", metavar="YAML", help="eval suite to compare on (default: RUN's test set, sliced per label)")
-    p.add_argument("--seeds", type=int, default=0, metavar="K",
-                   help="also re-adapt the old base with K other seeds; a change must exceed their spread (default: 0)")
-    p.add_argument("--alpha", type=float, default=None, metavar="A", help="significance level after Holm adjustment (default: 0.01)")
     p.add_argument("--seed", type=int, metavar="N", help="re-adapt with this seed instead of RUN's (same base + new seed shows "
                    "what re-running alone changes)")
-    p.add_argument("--strict-slices", action="store_true", help="let slice checks (per label, per column value) decide the "
-                   "verdict and exit code too (default: only whole-dataset checks do; slice verdicts are listed)")
     p.add_argument("--report", metavar="DIR", help="report folder (default: <data dir>/headstart/drift/<id>)")
-    p.add_argument("--out", metavar="DIR", help="parent folder for the re-adapted runs (default: <data dir>/headstart/runs)")
-    _common(p)
+    _drift_options(p)
 
     p = sub.add_parser("watch", help="run drift for deployed runs whose base changed (for cron/CI)", epilog=EPILOG,
                        description="For every run marked deployed (`headstart runs RUN --deploy`), compare its base's weight "
                        "sha256 now with the one recorded; when it changed, run drift on the new weights. Exit 1 when any "
                        "drift finds a regression.")
-    p.add_argument("--suite", metavar="YAML", help="eval suite for the drift checks (default: each run's test set)")
-    p.add_argument("--seeds", type=int, default=0, metavar="K", help="noise-floor seeds for drift (default: 0)")
-    p.add_argument("--alpha", type=float, default=None, metavar="A", help="significance level (default: 0.01)")
-    p.add_argument("--out", metavar="DIR", help="parent folder for re-adapted runs")
     p.add_argument("--dry-run", action="store_true", help="only report which bases changed; adapt nothing")
-    _common(p)
+    _drift_options(p)
 
     p = sub.add_parser("runs", help="list runs, show one, compare two, lineage, eval history", epilog=EPILOG,
                        description="Without RUN, list runs. With RUN, show it with its eval history, drift checks and lineage "
@@ -501,7 +502,8 @@ def cmd_drift(args) -> int:
 def cmd_watch(args) -> int:
     from .evaluate.watch import watch
 
-    rows = watch(store=args.store, suite=args.suite, seeds=args.seeds, alpha=args.alpha, out=args.out, dry_run=args.dry_run)
+    rows = watch(store=args.store, suite=args.suite, seeds=args.seeds, alpha=args.alpha, out=args.out, dry_run=args.dry_run,
+                 strict_slices=args.strict_slices)
     if not rows:
         _emit(args, [], "no deployed runs; mark one with `headstart runs RUN --deploy`")
         return 0

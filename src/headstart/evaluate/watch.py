@@ -20,7 +20,7 @@ from ..runs.store import Store
 
 
 def watch(*, store: str | Path | None = None, suite: str | Path | None = None, seeds: int = 0, alpha: float | None = None,
-          out: str | Path | None = None, dry_run: bool = False) -> list[dict]:
+          out: str | Path | None = None, dry_run: bool = False, strict_slices: bool = False) -> list[dict]:
     """One row per deployed run: 'unchanged', 'changed' (with the drift verdict), 'checked before'
     or 'error' (with the message)."""
     from .drift import DEFAULT_ALPHA, drift
@@ -50,7 +50,8 @@ def watch(*, store: str | Path | None = None, suite: str | Path | None = None, s
             continue
         status(f"run {r['id']}: base {r['backbone']} changed ({r['backbone_sha256'][:12]} -> {now[:12]}); running drift")
         try:
-            result = drift(r["id"], spec.name, suite=suite, seeds=seeds, alpha=alpha or DEFAULT_ALPHA, out=out, store=store)
+            result = drift(r["id"], spec.name, suite=suite, seeds=seeds, alpha=alpha or DEFAULT_ALPHA, out=out, store=store,
+                           strict_slices=strict_slices)
         except HeadstartError as e:
             rows.append({**row, "status": "error", "message": str(e)})
             continue
