@@ -82,7 +82,7 @@ def export_run(run, out: str | Path, *, merge: bool = False) -> dict:
                 replace_module(body, name, dense)
             elif type(mod).__name__ == "Linear4bit":
                 replace_module(body, name, _dequantized_linear(mod))
-    else:  # linear probe: the body is the base
+    else:  # linear probe: the body is the base; contrastive: the base tuned in place by predict_proba above
         body = bb.module
         head_w, head_b = method.weight_.float(), method.bias_.float()
 

@@ -25,9 +25,14 @@ TRAINED = [m for m in ALL if issubclass(METHODS[m], TrainedMethod)]
 FAST = {"epochs": 4, "batch_size": 8, "head_init": "zero", "lr": 3e-3, "head_lr": 3e-2, "eval_every": 1.0}
 
 
+CONTRASTIVE = {"steps": 8, "batch_size": 16, "lr": 1e-3}
+
+
 def options(method: str, **extra) -> dict:
     if method == "linear-probe":
         return {}
+    if method == "contrastive":  # no epochs: a number of contrastive steps
+        return {**CONTRASTIVE, **({"steps": 2 * extra["epochs"]} if "epochs" in extra else {})}
     return {**FAST, **extra}
 
 
@@ -110,10 +115,12 @@ def _expected_trainable(method: str, run, backbone) -> int:
         per_adapter = 2 * h * b + b + h
         norms = (1 + 2 * layers) * 2 * h  # embeddings LayerNorm + two per block, weight and bias
         return layers * 2 * per_adapter + norms + head
-    if method in ("finetune", "scratch"):
+    if method in ("finetune", "scratch", "contrastive"):
         from transformers import AutoModel
 
-        return sum(p.numel() for p in AutoModel.from_pretrained(backbone).parameters()) + head
+        body = AutoModel.from_pretrained(backbone)
+        frozen = body.get_input_embeddings().weight.numel() if method == "contrastive" else 0  # token embeddings stay
+        return sum(p.numel() for p in body.parameters()) - frozen + head
     raise AssertionError(f"no documented count for {method}")
 
 

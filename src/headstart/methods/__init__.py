@@ -2,6 +2,7 @@
 
 from .adapter import AdapterMethod
 from .base import FitContext, Method
+from .contrastive import Contrastive
 from .finetune import Finetune
 from .linear_probe import LinearProbe
 from .lora import DoRA, LoRA
@@ -14,6 +15,7 @@ register_method(LoRA)
 register_method(DoRA)
 register_method(QLoRA)
 register_method(AdapterMethod)
+register_method(Contrastive)
 register_method(Finetune)
 register_method(Scratch)
 

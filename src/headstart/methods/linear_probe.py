@@ -153,41 +153,9 @@ class LinearProbe(Method):
         y = torch.tensor([index[c] for c in both.labels])
         x = torch.from_numpy(feats)
         n_train = len(train)
-        k = len(ctx.classes)
 
         t1 = time.perf_counter()
-        cfg = self.config
-        # Standardise with training-split statistics (for conditioning); folded into W, b below.
-        mean, std = _standardiser(x[:n_train])
-        xs = (x - mean) / std
-        val_scores: dict[str, float] = {}
-        fits: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
-        if cfg.C is None:
-            # Strongest penalty first, each fit warm-started from the previous one; stop once the
-            # validation accuracy has not improved for `patience` grid steps.
-            init, best_c, best_acc, since_best = None, None, -1.0, 0
-            grid = sorted(cfg.Cs)
-            with progress(len(grid), "choosing C", unit="fit") as bar:
-                for c in grid:
-                    init = fit_logistic_regression(xs[:n_train], y[:n_train], k, c, cfg.select_iter, init)
-                    fits[c] = init
-                    acc = float(((xs[n_train:] @ init[0].T + init[1]).argmax(1) == y[n_train:]).float().mean())
-                    val_scores[f"{c:g}"] = round(acc, 6)
-                    bar.update(1)
-                    if acc > best_acc + 1e-12:  # ties keep the stronger penalty
-                        best_c, best_acc, since_best = c, acc, 0
-                    else:
-                        since_best += 1
-                        if since_best >= cfg.patience:
-                            break
-            chosen = float(best_c)
-        else:
-            chosen = float(cfg.C)
-        rows = slice(None) if cfg.refit else slice(0, n_train)
-        w, b = fit_logistic_regression(xs[rows], y[rows], k, chosen, cfg.max_iter, fits.get(chosen))
-        # Fold the standardisation into the head: W (x - m) / s + b = (W / s) x + (b - (W / s) m)
-        self.weight_ = (w / std).contiguous()
-        self.bias_ = (b - self.weight_ @ mean).contiguous()
+        self.weight_, self.bias_, chosen, val_scores = fit_probe_head(x, y, n_train, len(ctx.classes), self.config)
         self.C_ = chosen
         return {
             "C": chosen,
@@ -218,6 +186,47 @@ class LinearProbe(Method):
         if hasattr(self, "C_"):
             cfg["C"] = self.C_
         return cfg
+
+
+def fit_probe_head(
+    x: torch.Tensor, y: torch.Tensor, n_train: int, n_classes: int, cfg: LinearProbeConfig
+) -> tuple[torch.Tensor, torch.Tensor, float, dict[str, float]]:
+    """The probe's head on features ``x`` (the first ``n_train`` rows train, the rest validate).
+
+    Returns (W, b, chosen C, validation accuracy by C); W and b apply to raw features.
+    """
+    k = n_classes
+    # Standardise with training-split statistics (for conditioning); folded into W, b below.
+    mean, std = _standardiser(x[:n_train])
+    xs = (x - mean) / std
+    val_scores: dict[str, float] = {}
+    fits: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
+    if cfg.C is None:
+        # Strongest penalty first, each fit warm-started from the previous one; stop once the
+        # validation accuracy has not improved for `patience` grid steps.
+        init, best_c, best_acc, since_best = None, None, -1.0, 0
+        grid = sorted(cfg.Cs)
+        with progress(len(grid), "choosing C", unit="fit") as bar:
+            for c in grid:
+                init = fit_logistic_regression(xs[:n_train], y[:n_train], k, c, cfg.select_iter, init)
+                fits[c] = init
+                acc = float(((xs[n_train:] @ init[0].T + init[1]).argmax(1) == y[n_train:]).float().mean())
+                val_scores[f"{c:g}"] = round(acc, 6)
+                bar.update(1)
+                if acc > best_acc + 1e-12:  # ties keep the stronger penalty
+                    best_c, best_acc, since_best = c, acc, 0
+                else:
+                    since_best += 1
+                    if since_best >= cfg.patience:
+                        break
+        chosen = float(best_c)
+    else:
+        chosen = float(cfg.C)
+    rows = slice(None) if cfg.refit else slice(0, n_train)
+    w, b = fit_logistic_regression(xs[rows], y[rows], k, chosen, cfg.max_iter, fits.get(chosen))
+    # Fold the standardisation into the head: W (x - m) / s + b = (W / s) x + (b - (W / s) m)
+    weight = (w / std).contiguous()
+    return weight, (b - weight @ mean).contiguous(), chosen, val_scores
 
 
 def _standardiser(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,7 +11,10 @@ multiply those by what a method does with them:
   times, 5-10 s each, are in benchmarks/README.md);
 * trained methods: a linear probe for the head's start, then ``epochs`` (from the size preset) x
   training examples through a training step at ``METHOD_SPEED[method]`` x the measured
-  forward+backward rate, plus the validation passes and the test pass.
+  forward+backward rate, plus the validation passes and the test pass;
+* ``contrastive``: its steps x examples per step through forward+backward (passed as the
+  equivalent ``epochs``), then train + validation + test encoded once with the tuned body; no
+  validation passes while it trains.
 
 ``METHOD_SPEED`` is each method's training throughput relative to full fine-tuning, from
 benchmarks/README.md (banking77, MiniLM-L6, bf16, same machine): LoRA 159 vs 128 examples/s
@@ -36,7 +39,7 @@ from .._util import cache_dir
 HEAD_S_PER_NDK = 2e-8
 BASE_MB = 700.0
 """Process baseline: the linear probe's 799 MB peak RSS on banking77 less MiniLM's 91 MB of weights."""
-METHOD_SPEED = {"finetune": 1.0, "scratch": 1.0, "lora": 1.25, "dora": 1.0, "qlora": 0.92, "adapter": 1.5}
+METHOD_SPEED = {"finetune": 1.0, "scratch": 1.0, "lora": 1.25, "dora": 1.0, "qlora": 0.92, "adapter": 1.5, "contrastive": 1.0}
 EVALS_PER_EPOCH = {"few": 0.5, "medium": 1.0, "large": 2.0}
 """Validation passes per epoch, as the presets' ``eval_every`` schedules them."""
 
@@ -134,7 +137,8 @@ def predict_seconds(method: str, tp: Throughput, w: Workload, feature_dim: int, 
     if tp.train_tokens_s is None or epochs is None:
         return float("inf")
     train = epochs * w.n_train * w.tokens_per_example / (tp.train_tokens_s * METHOD_SPEED[method])
-    validation = epochs * EVALS_PER_EPOCH[w.regime] * w.n_val * w.tokens_per_example / tp.infer_tokens_s
+    evals = 0.0 if method == "contrastive" else EVALS_PER_EPOCH[w.regime]
+    validation = epochs * evals * w.n_val * w.tokens_per_example / tp.infer_tokens_s
     return encode + head + train + validation
 
 
@@ -144,7 +148,7 @@ def predict_memory_mb(method: str, params: int, tokens_per_example: float, hidde
     weights = params * 4 / 2**20
     if method == "linear-probe":
         return BASE_MB + weights
-    trained = {"finetune": 1.0, "scratch": 1.0}.get(method, 0.02)
+    trained = {"finetune": 1.0, "scratch": 1.0, "contrastive": 1.0}.get(method, 0.02)
     # ~34 bytes per hidden unit per token per layer are kept for backward (BERT-style block, fp32).
     activations = batch * tokens_per_example * hidden * layers * 34 / 2**20
     return BASE_MB + weights + 3 * weights * trained + activations

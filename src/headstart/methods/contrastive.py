@@ -1,0 +1,283 @@
+"""Contrastive few-shot fine-tuning (the SetFit recipe, Tunstall et al. 2022, arXiv:2209.11055).
+
+Two stages:
+
+1. **Body**: the sentence encoder is fine-tuned so that examples of the same class embed close
+   together and examples of different classes apart. SetFit draws sentence *pairs* and runs both
+   sentences of every pair through the body; here each step embeds a batch once and scores every
+   pair inside it (``b (b - 1) / 2`` pairs for ``b`` forward passes): the loss is SetFit's
+   cosine-similarity loss, ``(cos(u, v) - [same class])^2``, averaged with positives and
+   negatives weighted equally (SetFit balances them by oversampling). The token-embedding matrix
+   stays frozen (half of MiniLM's weights; it barely moves in a few steps and its update costs
+   as much as the rest of the step on a CPU); every other body weight trains. Linear learning-rate
+   decay to zero.
+2. **Head**: the linear probe's logistic-regression head on the tuned body's features (fitted on
+   train + validation), with ``C = 1`` as SetFit's scikit-learn head has by default. Choosing C
+   on the validation split (``--set C=null``) is what the probe does, but few-shot validation
+   splits (one example per class at 8 per class) tie on every C and the tie goes to the strongest
+   penalty: on SST-2 at 8 per class that head lost 2 points (0.628 vs 0.649 mean over 5 draws).
+
+Batches: with up to ``batch_size`` training examples all of them form every step's batch;
+otherwise each step takes an equal share of examples from randomly ordered classes (at least two
+per class, so every class present has a positive pair), cycling through each class's examples.
+
+The stage-1 loop is short (seconds to a few minutes) and writes no checkpoint: an interrupted
+fit starts again. ``--budget`` stops it cleanly between steps; the head is still fitted.
+Trains every body parameter except the token embeddings, plus the head; saves exactly those.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields
+from statistics import median
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._util import progress, status
+from ..backbones import Backbone
+from ..data import Dataset
+from ..errors import BadInput, RunIntegrityError
+from .base import FitContext, Method
+from .linear_probe import LinearProbeConfig, fit_probe_head
+from .presets import regime_for
+from .trained import _decay_groups, _non_negative, _positive, _positive_int
+
+MICRO = 8
+"""Examples per forward pass inside a step (sorted by length, so padding stays small)."""
+
+PRESETS = {
+    # Few-shot: chosen on SST-2, TweetEval emotion and UCI sentiment at 8 examples per class
+    # (MiniLM-L6, 3 draws each): 5 steps at 2e-4 matched 10 at 1e-4 and 20 at 5e-5 in accuracy
+    # (benchmarks/README.md "Plan" C). Medium/large: not tuned; the regret study measures them.
+    "few": {"steps": 5, "batch_size": 32, "lr": 2e-4},
+    "medium": {"steps": 40, "batch_size": 32, "lr": 5e-5},
+    "large": {"steps": 80, "batch_size": 32, "lr": 5e-5},
+}
+
+
+@dataclass
+class ContrastiveConfig:
+    steps: int | None = None
+    """Optimizer steps of the contrastive stage (preset by data size: 5 / 40 / 80)."""
+    batch_size: int | None = None
+    """Examples per step; every pair inside a batch is a training pair (preset 32)."""
+    lr: float | None = None
+    """Peak learning rate of the body (AdamW, linear decay to zero; preset 2e-4 few-shot, else 5e-5)."""
+    weight_decay: float = 0.01
+    """AdamW decoupled weight decay (not on biases and norm weights)."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping threshold (0 disables)."""
+    train_embeddings: bool = False
+    """Also train the token-embedding matrix."""
+    C: float | None = 1.0
+    """The head's inverse L2 strength (on standardised features); None: chosen on the validation
+    split from `Cs`."""
+    Cs: tuple[float, ...] = LinearProbeConfig.Cs
+    """Grid searched for the head's C."""
+
+    def validate(self, method: str = "contrastive") -> None:
+        checks = {"steps": _positive_int, "batch_size": _positive_int, "lr": _positive, "weight_decay": _non_negative,
+                  "max_grad_norm": _non_negative}
+        for name, check in checks.items():
+            value = getattr(self, name)
+            if value is not None and not check(value):
+                raise BadInput(f"{method} option {name} must be {check.__doc__} (got {value!r})")
+        if self.batch_size is not None and self.batch_size < 2:
+            raise BadInput(f"{method} option batch_size must be at least 2: pairs need two examples (got {self.batch_size})")
+        if not isinstance(self.train_embeddings, bool):
+            raise BadInput(f"{method} option train_embeddings must be true or false (got {self.train_embeddings!r})")
+        LinearProbeConfig(C=self.C, Cs=self.Cs).validate(method)
+
+    def head_config(self) -> LinearProbeConfig:
+        return LinearProbeConfig(C=self.C, Cs=tuple(self.Cs))
+
+
+def pair_loss(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """SetFit's cosine-similarity loss over every pair of the batch, positives and negatives
+    weighted equally: mean over pairs of ``(cos(u, v) - [y_u == y_v])^2``."""
+    z = torch.nn.functional.normalize(features.float(), dim=-1)
+    i, j = torch.triu_indices(len(z), len(z), offset=1, device=z.device)
+    cos = (z[i] * z[j]).sum(-1)
+    target = (labels[i] == labels[j]).float()
+    err = (cos - target) ** 2
+    pos, neg = target.sum(), (1 - target).sum()
+    if pos == 0 or neg == 0:  # one kind of pair only: a plain mean
+        return err.mean()
+    return 0.5 * (err * target).sum() / pos + 0.5 * (err * (1 - target)).sum() / neg
+
+
+def batch_plan(labels: np.ndarray, batch_size: int, steps: int, seed: int) -> list[np.ndarray]:
+    """Index batches for ``steps`` steps: everything when it fits, else class-balanced draws."""
+    n = len(labels)
+    if n <= batch_size:
+        return [np.arange(n)] * steps
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    pools = {c: rng.permutation(np.flatnonzero(labels == c)) for c in classes}
+    cursor = dict.fromkeys(classes, 0)
+    per_class = max(2, batch_size // len(classes))
+    out = []
+    for _ in range(steps):
+        chosen: list[int] = []
+        for c in rng.permutation(classes):
+            if len(chosen) >= batch_size:
+                break
+            take = min(per_class, len(pools[c]), batch_size - len(chosen))
+            for _ in range(take):
+                if cursor[c] == len(pools[c]):
+                    pools[c], cursor[c] = rng.permutation(pools[c]), 0
+                chosen.append(int(pools[c][cursor[c]]))
+                cursor[c] += 1
+        out.append(np.array(chosen))
+    return out
+
+
+class Contrastive(Method):
+    """SetFit-style: contrastive body fine-tuning, then a logistic-regression head."""
+
+    name = "contrastive"
+    config_cls = ContrastiveConfig
+
+    def _resolve(self, train: Dataset) -> ContrastiveConfig:
+        per_class = median(Counter(train.labels).values())
+        self.regime_ = regime_for(per_class)
+        values = PRESETS[self.regime_]
+        cfg = self.config
+        return type(cfg)(**{f.name: (getattr(cfg, f.name) if getattr(cfg, f.name) is not None or f.name not in values
+                                     else values[f.name]) for f in fields(cfg)})
+
+    def _trained(self, module: torch.nn.Module, train_embeddings: bool) -> dict[str, torch.nn.Parameter]:
+        frozen = set() if train_embeddings else {id(module.get_input_embeddings().weight)}
+        return {name: p for name, p in module.named_parameters() if id(p) not in frozen}
+
+    def fit(self, backbone: Backbone, train: Dataset, val: Dataset, ctx: FitContext) -> dict[str, Any]:
+        self.config.validate(self.name)
+        cfg = self._resolve(train)
+        self.resolved_ = cfg
+        module = backbone.module.to(backbone.device)
+        if not hasattr(module, "get_input_embeddings"):
+            raise BadInput(f"{self.name}: backbone {backbone.spec.name} is not a text encoder with token embeddings; "
+                           "use linear-probe, lora or finetune")
+        trained = self._trained(module, cfg.train_embeddings)
+        for p in module.parameters():
+            p.requires_grad_(False)
+        for p in trained.values():
+            p.requires_grad_(True)
+        index = {c: i for i, c in enumerate(ctx.classes)}
+        y_train = np.array([index[c] for c in train.labels])
+        prepared = backbone.prepare(list(train.inputs))
+        batches = batch_plan(y_train, cfg.batch_size, cfg.steps, ctx.seed)
+        optimizer = torch.optim.AdamW(_decay_groups(list(trained.values()), cfg.lr), weight_decay=cfg.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / cfg.steps))
+        autocast = torch.autocast(backbone.device.type, dtype=torch.bfloat16) if ctx.precision == "bf16" else nullcontext()
+        torch.manual_seed(ctx.seed)  # dropout masks
+        n_trained = sum(p.numel() for p in trained.values())
+        status(f"{self.name}: training {n_trained:,} body parameters on pairs of {len(batches[0])} examples per step")
+        losses: list[float] = []
+        stopped_by = "steps"
+        t0 = time.perf_counter()
+        module.train()
+        try:
+            with progress(cfg.steps, "contrastive", unit="step") as bar:
+                for step, idx in enumerate(batches):
+                    if ctx.budget_s is not None and time.perf_counter() - t0 >= ctx.budget_s:
+                        stopped_by = "budget"
+                        break
+                    # Length-sorted micro-batches of MICRO: less padding than one batch of mixed
+                    # lengths; the loss still sees every pair (one backward over all features).
+                    idx = sorted(idx, key=lambda i: backbone.cost(prepared[i]))
+                    parts = []
+                    for start in range(0, len(idx), MICRO):
+                        chunk = [prepared[i] for i in idx[start : start + MICRO]]
+                        batch = {k: v.to(backbone.device) for k, v in backbone.collate(chunk).items()}
+                        with autocast:
+                            parts.append(backbone.forward_features(batch))
+                    loss = pair_loss(torch.cat(parts), torch.as_tensor(y_train[idx], device=backbone.device))
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if cfg.max_grad_norm > 0:
+                        torch.nn.utils.clip_grad_norm_(list(trained.values()), cfg.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    losses.append(float(loss.detach()))
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
+                    if ctx.on_step is not None:
+                        ctx.on_step(step + 1)
+        finally:
+            module.eval()
+            for p in trained.values():
+                p.requires_grad_(False)
+        t_train = time.perf_counter() - t0
+        if not math.isfinite(losses[-1] if losses else 0.0):
+            raise BadInput(f"{self.name}: the loss became {losses[-1]}; lower --set lr (was {cfg.lr:g})")
+
+        t1 = time.perf_counter()
+        both = Dataset.concat(train, val)
+        x = torch.from_numpy(backbone.embed(list(both.inputs), precision=ctx.precision, desc="encoding train (tuned)"))
+        y = torch.tensor([index[c] for c in both.labels])
+        self.weight_, self.bias_, chosen, val_scores = fit_probe_head(x, y, len(train), len(ctx.classes), cfg.head_config())
+        self.C_ = chosen
+        self.body_ = {name: p.detach() for name, p in trained.items()}
+        head = self.weight_.numel() + self.bias_.numel()
+        total = sum(p.numel() for p in module.parameters())
+        return {
+            "regime": self.regime_,
+            "steps": len(losses),
+            "stopped_by": stopped_by,
+            "examples_per_step": len(batches[0]),
+            "pair_loss": [round(v, 5) for v in losses],
+            "train_s": round(t_train, 3),
+            "head_s": round(time.perf_counter() - t1, 3),
+            "C": chosen,
+            "val_accuracy_by_C": val_scores,
+            "trainable_params": int(n_trained + head),
+            "total_params": int(total + head),
+            "frozen_params": int(total - n_trained),
+        }
+
+    def predict_proba(self, backbone: Backbone, data: Dataset, ctx: FitContext) -> np.ndarray:
+        if getattr(self, "saved_", None) is not None:
+            self._load_body(backbone)
+        feats = backbone.embed(list(data.inputs), precision=ctx.precision, desc="encoding")
+        logits = torch.from_numpy(feats) @ self.weight_.T + self.bias_
+        return torch.softmax(logits, dim=1).numpy()
+
+    def _load_body(self, backbone: Backbone) -> None:
+        module = backbone.module
+        own = self._trained(module, bool(self.config.train_embeddings))
+        saved = {k[len("body."):]: v for k, v in self.saved_.items() if k.startswith("body.")}
+        missing, extra = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
+        if missing or extra:
+            raise RunIntegrityError(f"{self.name}: saved tensors do not match the backbone ({len(missing)} missing, e.g. {missing[:2]}; "
+                                    f"{len(extra)} unexpected, e.g. {extra[:2]}); the run was made with another backbone")
+        with torch.no_grad():
+            for name, p in own.items():
+                if saved[name].shape != p.shape:
+                    raise RunIntegrityError(f"{self.name}: tensor {name} has shape {tuple(saved[name].shape)}, "
+                                            f"the backbone expects {tuple(p.shape)}")
+                p.copy_(saved[name].to(p.dtype))
+        self.body_ = {name: p.detach() for name, p in own.items()}
+        self.saved_ = None
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        out = {f"body.{k}": v.to("cpu").contiguous() for k, v in self.body_.items()}
+        return {**out, "head.weight": self.weight_, "head.bias": self.bias_}
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.weight_ = tensors["head.weight"]
+        self.bias_ = tensors["head.bias"]
+        self.saved_ = tensors
+
+    def resolved_config(self) -> dict[str, Any]:
+        cfg = asdict(getattr(self, "resolved_", self.config))
+        cfg["Cs"] = list(cfg["Cs"])
+        if hasattr(self, "C_"):
+            cfg["C"] = self.C_
+        return cfg
