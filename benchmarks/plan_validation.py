@@ -2,10 +2,10 @@
 
 A. Scores vs reality (--part tau): on five datasets (different tasks and languages), every
    installed text backbone is adapted with a linear probe; each transferability score's Kendall
-   tau against the test accuracy reached, and the plan's wall time as a share of adapting every
-   candidate (every backbone's probe, plus LoRA, adapter and full fine-tuning on MiniLM-L6;
-   mpnet's trained methods would add hours on this CPU and are left out, so the share printed is
-   an upper bound).
+   tau against the test accuracy reached, and the plan's wall time (per --plan-samples size) as a
+   share of adapting every candidate (every backbone's probe, plus contrastive, LoRA, adapter and
+   full fine-tuning on MiniLM-L6; mpnet's trained methods would add hours on this CPU and are left
+   out, so the share printed is an upper bound).
 B. Regret of the recommended method (--part regret): at 8 per class, 64 per class and the full
    (capped) set, every method the plan weighs is run on MiniLM-L6 with the same --budget; regret =
    best accuracy - the recommended method's.
@@ -173,18 +173,26 @@ def study_tau(home: Path, args) -> dict:
     import headstart as hs
     from headstart.plan.recommend import plan, table
 
-    out = {}
+    # Throughput is measured once per machine and backbone (then cached): a calibration run on a
+    # small file before anything is timed; its duration is reported on its own.
+    first = next(iter(DATASETS.values()))()[0]
+    t0 = time.perf_counter()
+    plan(_write(home / "calibration.csv", _cap(first, 200)))
+    out = {"calibration_s": time.perf_counter() - t0}
+    print(f"throughput calibration (once per machine): {out['calibration_s']:.0f}s", flush=True)
     for name, loader in DATASETS.items():
         train_rows, test_rows = loader()
         train = _write(home / f"{name}-train.csv", _cap(train_rows, args.max_train))
         test = _write(home / f"{name}-test.csv", _cap(test_rows, args.max_test))
-        _fresh_cache(home, f"plan-{name}")
-        t0 = time.perf_counter()
-        p = plan(train, test_examples=len(_cap(test_rows, args.max_test)))
-        plan_s = time.perf_counter() - t0
-        print(table(p), flush=True)
+        plans = {}
+        for size in args.plan_samples:
+            _fresh_cache(home, f"plan-{name}")
+            t0 = time.perf_counter()
+            p = plan(train, sample=size, test_examples=len(_cap(test_rows, args.max_test)))
+            plans[size] = (p, time.perf_counter() - t0)
+            print(table(p), flush=True)
+        p, plan_s = plans[args.plan_samples[0]]
         backbones = sorted({c.backbone for c in p.candidates})
-        scores = {b: next(c.scores for c in p.candidates if c.backbone == b) for b in backbones}
         _fresh_cache(home, f"exhaustive-{name}")
         acc, times = {}, {}
         for b in backbones:
@@ -194,20 +202,24 @@ def study_tau(home: Path, args) -> dict:
             acc[b] = run.metrics["test"]["summary"]["accuracy"]
             print(f"[{name}] {b} linear-probe: accuracy {acc[b]:.4f} ({times[f'{b}/linear-probe']:.0f}s)", flush=True)
         trained = {}
-        for m in ("lora", "adapter", "finetune"):
+        for m in ("contrastive", "lora", "adapter", "finetune"):
             t0 = time.perf_counter()
             r = hs.adapt(train, test=test, backbone="minilm-l6", method=m)
             times[f"minilm-l6/{m}"] = time.perf_counter() - t0
             trained[m] = r.metrics["test"]["summary"]["accuracy"]
             print(f"[{name}] minilm-l6 {m}: accuracy {trained[m]:.4f} ({times[f'minilm-l6/{m}']:.0f}s)", flush=True)
-        taus = {s: kendall_tau([scores[b][s] for b in backbones], [acc[b] for b in backbones])
-                for s in ("linear_probe_cv", "logme", "hscore", "knn")}
         exhaustive = sum(times.values())
-        out[name] = {"backbones": backbones, "accuracy": acc, "trained_minilm": trained, "scores": scores, "tau": taus, "plan_s": plan_s,
-                     "exhaustive_s": exhaustive, "share": plan_s / exhaustive, "times": times,
-                     "recommended": [p.recommended.backbone, p.recommended.method] if p.recommended else None}
-        print(f"[{name}] tau " + ", ".join(f"{k} {v:+.2f}" for k, v in taus.items())
-              + f"; plan {plan_s:.0f}s = {100 * plan_s / exhaustive:.1f}% of exhaustive {exhaustive:.0f}s", flush=True)
+        by_sample = {}
+        for size, (q, q_s) in plans.items():
+            scores = {b: next(c.scores for c in q.candidates if c.backbone == b) for b in backbones}
+            taus = {s: kendall_tau([scores[b][s] for b in backbones], [acc[b] for b in backbones])
+                    for s in ("linear_probe_cv", "logme", "hscore", "knn")}
+            by_sample[str(size)] = {"scores": scores, "tau": taus, "plan_s": q_s, "share": q_s / exhaustive, "sample": q.sample,
+                                    "recommended": [q.recommended.backbone, q.recommended.method] if q.recommended else None}
+            print(f"[{name}] sample {q.sample}: tau " + ", ".join(f"{k} {v:+.2f}" for k, v in taus.items())
+                  + f"; plan {q_s:.0f}s = {100 * q_s / exhaustive:.1f}% of exhaustive {exhaustive:.0f}s", flush=True)
+        out[name] = {"backbones": backbones, "accuracy": acc, "trained_minilm": trained, "exhaustive_s": exhaustive,
+                     "times": times, "by_sample": by_sample}
     return out
 
 
@@ -293,6 +305,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--part", default="all", choices=["tau", "regret", "setfit", "all"])
     ap.add_argument("--max-train", type=int, default=2000)
+    ap.add_argument("--plan-samples", type=lambda v: [int(x) for x in v.split(",")], default=[256, 512],
+                    help="plan sample sizes timed and scored in the tau study (the first one's share is the headline)")
     ap.add_argument("--max-test", type=int, default=1000)
     ap.add_argument("--budget", default="5m", help="per-method budget in the regret study")
     ap.add_argument("--regret-datasets", default="tweeteval-emotion,uci-sentiment,banking77")

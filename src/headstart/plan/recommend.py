@@ -162,7 +162,7 @@ def plan(data: str | Path | Dataset, *, backbones: list[str] | None = None, meth
     names = candidate_backbones(ds.modality, backbones)
     labels = np.array(ds.labels)
     classes, y = np.unique(labels, return_inverse=True)
-    total = max(sample, 2 * len(classes))  # every class needs two examples for cross-validation
+    total = max(sample, 4 * len(classes))  # at least four per class (where the data has them) for the CV probe
     idx = stratified_sample(y, per_class_max=per_class or max(2, total // len(classes)), total_max=total, seed=seed)
     sub = ds.subset(idx, source=f"{ds.source} (plan sample)")
     n = len(ds)
