@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="catalog name (see `headstart models`), hf:<hub id>, a local model folder, or auto (chosen by "
                    "`headstart plan`) (default: minilm-l6)")
     p.add_argument("--method", default="linear-probe", metavar="NAME",
-                   help="adaptation method, lightest first: linear-probe (frozen body, new head), lora, dora, qlora "
+                   help="adaptation method, lightest first: linear-probe (frozen body, new head), contrastive (few-shot, "
+                   "SetFit-style pair tuning + head), lora, dora, qlora "
                    "(4-bit base + LoRA), adapter (bottleneck adapters), finetune (all weights), scratch (random init "
                    "baseline), or auto (chosen by `headstart plan` within --budget) (default: linear-probe)")
     p.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
@@ -89,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "`adapt --backbone auto --method auto` runs the recommendation.")
     p.add_argument("data", metavar="DATA", help="labelled training data (table file or image folder)")
     p.add_argument("--backbones", metavar="A,B,...", help="candidate backbones (default: every installed catalog backbone)")
-    p.add_argument("--methods", metavar="M,...", help="methods to weigh (default: linear-probe,lora,adapter,finetune)")
+    p.add_argument("--methods", metavar="M,...", help="methods to weigh (default: linear-probe,contrastive,lora,adapter,finetune)")
     p.add_argument("--budget", metavar="TIME", help="time the adaptation may take, e.g. 10m, 2h (default: 30m)")
     p.add_argument("--max-memory", metavar="SIZE", help="peak memory the adaptation may use, e.g. 4GB (default: no limit)")
     p.add_argument("--score", default="linear_probe_cv", choices=["linear_probe_cv", "logme", "hscore", "knn"],

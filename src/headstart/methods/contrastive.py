@@ -153,7 +153,9 @@ class Contrastive(Method):
                                      else values[f.name]) for f in fields(cfg)})
 
     def _trained(self, module: torch.nn.Module, train_embeddings: bool) -> dict[str, torch.nn.Parameter]:
-        frozen = set() if train_embeddings else {id(module.get_input_embeddings().weight)}
+        """Every body parameter but the input (token or patch) embeddings, unless those train too."""
+        embeddings = getattr(module, "get_input_embeddings", lambda: None)()
+        frozen = set() if train_embeddings or embeddings is None else {id(p) for p in embeddings.parameters()}
         return {name: p for name, p in module.named_parameters() if id(p) not in frozen}
 
     def fit(self, backbone: Backbone, train: Dataset, val: Dataset, ctx: FitContext) -> dict[str, Any]:
@@ -161,9 +163,6 @@ class Contrastive(Method):
         cfg = self._resolve(train)
         self.resolved_ = cfg
         module = backbone.module.to(backbone.device)
-        if not hasattr(module, "get_input_embeddings"):
-            raise BadInput(f"{self.name}: backbone {backbone.spec.name} is not a text encoder with token embeddings; "
-                           "use linear-probe, lora or finetune")
         trained = self._trained(module, cfg.train_embeddings)
         for p in module.parameters():
             p.requires_grad_(False)
