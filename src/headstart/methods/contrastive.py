@@ -45,26 +45,16 @@ from ..data import Dataset
 from ..errors import BadInput, RunIntegrityError
 from .base import FitContext, Method
 from .linear_probe import LinearProbeConfig, fit_probe_head
-from .presets import regime_for
+from .presets import preset, regime_for
 from .trained import _decay_groups, _non_negative, _positive, _positive_int
 
 MICRO = 8
 """Examples per forward pass inside a step (sorted by length, so padding stays small)."""
 
-PRESETS = {
-    # Few-shot: chosen on SST-2, TweetEval emotion and UCI sentiment at 8 examples per class
-    # (MiniLM-L6, 3 draws each): 5 steps at 2e-4 matched 10 at 1e-4 and 20 at 5e-5 in accuracy
-    # (benchmarks/README.md "Plan" C). Medium/large: not tuned; the regret study measures them.
-    "few": {"steps": 5, "batch_size": 32, "lr": 2e-4},
-    "medium": {"steps": 40, "batch_size": 32, "lr": 5e-5},
-    "large": {"steps": 80, "batch_size": 32, "lr": 5e-5},
-}
-
-
 @dataclass
 class ContrastiveConfig:
     steps: int | None = None
-    """Optimizer steps of the contrastive stage (preset by data size: 5 / 40 / 80)."""
+    """Optimizer steps of the contrastive stage (preset by data size: 5 / 40 / 80, methods/presets.py)."""
     batch_size: int | None = None
     """Examples per step; every pair inside a batch is a training pair (preset 32)."""
     lr: float | None = None
@@ -147,7 +137,7 @@ class Contrastive(Method):
     def _resolve(self, train: Dataset) -> ContrastiveConfig:
         per_class = median(Counter(train.labels).values())
         self.regime_ = regime_for(per_class)
-        values = PRESETS[self.regime_]
+        values = preset(self.name, per_class)
         cfg = self.config
         return type(cfg)(**{f.name: (getattr(cfg, f.name) if getattr(cfg, f.name) is not None or f.name not in values
                                      else values[f.name]) for f in fields(cfg)})

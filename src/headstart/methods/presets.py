@@ -62,6 +62,15 @@ PRESETS: dict[str, dict[str, dict]] = {
         "large": {"lr": 5e-4, "head_lr": 5e-4, "epochs": 4, "head_init": "zero"},
     },
 }
+# Contrastive (methods/contrastive.py): optimizer steps over class-balanced batches, not epochs.
+# Few-shot: chosen on SST-2, TweetEval emotion and UCI sentiment at 8 examples per class
+# (MiniLM-L6, 3 draws each): 5 steps at 2e-4 matched 10 at 1e-4 and 20 at 5e-5 in accuracy
+# (benchmarks/README.md "Plan" C). Medium/large: not tuned; the regret study measures them.
+PRESETS["contrastive"] = {
+    "few": {"steps": 5, "batch_size": 32, "lr": 2e-4},
+    "medium": {"steps": 40, "batch_size": 32, "lr": 5e-5},
+    "large": {"steps": 80, "batch_size": 32, "lr": 5e-5},
+}
 PRESETS["dora"] = PRESETS["lora"]
 PRESETS["qlora"] = PRESETS["lora"]
 

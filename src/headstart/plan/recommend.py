@@ -205,12 +205,10 @@ def plan(data: str | Path | Dataset, *, backbones: list[str] | None = None, meth
 
 def _epochs(method: str, examples_per_class: float, n_train: int) -> float:
     """Passes over the training split the method's preset makes (contrastive: steps x batch)."""
+    p = preset(method, examples_per_class)
     if method == "contrastive":
-        from ..methods.contrastive import PRESETS as CONTRASTIVE
-
-        p = CONTRASTIVE[regime_for(examples_per_class)]
         return p["steps"] * min(p["batch_size"], max(n_train, 1)) / max(n_train, 1)
-    return preset(method, examples_per_class)["epochs"]
+    return p["epochs"]
 
 
 def _rank_and_explain(rows: list[Candidate], score: str, regime: str, budget_s: float, max_mb: float | None) -> None:
