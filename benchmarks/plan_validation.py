@@ -212,6 +212,8 @@ def study_tau(home: Path, args) -> dict:
     out = {"calibration_s": time.perf_counter() - t0}
     print(f"throughput calibration (once per machine): {out['calibration_s']:.0f}s", flush=True)
     sets = list(DATASETS.items()) + ([] if args.no_held_out else list(HELD_OUT.items()))
+    if args.datasets:
+        sets = [(n, f) for n, f in sets if n in args.datasets]
     for name, loader in sets:
         held_out = name in HELD_OUT
         train_rows, test_rows = loader()
@@ -371,6 +373,9 @@ def main() -> int:
     ap.add_argument("--plan-samples", type=lambda v: [int(x) for x in v.split(",")], default=[256, 512],
                     help="plan sample sizes timed and scored in the tau study (the plan's default is 512)")
     ap.add_argument("--max-test", type=int, default=1000)
+    ap.add_argument("--datasets", type=lambda v: [x for x in v.split(",") if x], default=None,
+                    help="tau study: only these datasets, merged into the --out file's earlier tau results "
+                         f"(names: {', '.join([*DATASETS, *HELD_OUT])})")
     ap.add_argument("--no-held-out", action="store_true",
                     help="tau study: skip the held-out datasets (tau only, added to check the default score out of sample)")
     ap.add_argument("--budget", default="5m", help="per-method budget in the regret study")
@@ -381,6 +386,9 @@ def main() -> int:
                     help="draws of the 16 SST-2 training sentences in the SetFit study")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "plan_validation.json"))
     args = ap.parse_args()
+    unknown = sorted(set(args.datasets or ()) - set(DATASETS) - set(HELD_OUT))
+    if unknown:
+        ap.error(f"--datasets: unknown {', '.join(unknown)}; choose from {', '.join([*DATASETS, *HELD_OUT])}")
     if not DATA.is_dir():
         print(f"skip: {DATA} is absent", file=sys.stderr)
         return 0
@@ -391,7 +399,14 @@ def main() -> int:
     results = json.loads(out_path.read_text()) if out_path.is_file() else {}
     parts = ["tau", "regret", "setfit"] if args.part == "all" else [args.part]
     for part in parts:
-        results[part] = {"tau": study_tau, "regret": study_regret, "setfit": study_setfit}[part](home, args)
+        fresh = {"tau": study_tau, "regret": study_regret, "setfit": study_setfit}[part](home, args)
+        if part == "tau" and args.datasets and "tau" in results:
+            # Re-measured datasets replace theirs in the earlier results; the summary is recomputed.
+            merged = {**results["tau"], **{k: v for k, v in fresh.items() if k in args.datasets}}
+            merged["remeasured"] = sorted(set(merged.get("remeasured", [])) | set(args.datasets))
+            merged["summary"] = _tau_summary(merged, args.plan_samples)
+            fresh = merged
+        results[part] = fresh
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(f"wrote {out_path}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -292,3 +293,19 @@ def test_stratified_sample_small_budgets():
     assert np.bincount(y[stratified_sample(y, 5, 1000, seed=3)]).tolist() == [5, 5, 3, 2]
     with pytest.raises(ValueError, match="smaller than the number of classes"):
         stratified_sample(y, 100, 3, seed=3)
+
+
+def test_logme_stays_finite_when_the_features_interpolate_the_labels():
+    # n < d: as the fixed point drives alpha / beta to 0, n - gamma reached exactly 0 in float,
+    # beta became 0, and the score came out NaN with divide-by-zero warnings (27 rows, 64 dims).
+    rng = np.random.default_rng(12)
+    n, d, k = int(rng.integers(8, 40)), int(rng.choice([64, 384, 512])), int(rng.integers(2, 8))
+    y = np.arange(n) % k
+    F = (rng.normal(size=(k, d))[y] * rng.uniform(0, 3) + rng.normal(size=(n, d))).astype(np.float32)
+    if rng.random() < 0.5:
+        F /= np.linalg.norm(F, axis=1, keepdims=True)
+    assert (n, d) == (27, 64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        score = logme(F, y)
+    assert np.isfinite(score)

@@ -125,7 +125,9 @@ def logme(F: np.ndarray, y: np.ndarray) -> float:
             break
         previous = current
         alpha = gamma / m2
-        beta = (n - gamma) / res2
+        # n - gamma -> 0 when the features interpolate the targets (n < d); in float it can reach 0
+        # exactly, and beta = 0 would make the next ratio infinite. A relative floor keeps beta > 0.
+        beta = np.maximum(n - gamma, 1e-12 * n) / res2
     else:
         _, m2, res2 = fit_terms(alpha / beta)
         current = evidence(alpha, beta, m2, res2)
