@@ -384,7 +384,8 @@ def main() -> int:
                     help="draws of the 8- and 64-per-class training sets in the regret study (the full set is one)")
     ap.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=[0, 1, 2, 3, 4],
                     help="draws of the 16 SST-2 training sentences in the SetFit study")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "plan_validation.json"))
+    ap.add_argument("--out", default=None,
+                    help="results file (default: results/plan_validation_PART.json, one per part)")
     args = ap.parse_args()
     unknown = sorted(set(args.datasets or ()) - set(DATASETS) - set(HELD_OUT))
     if unknown:
@@ -395,10 +396,10 @@ def main() -> int:
     home = Path(os.environ.setdefault("HEADSTART_HOME", tempfile.mkdtemp(prefix="hs-plan-bench-")))
     os.environ.setdefault("HEADSTART_PROGRESS", "0")
     home.mkdir(parents=True, exist_ok=True)
-    out_path = Path(args.out)
-    results = json.loads(out_path.read_text()) if out_path.is_file() else {}
     parts = ["tau", "regret", "setfit"] if args.part == "all" else [args.part]
     for part in parts:
+        out_path = Path(args.out or Path(__file__).resolve().parent / "results" / f"plan_validation_{part}.json")
+        results = json.loads(out_path.read_text()) if out_path.is_file() else {}
         fresh = {"tau": study_tau, "regret": study_regret, "setfit": study_setfit}[part](home, args)
         if part == "tau" and args.datasets and "tau" in results:
             # Re-measured datasets replace theirs in the earlier results; the summary is recomputed.
@@ -409,7 +410,7 @@ def main() -> int:
         results[part] = fresh
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    print(f"wrote {out_path}")
+        print(f"wrote {out_path}")
     return 0
 
 
