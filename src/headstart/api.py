@@ -75,7 +75,8 @@ def adapt(
     budget_s = _parse_budget(budget)
     chosen = None
     if backbone == "auto" or method == "auto":
-        backbone, method, chosen = _auto(data, backbone, method, budget_s, seed, text_col, label_col, precision)
+        split = {"test": test, "val_fraction": val_fraction, "test_fraction": test_fraction, "fmt": fmt}
+        backbone, method, chosen = _auto(data, backbone, method, budget_s, seed, text_col, label_col, precision, split)
     method_obj = get_method(method).from_options(options)
     recipe = {
         "data": str(data), "test": None if test is None else str(test),
@@ -86,15 +87,20 @@ def adapt(
     return _adapt(recipe, method_obj, out=out, store=store, t_start=t_start, run_id=None, on_step=_on_step, plan=chosen)
 
 
-def _auto(data, backbone: str, method: str, budget_s, seed, text_col, label_col, precision) -> tuple[str, str, dict]:
-    """Resolve --backbone auto / --method auto with `plan`; returns the choice and what to record."""
+def _auto(data, backbone: str, method: str, budget_s, seed, text_col, label_col, precision, split: dict) -> tuple[str, str, dict]:
+    """Resolve --backbone auto / --method auto with `plan` (costed on the split this run will make:
+    ``split`` holds the test file, the fractions and the format); returns the choice and what to record."""
     from .plan.recommend import METHODS, plan
 
     if method != "auto" and method not in METHODS:
         raise BadInput(f"--backbone auto chooses among backbones for the methods {', '.join(METHODS)}; "
                        f"name a backbone to use {method!r}")
+    test_examples = None
+    if split["test"] is not None:
+        test_examples = len(load_dataset(split["test"], text_col=text_col, label_col=label_col, fmt=split["fmt"]))
     p = plan(data, backbones=None if backbone == "auto" else [backbone], methods=None if method == "auto" else [method],
-             budget=budget_s, seed=seed, text_col=text_col, label_col=label_col, precision=precision)
+             budget=budget_s, seed=seed, text_col=text_col, label_col=label_col, precision=precision, fmt=split["fmt"],
+             test_examples=test_examples, val_fraction=split["val_fraction"], test_fraction=split["test_fraction"])
     if p.recommended is None:
         raise BadInput(f"--backbone/--method auto: no candidate fits the budget ({p.budget_s:.0f}s); raise --budget")
     r = p.recommended

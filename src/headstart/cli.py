@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the sample (default: 0)")
     p.add_argument("--text-col", metavar="COL", help="text column (default: inferred)")
     p.add_argument("--label-col", metavar="COL", help="label column (default: inferred)")
+    p.add_argument("--test", metavar="DATA", help="the separate test data `adapt --test` will get: only its size is "
+                   "used, and none of DATA is then held out for test (costs and regime follow adapt's split)")
+    p.add_argument("--format", dest="fmt", choices=["csv", "tsv", "jsonl", "parquet"], help="table format (default: from the file extension)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="as in adapt: share of DATA held out for validation (default: 0.1)")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="as in adapt: share held out for testing without --test (default: 0.2)")
     _common(p)
 
     p = sub.add_parser("predict", help="predict labels with a run", epilog=EPILOG,
@@ -284,9 +289,15 @@ def cmd_plan(args) -> int:
     from .plan.recommend import plan, table
 
     split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
+    test_examples = None
+    if args.test is not None:
+        from .data import load_dataset
+
+        test_examples = len(load_dataset(args.test, text_col=args.text_col, label_col=args.label_col, fmt=args.fmt))
     p = plan(args.data, backbones=split(args.backbones), methods=split(args.methods), budget=args.budget,
              max_memory=args.max_memory, score=args.score, sample=args.sample, seed=args.seed, text_col=args.text_col,
-             label_col=args.label_col)
+             label_col=args.label_col, fmt=args.fmt, test_examples=test_examples, val_fraction=args.val_fraction,
+             test_fraction=args.test_fraction)
     _emit(args, p.to_dict(), table(p))
     return 0
 

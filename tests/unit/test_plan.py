@@ -139,3 +139,75 @@ def test_a_class_with_one_example_is_a_clear_error(tmp_path, tiny_bert, cli, dat
     path = write(tmp_path / "one.csv", rows(20) + [("the film was great", "rare")])
     r = cli("plan", path, "--backbones", tiny_bert)
     assert r.rc == 2 and "'rare'" in r.err and "single example" in r.err and "Traceback" not in r.err
+
+
+def test_costs_and_regime_follow_the_split_adapt_will_make(tmp_path, data_helpers, tiny_bert, cli):
+    rows, write = data_helpers
+    data = write(tmp_path / "train.csv", rows(44, seed=3))  # 22 per class
+    test = write(tmp_path / "test.csv", rows(10, seed=4))
+    held = plan(data, backbones=[str(tiny_bert)], sample=40)
+    given = plan(data, backbones=[str(tiny_bert)], sample=40, test_examples=10)
+    assert held.profile["examples_per_class"] == given.profile["examples_per_class"] == 22
+    # Without a test file adapt holds 20% out for test: ~15 per class left to train on (few-shot
+    # presets); with one, only the 10% for validation: 20 per class (medium).
+    assert held.profile["regime"] == "few" and given.profile["regime"] == "medium"
+    assert held.profile["train_examples"] < given.profile["train_examples"] == 40
+    assert "20 in the training split (medium regime)" in table(given)
+    ft_held, ft_given = (next(c for c in p.candidates if c.method == "finetune") for p in (held, given))
+    assert ft_held.predicted_s != ft_given.predicted_s
+
+    # adapt --method auto plans on exactly the split it then makes.
+    run = hs.adapt(data, test=test, backbone=str(tiny_bert), method="auto", out=tmp_path / "runs")
+    assert run.manifest["plan"]["profile"]["train_examples"] == run.manifest["data"]["split"]["train"] == 40
+    run = hs.adapt(data, backbone=str(tiny_bert), method="auto", out=tmp_path / "runs")
+    assert run.manifest["plan"]["profile"]["train_examples"] == run.manifest["data"]["split"]["train"] < 40
+
+    r = cli("plan", data, "--backbones", tiny_bert, "--sample", "40", "--test", test, "--json")
+    assert r.rc == 0, r.err
+    assert json.loads(r.out)["profile"]["train_examples"] == 40
+    r = cli("plan", data, "--backbones", tiny_bert, "--test", tmp_path / "missing.csv")
+    assert r.rc == 2 and "missing.csv" in r.err and "Traceback" not in r.err
+
+
+def test_padding_is_counted_as_the_batches_make_it():
+    assert cost.padded_tokens([4, 2, 2, 1], [[0, 1], [2, 3]]) == 4 + 4 + 2 + 2
+    assert cost.padding_ratio([], 100, batch_size=32) == 1.0
+    assert cost.padding_ratio([5] * 10, 1000, batch_size=32, bucketed=False) == 1.0
+    # Half the texts 1 token, half 9 (mean 5): a random batch of 32 almost always holds a 9, so it
+    # costs ~9/5 of its real tokens; length-ordered batches (the encoder's, the trainer's buckets)
+    # pad almost nothing; contrastive's sorted micro-batches of 8 inside random batches sit between.
+    two = [1, 9]
+    random_ = cost.padding_ratio(two, 4000, batch_size=32, bucketed=False)
+    micro = cost.padding_ratio(two, 4000, batch_size=32, bucketed=False, micro=8)
+    bucketed = cost.padding_ratio(two, 4000, batch_size=32)
+    encoded = cost.padding_ratio(two, 4000, budget=(2048, 128))
+    assert random_ == pytest.approx(9 / 5, rel=0.02)
+    assert bucketed < 1.05 and encoded < 1.05 and bucketed < micro < random_
+
+
+def test_predicted_time_counts_padding():
+    tp = cost.Throughput(infer_tokens_s=1000.0, train_tokens_s=250.0, device="cpu", precision="fp32", measured_at="")
+    flat = cost.Workload(n_train=800, n_val=100, n_test=100, n_classes=4, tokens_per_example=5.0, examples_per_class=200,
+                         regime="large", lengths=[5] * 50)
+    mixed = cost.Workload(**{**flat.__dict__, "lengths": [1, 9] * 25})
+    for method in ("finetune", "contrastive"):
+        assert cost.predict_seconds(method, tp, mixed, 384, 4) > cost.predict_seconds(method, tp, flat, 384, 4)
+
+
+def test_predicted_memory_grows_with_what_is_trained_and_the_longest_batch(data, tiny_bert):
+    p = plan(data, backbones=[str(tiny_bert)], sample=40)
+    tp = next(iter(json.loads((hs._util.cache_dir() / "throughput.json").read_text()).values()))
+    assert tp["train_bytes_per_token"] > 0  # measured in calibration, with the rates
+    mb = {c.method: c.predicted_mb for c in p.candidates}
+    assert mb["linear-probe"] <= mb["lora"] <= mb["finetune"]  # tiny weights: equal to the MB
+
+
+    t = cost.Throughput(1000.0, 250.0, "cpu", "fp32", "", train_bytes_per_token=100_000.0)
+    short = cost.Workload(n_train=800, n_val=100, n_test=100, n_classes=4, tokens_per_example=10.0, examples_per_class=200,
+                          regime="large", lengths=[10] * 50)
+    long_tail = cost.Workload(**{**short.__dict__, "lengths": [10] * 49 + [100]})
+    lora = cost.predict_memory_mb("lora", 1_000_000, t, short, 32)
+    assert cost.predict_memory_mb("linear-probe", 1_000_000, t, short) < lora < cost.predict_memory_mb("finetune", 1_000_000, t, short)
+    # twice the saved bytes of a batch of 32 examples of the longest length, on top of the rest
+    assert cost.predict_memory_mb("lora", 1_000_000, t, long_tail, 32) - lora == pytest.approx(2 * 100_000 * 32 * 90 / 2**20)
+    assert cost.predict_memory_mb("lora", 1_000_000, cost.Throughput(1000.0, None, "cpu", "fp32", ""), short) == float("inf")

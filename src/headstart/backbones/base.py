@@ -21,6 +21,23 @@ from ..catalog import BackboneSpec
 from ..errors import BadInput
 
 
+def cost_batches(costs: list[int], budget: int, max_batch: int) -> list[list[int]]:
+    """Index batches in decreasing cost order, each within a compute budget (cost x size): how
+    every backbone batches what it encodes (the plan's cost model reuses it to count padding)."""
+    order = sorted(range(len(costs)), key=lambda i: -costs[i])
+    out: list[list[int]] = []
+    cur: list[int] = []
+    for i in order:
+        # Costs only decrease, so the first example of a batch is its largest.
+        width = costs[cur[0]] if cur else costs[i]
+        if cur and (len(cur) + 1 > max_batch or (len(cur) + 1) * width > budget):
+            out.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        out.append(cur)
+    return out
+
 class Backbone(ABC):
     modality: ClassVar[str]
     trains: ClassVar[bool] = True
@@ -72,19 +89,7 @@ class Backbone(ABC):
 
     def batches(self, prepared: list, budget: int, max_batch: int) -> list[list[int]]:
         """Index batches in decreasing cost order, each within a compute budget (cost x size)."""
-        order = sorted(range(len(prepared)), key=lambda i: -self.cost(prepared[i]))
-        out: list[list[int]] = []
-        cur: list[int] = []
-        for i in order:
-            # Costs only decrease, so the first example of a batch is its largest.
-            width = self.cost(prepared[cur[0]]) if cur else self.cost(prepared[i])
-            if cur and (len(cur) + 1 > max_batch or (len(cur) + 1) * width > budget):
-                out.append(cur)
-                cur = []
-            cur.append(i)
-        if cur:
-            out.append(cur)
-        return out
+        return cost_batches([self.cost(p) for p in prepared], budget, max_batch)
 
     def embed(self, inputs: list, *, precision: str = "fp32", desc: str = "encoding") -> np.ndarray:
         """Frozen features for ``inputs`` as float32, in input order."""

@@ -33,7 +33,7 @@ from .._util import status
 from ..backbones import open_backbone
 from ..backbones.cache import frozen_features
 from ..catalog import CATALOG, is_installed, resolve
-from ..data import Dataset, load_dataset
+from ..data import Dataset, load_dataset, stratified_split
 from ..errors import BadInput
 from ..methods.presets import preset, regime_for
 from ..train import resolve_precision
@@ -144,8 +144,13 @@ def _build_of(name: str, names: list[str]) -> str | None:
 def plan(data: str | Path | Dataset, *, backbones: list[str] | None = None, methods: list[str] | None = None,
          budget: float | str | None = None, max_memory: str | float | None = None, score: str = DEFAULT_SCORE,
          sample: int = 512, per_class: int | None = None, seed: int = 0, text_col: str | None = None, label_col: str | None = None,
-         test_examples: int | None = None, precision: str = "auto") -> Plan:
-    """Score candidate backbones on a sample and recommend backbone x method within the budget."""
+         test_examples: int | None = None, val_fraction: float = 0.1, test_fraction: float = 0.2,
+         fmt: str | None = None, precision: str = "auto") -> Plan:
+    """Score candidate backbones on a sample and recommend backbone x method within the budget.
+
+    The costs and the regime are those of the training split `adapt` will make of ``data``
+    (``val_fraction``/``test_fraction``, seeded as there); ``test_examples`` says a separate test
+    set of that many examples is given, so none of ``data`` is held out for test."""
     from ..api import _parse_budget
 
     t_start = time.perf_counter()
@@ -160,7 +165,7 @@ def plan(data: str | Path | Dataset, *, backbones: list[str] | None = None, meth
     max_mb = _parse_memory(max_memory)
     if not isinstance(sample, int) or sample < 20:
         raise BadInput(f"--sample must be an integer >= 20 (got {sample!r})")
-    ds = data if isinstance(data, Dataset) else load_dataset(data, text_col=text_col, label_col=label_col)
+    ds = data if isinstance(data, Dataset) else load_dataset(data, text_col=text_col, label_col=label_col, fmt=fmt)
     ds.require_labels()
     prof = profile(ds)
     if prof["classes"] < 2:
@@ -176,10 +181,14 @@ def plan(data: str | Path | Dataset, *, backbones: list[str] | None = None, meth
     total = max(sample, 4 * len(classes))  # at least four per class (where the data has them) for the CV probe
     idx = stratified_sample(y, per_class_max=per_class or max(2, total // len(classes)), total_max=total, seed=seed)
     sub = ds.subset(idx, source=f"{ds.source} (plan sample)")
-    n = len(ds)
-    n_val = max(int(round(0.1 * n)), 1)
-    n_test = test_examples if test_examples is not None else int(round(0.2 * n))
-    regime = prof["regime"]
+    # The split adapt will make: its training split sets the preset regime and the costs.
+    split = stratified_split(ds, val_fraction=val_fraction, test_fraction=0.0 if test_examples is not None else test_fraction,
+                             seed=seed)
+    n_train, n_val = len(split.train), len(split.val)
+    n_test = test_examples if test_examples is not None else len(split.test)
+    train_per_class = float(np.median(list(Counter(split.train.labels).values())))
+    regime = regime_for(train_per_class)
+    prof.update(train_examples=n_train, train_examples_per_class=train_per_class, regime=regime)
     rows: list[Candidate] = []
     timings: dict[str, float] = {}
     scored: dict[str, dict[str, float]] = {}
@@ -199,21 +208,22 @@ def plan(data: str | Path | Dataset, *, backbones: list[str] | None = None, meth
             scores = {s: float(fn(F, y[idx])) for s, fn in SCORES.items()}
             scored[name] = scores
         tp = cost_model.measure_throughput(bb, bb_hash, list(sub.inputs), used)
-        tokens = cost_model.tokens_estimate(bb, list(sub.inputs))
-        work = cost_model.Workload(n_train=n - n_val - n_test, n_val=n_val, n_test=n_test, n_classes=len(classes),
-                                   tokens_per_example=tokens, examples_per_class=prof["examples_per_class"], regime=regime)
+        lengths = [bb.cost(x) for x in bb.prepare(list(sub.inputs[:256]))]
+        work = cost_model.Workload(n_train=n_train, n_val=n_val, n_test=n_test, n_classes=len(classes),
+                                   tokens_per_example=float(np.mean(lengths)) if lengths else 1.0,
+                                   examples_per_class=train_per_class, regime=regime, lengths=lengths,
+                                   encode_budget=tuple(bb.batch_budget))
         params = bb.param_count() or 0
-        hidden, layers = _shape(bb)
         for method in methods or METHODS:
             trains = method != "linear-probe"
             if trains and not bb.trains:
                 continue
-            epochs = _epochs(method, prof["examples_per_class"], work.n_train) if trains else None
-            seconds = cost_model.predict_seconds(method, tp, work, bb.feature_dim, epochs)
-            mb = cost_model.predict_memory_mb(method, params, tokens, hidden, layers)
+            epochs, batch = _schedule(method, train_per_class, n_train) if trains else (None, 32)
+            seconds = cost_model.predict_seconds(method, tp, work, bb.feature_dim, epochs, batch)
+            mb = cost_model.predict_memory_mb(method, params, tp, work, batch)
             expected = scores["linear_probe_cv"] + METHOD_GAIN[regime][method] / 100.0
             fits = seconds <= budget_s and (max_mb is None or mb <= max_mb)
-            rows.append(Candidate(name, method, round(expected, 4), float(f"{seconds:.3g}"), round(mb), scores, fits,
+            rows.append(Candidate(name, method, round(expected, 4), float(f"{seconds:.3g}"), float(round(mb)), scores, fits,
                                   scored_as=builds[name]))
         timings[name] = round(time.perf_counter() - t0, 2)
     _rank_and_explain(rows, score, regime, budget_s, max_mb)
@@ -223,12 +233,14 @@ def plan(data: str | Path | Dataset, *, backbones: list[str] | None = None, meth
     return Plan(str(ds.source), prof, rows, recommended, budget_s, max_mb, score, len(sub), timings)
 
 
-def _epochs(method: str, examples_per_class: float, n_train: int) -> float:
-    """Passes over the training split the method's preset makes (contrastive: steps x batch)."""
+def _schedule(method: str, examples_per_class: float, n_train: int) -> tuple[float, int]:
+    """Passes over the training split the method's preset makes (contrastive: steps x batch), and
+    its batch size."""
     p = preset(method, examples_per_class)
+    batch = int(p["batch_size"])
     if method == "contrastive":
-        return p["steps"] * min(p["batch_size"], max(n_train, 1)) / max(n_train, 1)
-    return p["epochs"]
+        return p["steps"] * min(batch, max(n_train, 1)) / max(n_train, 1), batch
+    return p["epochs"], batch
 
 
 def _rank_and_explain(rows: list[Candidate], score: str, regime: str, budget_s: float, max_mb: float | None) -> None:
@@ -274,13 +286,6 @@ def _dur(s: float) -> str:
     return f"{s:.0f}s" if s < 90 else f"{s / 60:.1f} min" if s < 5400 else f"{s / 3600:.1f} h"
 
 
-def _shape(bb) -> tuple[int, int]:
-    config = getattr(getattr(bb, "module_", None), "config", None)
-    if config is None:
-        return 384, 6
-    return int(getattr(config, "hidden_size", 384)), int(getattr(config, "num_hidden_layers", 6))
-
-
 def _parse_memory(value) -> float | None:
     """'4GB', '512MB', '2.5G' or a number of MB."""
     if value is None:
@@ -300,8 +305,11 @@ def _parse_memory(value) -> float | None:
 def table(p: Plan, top: int = 20) -> str:
     prof = p.profile
     langs = ", ".join(f"{k} {v:.0%}" for k, v in list(prof.get("languages", {}).items())[:3])
-    lines = [f"plan for {p.data}: {prof['examples']} examples, {prof['classes']} classes, median {prof['examples_per_class']:.0f} "
-             f"per class ({prof['regime']} regime)" + (f", ~{prof['words_per_text']:.0f} words per text, {langs}" if langs else ""),
+    per_class = f"median {prof['examples_per_class']:.0f} per class"
+    if "train_examples_per_class" in prof:
+        per_class += f", {prof['train_examples_per_class']:.0f} in the training split"
+    lines = [f"plan for {p.data}: {prof['examples']} examples, {prof['classes']} classes, {per_class} "
+             f"({prof['regime']} regime)" + (f", ~{prof['words_per_text']:.0f} words per text, {langs}" if langs else ""),
              f"scored on a stratified sample of {p.sample} in {p.timings.get('total', 0):.1f}s; budget {_dur(p.budget_s)}"
              + (f", max memory {p.max_memory_mb:,.0f} MB" if p.max_memory_mb else ""), ""]
     header = f"{'#':>2} {'backbone':<22} {'method':<13} {'expected':>8} {'time':>9} {'memory':>9} {'cv-probe':>8} {'LogME':>7} {'H-score':>8} {'kNN':>6}  why"
@@ -310,10 +318,12 @@ def table(p: Plan, top: int = 20) -> str:
         s = r.scores
         lines.append(f"{i:>2} {r.backbone[:22]:<22} {r.method:<13} {r.expected_accuracy:>8.3f} {_dur(r.predicted_s):>9} "
                      f"{r.predicted_mb:>7,.0f}MB {s['linear_probe_cv']:>8.3f} {s['logme']:>7.3f} {s['hscore']:>8.2f} {s['knn']:>6.3f}  {r.why}")
+    lines += ["", "time: the method's whole schedule on this machine (early stopping often ends a trained method "
+              "sooner); memory: predicted peak"]
     if p.recommended:
         r = p.recommended
-        lines += ["", f"recommended: --backbone {r.backbone} --method {r.method}  (expected accuracy ~{r.expected_accuracy:.3f}, "
+        lines += [f"recommended: --backbone {r.backbone} --method {r.method}  (expected accuracy ~{r.expected_accuracy:.3f}, "
                   f"predicted {_dur(r.predicted_s)})"]
     else:
-        lines += ["", "nothing fits the budget/memory limits: raise --budget or --max-memory"]
+        lines += ["nothing fits the budget/memory limits: raise --budget or --max-memory"]
     return "\n".join(lines)
