@@ -38,6 +38,7 @@ def cost_batches(costs: list[int], budget: int, max_batch: int) -> list[list[int
         out.append(cur)
     return out
 
+
 class Backbone(ABC):
     modality: ClassVar[str]
     trains: ClassVar[bool] = True

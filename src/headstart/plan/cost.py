@@ -35,6 +35,7 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -164,19 +165,25 @@ def padding_ratio(lengths: list[int], n: int, *, batch_size: int | None = None, 
     passes of ``micro`` examples). 1.0 without lengths."""
     if not lengths or n <= 0:
         return 1.0
+    return _simulated_padding(tuple(lengths), min(n, SIMULATED_MAX), batch_size or 32, budget, bucketed, micro)
+
+
+@lru_cache(maxsize=256)
+def _simulated_padding(lengths: tuple[int, ...], n: int, batch_size: int, budget: tuple[int, int] | None, bucketed: bool,
+                       micro: int | None) -> float:
+    """padding_ratio's simulation, memoised: a plan asks the same questions for every method."""
     rng = np.random.default_rng(0)
-    sim = [int(x) for x in rng.choice(np.asarray(lengths), size=min(n, SIMULATED_MAX))]
+    sim = [int(x) for x in rng.choice(np.asarray(lengths), size=n)]
     if budget is not None:
         batches = cost_batches(sim, *budget)
     elif bucketed:
-        batches = bucketed_batches(sim, batch_size or 32, rng)
+        batches = bucketed_batches(sim, batch_size, rng)
     else:
         perm = rng.permutation(len(sim)).tolist()
-        size = batch_size or 32
         batches = []
-        for i in range(0, len(perm), size):
-            group = sorted(perm[i : i + size], key=lambda j: -sim[j])
-            step = micro or size
+        for i in range(0, len(perm), batch_size):
+            group = sorted(perm[i : i + batch_size], key=lambda j: -sim[j])
+            step = micro or batch_size
             batches.extend(group[k : k + step] for k in range(0, len(group), step))
     return padded_tokens(sim, batches) / max(sum(sim), 1)
 
@@ -212,7 +219,7 @@ def predict_seconds(method: str, tp: Throughput, w: Workload, feature_dim: int, 
     pad = padding_ratio(w.lengths, w.n_train, batch_size=batch_size, bucketed=not contrastive,
                         micro=CONTRASTIVE_MICRO if contrastive else None)
     train = epochs * w.n_train * real * pad / (tp.train_tokens_s * METHOD_SPEED[method])
-    evals = 0.0 if method == "contrastive" else EVALS_PER_EPOCH[w.regime]
+    evals = 0.0 if contrastive else EVALS_PER_EPOCH[w.regime]
     validation = epochs * evals * w.n_val * real * padding_ratio(w.lengths, w.n_val, budget=w.encode_budget) / tp.infer_tokens_s
     return encode + head + train + validation
 

@@ -208,7 +208,9 @@ def plan(data: str | Path | Dataset, *, backbones: list[str] | None = None, meth
             scores = {s: float(fn(F, y[idx])) for s, fn in SCORES.items()}
             scored[name] = scores
         tp = cost_model.measure_throughput(bb, bb_hash, list(sub.inputs), used)
-        lengths = [bb.cost(x) for x in bb.prepare(list(sub.inputs[:256]))]
+        # Lengths of up to 256 examples spread over the whole sample (it is in file order, which
+        # may be sorted by class).
+        lengths = [bb.cost(x) for x in bb.prepare(list(sub.inputs[:: max(1, len(sub) // 256)]))]
         work = cost_model.Workload(n_train=n_train, n_val=n_val, n_test=n_test, n_classes=len(classes),
                                    tokens_per_example=float(np.mean(lengths)) if lengths else 1.0,
                                    examples_per_class=train_per_class, regime=regime, lengths=lengths,
