@@ -142,3 +142,58 @@ def test_rewrite_replaces_and_bad_input_names_missing_keys(tmp_path):
     with pytest.raises(BadInput, match="lacks verdict, checks"):
         write_drift_report({"old_base": {}, "new_base": {}}, tmp_path / "nothing")
     assert not (tmp_path / "nothing").exists()
+
+
+def _sections(text: str, pattern: str) -> list[str]:
+    return re.findall(pattern, text, flags=re.M)
+
+
+def test_verdict_and_summaries_come_before_the_detail(tmp_path):
+    paths = write_drift_report(_result(seeds=True), tmp_path)
+    md = paths["markdown"].read_text(encoding="utf-8")
+    order = ["Summary", "Checks", "Deltas", "Per-slice checks", "Per-class F1", "Flipped examples"]
+    assert [t for t in _sections(md, r"^## (.+)$")] == order
+    assert md.index("**Verdict: regression**") < md.index("## Summary")
+    # what decided the verdict is said under it, before any table
+    assert ("Overall (slice 'all'): accuracy -5.8 pts (regression), macro_f1 +0.2 pts (no significant change).\n\n"
+            "1 slice check: 0 regressions, 1 improvement; secondary: they decide the verdict only with strict slices.") in md
+    checks = md[md.index("## Checks"): md.index("## Deltas")]
+    slices = md[md.index("## Per-slice checks"): md.index("## Per-class F1")]
+    assert re.findall(r"^\| test \| (\w+) \|", checks, flags=re.M) == ["all", "all"]  # the overall checks only
+    assert re.findall(r"^\| test \| (\w+) \|", slices, flags=re.M) == ["short"]
+
+    text = paths["html"].read_text(encoding="utf-8")
+    parser = _parse(text)
+    ids = [a["id"] for t, a in parser.tags if t in ("p", "section") and "id" in a]
+    assert ids == ["verdict", "summary", "checks", "deltas", "per-slice-checks", "per-class-f1", "flipped-examples",
+                   "flips-broke", "flips-fixed"]
+    # the detail tables sit in closed <details>, the summaries' tables do not
+    sections = dict(re.findall(r'<section id="([\w-]+)">(.*?)</section>', text, flags=re.S))
+    for name in ("per-slice-checks", "per-class-f1", "flips-broke", "flips-fixed"):
+        assert re.search(r"<details>\s*<summary>show the \d+ rows?</summary>\s*<table>", sections[name]), name
+        assert "<details open" not in sections[name]
+    for name in ("summary", "checks"):
+        assert "<table>" in sections[name] and "<details>" not in sections[name], name
+
+
+def test_slice_checks_flagged_first_and_cut_in_markdown(tmp_path):
+    result = _result()
+    many = [_check("test", f"label=c{i:02d}", "accuracy", 0.9, 0.9 + (i - 20) / 100, None, 0.5, "no significant change")
+            for i in range(40)]
+    many.insert(25, _check("test", "label=flagged", "accuracy", 0.9, 0.95, None, 0.001, "improvement"))
+    many.insert(30, _check("test", "label=broken", "accuracy", 0.9, 0.5, None, 0.001, "regression"))
+    result["checks"] += many
+    paths = write_drift_report(result, tmp_path)
+    md = paths["markdown"].read_text(encoding="utf-8")
+    slices = re.findall(r"^\| test \| ([\w=]+) \|", md[md.index("## Per-slice checks"): md.index("## Per-class F1")], flags=re.M)
+    assert slices[:4] == ["label=broken", "short", "label=flagged", "label=c00"]  # flagged first, each by delta, worst first
+    assert len(slices) == 30 and "The first 30 of 43 slice checks; report.html lists all." in md
+    assert "label=c39" in paths["html"].read_text(encoding="utf-8")
+
+
+def test_long_words_may_break_in_html_cells_short_ones_not(tmp_path):
+    result = _result()
+    result["per_class"][0]["class"] = "a_label_name_that_is_much_longer_than_any_column"
+    text = write_drift_report(result, tmp_path)["html"].read_text(encoding="utf-8")
+    assert '<td class="long">a_label_name_that_is_much_longer_than_any_column</td>' in text
+    assert '<td class="num">0.929</td>' in text and "<td>accuracy</td>" in text

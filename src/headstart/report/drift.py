@@ -3,15 +3,23 @@
 :func:`write_drift_report` turns the result dict of ``headstart drift`` into three files::
 
     <out_dir>/
-      report.md     headline, checks table, seed noise note, per-class deltas (30 worst), flips
-      report.html   the same, self-contained: inline CSS, the plot embedded as a base64 PNG,
-                    every piece of user text HTML-escaped, all per-class rows
+      report.md     verdict and why, summary, the overall checks (slice 'all'), seed noise note,
+                    the plot; then the detail: per-slice checks and per-class deltas (30 worst
+                    of each), flipped examples
+      report.html   the same, in the same order, self-contained: inline CSS, the plot embedded as
+                    a base64 PNG, every piece of user text HTML-escaped, all per-slice and
+                    per-class rows, each detail table collapsed (``<details>``); tables fit the
+                    page width (long cells wrap)
       deltas.png    per-class F1 deltas (worst at top) and the overall per-metric deltas with
                     their intervals, 0 and the +-noise floor marked
 
 Both documents are rendered from one prepared :class:`_Report` (sections of paragraphs and
 tables of already formatted cells), so the Markdown and the HTML cannot disagree. Deltas are
 shown in points (a delta of 0.058 in accuracy is 5.8 points).
+
+Why this order: a reader opens the report to learn the verdict and what decided it. With the
+default per-label slices a 77-class test set gives ~80 slice checks and 77 per-class rows; put
+first they push the verdict's evidence off the screen, so they come last and collapsed.
 """
 
 from __future__ import annotations
@@ -31,9 +39,11 @@ from ..errors import BadInput
 FILES = {"markdown": "report.md", "html": "report.html", "plot": "deltas.png"}
 REQUIRED = ("verdict", "old_base", "new_base", "checks")
 MD_CLASSES = 30  # per-class rows in report.md (report.html has them all)
+MD_SLICES = 30  # per-slice check rows in report.md (report.html has them all)
 MAX_FLIPS = 20  # per direction
 MAX_TEXT = 200  # characters of a flipped example's input
 PLOT_CLASSES = 40
+LONG_WORD = 20  # characters: an HTML cell with a longer word may break it anywhere
 SHORT_SHA = 12
 TONES = {"regression": "bad", "improvement": "good"}  # any other verdict is neutral
 COLOURS = {"bad": "#c0392b", "good": "#27ae60", "neutral": "0.55"}
@@ -62,6 +72,12 @@ class _Section:
     table: _Table | None = None
     notes: list[str] = field(default_factory=list)  # after the table
     plot: bool = False
+    collapsed: bool = False  # HTML: the table inside a closed <details>
+    id: str = ""  # HTML: the section's element id (default: from the title)
+
+    @property
+    def anchor(self) -> str:
+        return self.id or "-".join("".join(ch if ch.isalnum() else " " for ch in self.title.lower()).split())
 
 
 @dataclass
@@ -81,6 +97,7 @@ class _Report:
     title: str
     verdict: str
     tone: str
+    reasons: list[str]  # what decided the verdict, said right under it
     sections: list[_Section]
     class_deltas: list[tuple[str, float]]  # (label, delta in points), worst first, finite only
     bars: list[_Bar]
@@ -144,20 +161,24 @@ def _prepare(result: dict) -> _Report:
     checks = list(result["checks"] or [])
     per_class = sorted(result.get("per_class") or [], key=lambda r: _sort_key(r.get("delta")))
     flips = list(result.get("flips") or [])
-    sections = [
+    overall = [c for c in checks if c.get("slice") == "all"]
+    slices = sorted((c for c in checks if c.get("slice") != "all"), key=_slice_order)
+    sections = [  # summaries first, then the detail (collapsed in HTML): see the module docstring
         _summary_section(result),
-        _checks_section(checks, result.get("seeds")),
+        _checks_section(overall, result.get("seeds")),
+        _Section("Deltas", paragraphs=["Left: per-class F1 delta, worst at top. Right: overall deltas with their "
+                                       "intervals; dashed: +- noise floor."], plot=True),
+        _slices_section(slices, bool(result.get("strict_slices"))),
         _per_class_section(per_class),
         _Section("Flipped examples", paragraphs=[_flip_summary(flips)]),
         _flips_section(flips, "broke", "Broke (old prediction right, new wrong)"),
         _flips_section(flips, "fixed", "Fixed (old prediction wrong, new right)"),
-        _Section("Deltas", paragraphs=["Left: per-class F1 delta, worst at top. Right: overall deltas with their "
-                                       "intervals; dashed: +- noise floor."], plot=True),
     ]
     return _Report(
         title=f"Drift report: {verdict}",
         verdict=verdict,
         tone=_tone(verdict),
+        reasons=_reasons(overall, slices, bool(result.get("strict_slices"))),
         sections=sections,
         class_deltas=_class_deltas(per_class),
         bars=_bars(checks),
@@ -186,17 +207,57 @@ def _summary_section(result: dict) -> _Section:
     return _Section("Summary", paragraphs=[headline, "; ".join(facts) + "."], table=table)
 
 
-def _checks_section(checks: list[dict], seeds: dict | None) -> _Section:
-    head = ["dataset", "slice", "metric", "n", "old", "new", "delta, pts [95% CI]", "p (Holm)", "test", "noise floor, pts", "verdict"]
+def _reasons(overall: list[dict], slices: list[dict], strict: bool) -> list[str]:
+    """What decided the verdict, in two sentences: the deciding checks, then the slices."""
+    several = len({c.get("dataset") for c in overall}) > 1
+    said = [f"{c.get('dataset')}/{c.get('metric')}" if several else str(c.get("metric")) for c in overall]
+    listed = ", ".join(f"{name} {_fmt_delta(c.get('delta'), None)} pts ({c.get('verdict', 'n/a')})"
+                       for name, c in zip(said, overall, strict=True))
+    first = f"Overall (slice 'all'): {listed}." if overall else "No overall checks."
+    if not slices:
+        return [first]
+    bad = sum(c.get("verdict") == "regression" for c in slices)
+    good = sum(c.get("verdict") == "improvement" for c in slices)
+    role = "they decide the verdict too (strict slices)" if strict else "secondary: they decide the verdict only with strict slices"
+    counts = f"{_count(len(slices), 'slice check')}: {_count(bad, 'regression')}, {_count(good, 'improvement')}"
+    return [first, f"{counts}; {role}. Listed under Per-slice checks."]
+
+
+_HEAD = ["dataset", "slice", "metric", "n", "old", "new", "delta, pts [95% CI]", "p (Holm)", "test", "noise floor, pts", "verdict"]
+_NUMERIC = [False, False, False, True, True, True, True, True, False, True, False]
+
+
+def _check_table(checks: list[dict], md_limit: int | None = None, md_note: str = "") -> _Table:
     rows = [[
         str(c.get("dataset", "")), str(c.get("slice", "")), str(c.get("metric", "")), _fmt_int(c.get("n")),
         _fmt_value(c.get("old")), _fmt_value(c.get("new")), _fmt_delta(c.get("delta"), c.get("ci")),
         _fmt_p(c.get("p")), str(c.get("test") or "n/a"), _fmt_points(c.get("noise_floor")), str(c.get("verdict", "")),
     ] for c in checks]
-    numeric = [False, False, False, True, True, True, True, True, False, True, False]
-    table = _Table(head, rows, numeric, tones=[_tone(str(c.get("verdict", ""))) for c in checks]) if rows else None
-    paragraphs = [] if rows else ["none"]
+    return _Table(list(_HEAD), rows, list(_NUMERIC), tones=[_tone(str(c.get("verdict", ""))) for c in checks],
+                  md_limit=md_limit, md_note=md_note)
+
+
+def _checks_section(checks: list[dict], seeds: dict | None) -> _Section:
+    """The overall checks (slice 'all'): the ones that decide the verdict."""
+    table = _check_table(checks) if checks else None
+    paragraphs = [] if checks else ["none"]
     return _Section("Checks", paragraphs=paragraphs, table=table, notes=_noise_note(seeds))
+
+
+def _slice_order(check: dict) -> tuple[int, float]:
+    """Flagged slices first (regressions, then improvements), then by delta, worst first."""
+    rank = {"regression": 0, "improvement": 1}.get(str(check.get("verdict", "")), 2)
+    return rank, _sort_key(check.get("delta"))
+
+
+def _slices_section(slices: list[dict], strict: bool) -> _Section:
+    if not slices:
+        return _Section("Per-slice checks", paragraphs=["none"])
+    note = f"The first {MD_SLICES} of {len(slices)} slice checks; report.html lists all."
+    table = _check_table(slices, md_limit=MD_SLICES, md_note=note)
+    decide = "They decide the verdict too (strict slices)." if strict else "They decide the verdict only with strict slices."
+    return _Section("Per-slice checks", paragraphs=[f"Flagged first, then by delta, worst first. {decide}"], table=table,
+                    collapsed=True)
 
 
 def _noise_note(seeds: dict | None) -> list[str]:
@@ -227,7 +288,7 @@ def _per_class_section(per_class: list[dict]) -> _Section:
         md_limit=MD_CLASSES,
         md_note=f"The {MD_CLASSES} worst of {len(rows)} classes; report.html lists all.",
     )
-    return _Section("Per-class F1", paragraphs=["Sorted by delta, worst first."], table=table)
+    return _Section("Per-class F1", paragraphs=["Sorted by delta, worst first."], table=table, collapsed=True)
 
 
 def _flip_summary(flips: list[dict]) -> str:
@@ -247,7 +308,7 @@ def _flips_section(flips: list[dict], direction: str, title: str) -> _Section:
              str(f.get("old", "")), str(f.get("new", ""))] for f in chosen[:MAX_FLIPS]]
     table = _Table(["dataset", "input", "label", "old", "new"], rows, [False] * 5)
     shown = [] if len(chosen) <= MAX_FLIPS else [f"{MAX_FLIPS} of {len(chosen)} shown."]
-    return _Section(title, level=3, paragraphs=shown, table=table)
+    return _Section(title, level=3, paragraphs=shown, table=table, collapsed=True, id=f"flips-{direction}")
 
 
 def _class_deltas(per_class: list[dict]) -> list[tuple[str, float]]:
@@ -275,6 +336,8 @@ def _bars(checks: list[dict]) -> list[_Bar]:
 
 def _to_markdown(report: _Report) -> str:
     out = [f"# {_md(report.title)}", "", f"**Verdict: {_md(report.verdict)}**", ""]
+    for p in report.reasons:
+        out += [_md(p), ""]
     for s in report.sections:
         out += [f"{'#' * s.level} {_md(s.title)}", ""]
         for p in s.paragraphs:
@@ -309,34 +372,47 @@ def _md(text: str) -> str:
 # -- rendering: HTML ---------------------------------------------------------------------------
 
 CSS = """
+*, *::before, *::after { box-sizing: border-box; }
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 72rem;
        padding: 0 1rem; color: #222; line-height: 1.4; }
+p, summary { overflow-wrap: anywhere; }
 h1 { font-size: 1.6rem; } h2 { margin-top: 2rem; border-bottom: 1px solid #ddd; } h3 { font-size: 1.05rem; }
-table { border-collapse: collapse; margin: 0.5rem 0 1rem; font-size: 0.9rem; }
+table { border-collapse: collapse; margin: 0.5rem 0 1rem; font-size: 0.9rem; width: 100%; }
 th, td { border: 1px solid #ddd; padding: 0.25rem 0.5rem; text-align: left; vertical-align: top; }
-th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.long { overflow-wrap: anywhere; }
 tr.bad td { background: #fdecea; } tr.good td { background: #e9f7ef; }
 .verdict { font-size: 1.2rem; font-weight: bold; padding: 0.5rem 0.75rem; border-radius: 4px; display: inline-block; }
 .verdict.bad { background: #fdecea; color: #a93226; } .verdict.good { background: #e9f7ef; color: #1e8449; }
 .verdict.neutral { background: #f4f4f4; color: #444; }
-img { max-width: 100%; }
+details > summary { cursor: pointer; color: #1a5490; margin: 0.25rem 0; }
+img { max-width: 100%; height: auto; }
 """
 
 
 def _to_html(report: _Report, png: bytes) -> str:
     e = html.escape
-    out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">', f"<title>{e(report.title)}</title>",
+    out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+           '<meta name="viewport" content="width=device-width, initial-scale=1">', f"<title>{e(report.title)}</title>",
            f"<style>{CSS}</style>", "</head>", "<body>", f"<h1>{e(report.title)}</h1>",
-           f'<p class="verdict {report.tone}">Verdict: {e(report.verdict)}</p>']
+           f'<p id="verdict" class="verdict {report.tone}">Verdict: {e(report.verdict)}</p>']
+    out += [f'<p class="reason">{e(p)}</p>' for p in report.reasons]
     for s in report.sections:
+        out.append(f'<section id="{e(s.anchor)}">')
         out.append(f"<h{s.level}>{e(s.title)}</h{s.level}>")
         out += [f"<p>{e(p)}</p>" for p in s.paragraphs]
         if s.table is not None:
+            if s.collapsed:
+                n = len(s.table.rows)
+                out.append(f"<details>\n<summary>show the {n} row{'s' if n != 1 else ''}</summary>")
             out.append(_html_table(s.table))
+            if s.collapsed:
+                out.append("</details>")
         out += [f"<p>{e(p)}</p>" for p in s.notes]
         if s.plot:
             data = base64.b64encode(png).decode("ascii")
             out.append(f'<img alt="per-class and overall deltas" src="data:image/png;base64,{data}">')
+        out.append("</section>")
     out += ["</body>", "</html>", ""]
     return "\n".join(out)
 
@@ -347,10 +423,21 @@ def _html_table(table: _Table) -> str:
     rows = []
     for i, cells in enumerate(table.rows):
         tone = table.tones[i] if i < len(table.tones) else "neutral"
-        tds = "".join(f'<td class="num">{e(c)}</td>' if num else f"<td>{e(c)}</td>"
-                      for c, num in zip(cells, table.numeric, strict=True))
+        tds = "".join(_html_cell(c, num) for c, num in zip(cells, table.numeric, strict=True))
         rows.append(f'<tr class="{tone}">{tds}</tr>')
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>"
+
+
+def _html_cell(text: str, numeric: bool) -> str:
+    """A cell; one holding a word longer than LONG_WORD may break anywhere (class ``long``).
+
+    Why not let every cell break anywhere: a table then squeezes all its columns alike and splits
+    "accuracy" and "1.000" too; breaking only the long words (paths, run ids, label names) is
+    what makes a wide table fit the page.
+    """
+    classes = (["num"] if numeric else []) + (["long"] if max(map(len, text.split()), default=0) > LONG_WORD else [])
+    attr = f' class="{" ".join(classes)}"' if classes else ""
+    return f"<td{attr}>{html.escape(text)}</td>"
 
 
 # -- the plot ----------------------------------------------------------------------------------
@@ -451,6 +538,10 @@ def _tone_of_delta(delta: Any) -> str:
     if not _finite(delta) or delta == 0:
         return "neutral"
     return "bad" if delta < 0 else "good"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _short_sha(sha: Any) -> str:
