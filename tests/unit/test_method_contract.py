@@ -150,7 +150,7 @@ def test_resume_reaches_the_same_weights(method, data, backbone, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         hs.adapt(data, backbone=str(backbone), method=method, method_options=opts, out=tmp_path / "b", _on_step=crash)
     partial = list((tmp_path / "b" / ".partial").iterdir())
-    assert len(partial) == 1 and (partial[0] / "checkpoint.pt").is_file()
+    assert len(partial) == 1 and (partial[0] / "checkpoint.safetensors").is_file()
     resumed = hs.adapt(None, resume=partial[0].name[:22], out=tmp_path / "b")
     assert resumed.id == partial[0].name
     assert resumed.manifest["method"]["fit"]["resumed_from_step"] == 7

@@ -188,9 +188,9 @@ def test_resume_after_the_process_was_killed(tmp_path, data, tiny_bert):
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
-        while time.time() < deadline and not list(out.glob(".partial/*/checkpoint.pt")):
+        while time.time() < deadline and not list(out.glob(".partial/*/checkpoint.safetensors")):
             time.sleep(0.2)
-        assert list(out.glob(".partial/*/checkpoint.pt")), "no checkpoint appeared"
+        assert list(out.glob(".partial/*/checkpoint.safetensors")), "no checkpoint appeared"
         time.sleep(0.5)
     finally:
         proc.send_signal(signal.SIGKILL)

@@ -24,8 +24,9 @@ def family_trains(spec: BackboneSpec) -> bool:
     return True if cls is None else cls.trains
 
 
-def open_backbone(name_or_spec: str | BackboneSpec) -> tuple[Backbone, str]:
-    """Locate a backbone's weights and return it (not yet loaded) with its identity hash."""
+def open_backbone(name_or_spec: str | BackboneSpec, *, rehash: bool = False) -> tuple[Backbone, str]:
+    """Locate a backbone's weights and return it (not yet loaded) with its identity hash
+    (``rehash``: computed from every byte, not from the identity cache)."""
     spec = resolve(name_or_spec) if isinstance(name_or_spec, str) else name_or_spec
     path = locate(spec)
     spec = with_local_family(spec, path)
@@ -33,7 +34,7 @@ def open_backbone(name_or_spec: str | BackboneSpec) -> tuple[Backbone, str]:
         cls = FAMILIES[spec.family]
     except KeyError:
         raise BadInput(f"backbone {spec.name!r} has an unknown family {spec.family!r}") from None
-    return cls(spec, path), identity(path)
+    return cls(spec, path), identity(path, rehash=rehash)
 
 
 __all__ = ["Backbone", "BackboneSpec", "FAMILIES", "check_modality", "family_trains", "open_backbone"]

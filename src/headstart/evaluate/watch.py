@@ -32,7 +32,7 @@ def watch(*, store: str | Path | None = None, suite: str | Path | None = None, s
         try:
             manifest = json.loads((Path(r["path"]) / "manifest.json").read_text(encoding="utf-8"))
             spec = BackboneSpec.from_dict(manifest["backbone"]["spec"])
-            _, now = open_backbone(spec)
+            _, now = open_backbone(spec, rehash=True)  # a deployed run's check reads every byte
         except (HeadstartError, OSError, ValueError) as e:
             rows.append({**row, "status": "error", "message": str(e)})
             continue

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,11 +115,66 @@ def read_run_folder(path: Path) -> tuple[dict, dict]:
         raise RunIntegrityError(f"{mpath}: not a headstart run manifest (format {FORMAT!r} expected)")
     if manifest.get("checksum") != manifest_checksum(manifest):
         raise RunIntegrityError(f"{mpath}: edited after the run was written (checksum mismatch); restore it or re-run `headstart adapt`")
-    for name, digest in manifest.get("files", {}).items():
-        f = path / name
+    # The checksum only shows that the manifest agrees with itself (anyone can recompute it), so
+    # what it points at is checked on its own terms: plain file names inside this folder, no
+    # links out of it, and the weights always among the files whose digest must match.
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise RunIntegrityError(f"{mpath}: 'files' must map file names to sha256 digests; the manifest is damaged, re-run `headstart adapt`")
+    name = WEIGHTS if WEIGHTS in files else LEGACY_WEIGHTS
+    if name not in files:
+        raise RunIntegrityError(f"{mpath}: the manifest lists no checksum for {WEIGHTS}, so the weights cannot be verified; "
+                                "re-run `headstart adapt`")
+    for fname, digest in files.items():
+        if not _plain_name(fname):
+            raise RunIntegrityError(f"{mpath}: file entry {fname!r} is not a plain file name inside the run folder; refusing the run")
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise RunIntegrityError(f"{mpath}: file entry {fname!r} has no valid sha256 ({digest[:20]!r}); the manifest is damaged")
+        f = path / fname
+        if f.is_symlink():
+            raise RunIntegrityError(f"{f}: a symbolic link; a run folder holds its own files, refusing the run")
         if not f.is_file():
-            raise RunIntegrityError(f"{path}: run folder is missing {name}; restore it or re-run `headstart adapt`")
+            raise RunIntegrityError(f"{path}: run folder is missing {fname}; restore it or re-run `headstart adapt`")
         if sha256_file(f) != digest:
             raise RunIntegrityError(f"{f}: edited after the run was written (sha256 mismatch); restore it or re-run `headstart adapt`")
-    name = WEIGHTS if WEIGHTS in manifest.get("files", {}) else LEGACY_WEIGHTS
-    return manifest, load_file(str(path / name))
+    try:
+        return manifest, load_file(str(path / name))
+    except Exception as e:  # noqa: BLE001 - a verified file safetensors cannot parse: one line, not a traceback
+        raise RunIntegrityError(f"{path / name}: not a readable safetensors file ({type(e).__name__}); re-run `headstart adapt`") from None
+
+
+def _plain_name(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and "\0" not in name \
+        and not name.startswith(".") and name != MANIFEST
+
+
+def validate_manifest(manifest: dict, path: Path) -> None:
+    """Check the keys and types a classification run's manifest must have before anything reads
+    them: one line naming the first key that is wrong, never a KeyError later."""
+
+    def fail(key: str, want: str) -> None:
+        raise RunIntegrityError(f"{path / MANIFEST}: {key} must be {want}; the manifest is damaged, re-run `headstart adapt`")
+
+    def get(obj: dict, dotted: str, kind, want: str):
+        cur = obj
+        for part in dotted.split("."):
+            if not isinstance(cur, dict) or part not in cur:
+                fail(dotted, want)
+            cur = cur[part]
+        if not isinstance(cur, kind) or isinstance(cur, bool) and kind is not bool:
+            fail(dotted, want)
+        return cur
+
+    run_id = get(manifest, "id", str, "a run id")
+    if not _plain_name(run_id):
+        fail("id", "a plain run id (no path separators)")
+    for key in ("created_at", "modality", "backbone.name", "backbone.sha256", "method.name", "precision.used",
+                "data.train.fingerprint", "data.test.fingerprint"):
+        get(manifest, key, str, "a string")
+    for key in ("backbone.spec", "method.config", "method.fit", "data.split", "metrics.test.summary"):
+        get(manifest, key, dict, "an object")
+    get(manifest, "seed", int, "an integer")
+    if manifest.get("task", "classification") == "classification":
+        classes = get(manifest, "classes", list, "a list of class names")
+        if len(classes) < 2 or not all(isinstance(c, str) for c in classes) or len(set(classes)) != len(classes):
+            fail("classes", "a list of at least two distinct class names")

@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from .._util import home
@@ -81,67 +83,138 @@ def default_store_path() -> Path:
     return Path(env).expanduser() if env else home() / "store.sqlite3"
 
 
+REQUIRED_COLUMNS = {
+    "runs": ("id", "path", "created_at", "modality", "backbone", "backbone_sha256", "method", "data_fingerprint", "seed",
+             "metrics", "manifest_sha256"),
+    "evals": ("id", "run_id", "created_at", "data_source", "data_fingerprint", "metrics"),
+    "drifts": ("id", "created_at", "old_run", "new_run", "verdict", "report", "result"),
+    "comparisons": ("id", "path", "created_at", "data_fingerprint", "run_ids", "rows"),
+}
+"""What this code reads from each table: a store whose tables lack one is someone else's database."""
+
+_REPAIR_HINT = ("restore it from a backup, or move it away and run `headstart runs --repair` to rebuild the run list from the "
+                "run folders (eval and drift history are not in the folders)")
+
+
 class Store:
     def __init__(self, path: str | os.PathLike | None = None):
         self.path = Path(path).expanduser() if path else default_store_path()
 
     def connect(self) -> sqlite3.Connection:
+        """An open connection to a checked store; a new store is created whole (never a 0-byte file)."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists():
+                self._create()
+            elif self.path.is_dir():
+                raise BadInput(f"store {self.path}: cannot open it (a folder); pass a file path with --store")
+            elif self.path.stat().st_size == 0:
+                raise BadInput(f"store {self.path} is empty (0 bytes): it was truncated or is not a store; {_REPAIR_HINT}")
             con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        except OSError as e:
+            raise BadInput(f"store {self.path}: cannot open it ({e.strerror or e}); pass another path with --store") from None
+        try:
             con.row_factory = sqlite3.Row
-            con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA busy_timeout=60000")
             con.executescript(SCHEMA)
             _migrate(con)
-        except (sqlite3.DatabaseError, OSError) as e:
-            raise BadInput(f"store {self.path}: cannot open it ({e}); pass another path with --store") from None
+            self._check_schema(con)
+        except sqlite3.DatabaseError as e:
+            con.close()
+            raise BadInput(f"store {self.path} is not a readable headstart store ({e}); {_REPAIR_HINT}") from None
+        except BaseException:
+            con.close()
+            raise
         return con
 
-    def add_run(self, manifest: dict, path: Path, manifest_sha256: str) -> None:
-        con = self.connect()
+    def _create(self) -> None:
+        """Build the schema in a private file, then link it into place: a concurrent opener sees no
+        store or a whole one, never the empty file sqlite creates before its first write."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.new")
+        con = sqlite3.connect(tmp, isolation_level=None)
         try:
-            con.execute("BEGIN IMMEDIATE")
-            con.execute(
-                "INSERT INTO runs (id, path, created_at, modality, backbone, backbone_sha256, method, data_fingerprint, seed, "
-                "metrics, manifest_sha256, parent) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    manifest["id"],
-                    str(path.resolve()),
-                    manifest["created_at"],
-                    manifest["modality"],
-                    manifest["backbone"]["name"],
-                    manifest["backbone"]["sha256"],
-                    manifest["method"]["name"],
-                    manifest["data"]["train"]["fingerprint"],
-                    manifest["seed"],
-                    json.dumps(manifest["metrics"].get("test", {}).get("summary", {})),
-                    manifest_sha256,
-                    (manifest.get("lineage") or {}).get("parent"),
-                ),
-            )
-            con.execute("COMMIT")
-        except BaseException:
-            if con.in_transaction:
-                con.execute("ROLLBACK")
-            raise
+            con.execute("PRAGMA journal_mode=WAL")
+            con.executescript(SCHEMA)
+            _migrate(con)
         finally:
             con.close()
+        try:
+            os.link(tmp, self.path)
+        except FileExistsError:
+            pass  # another process created it first: use theirs
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _check_schema(self, con: sqlite3.Connection) -> None:
+        for table, columns in REQUIRED_COLUMNS.items():
+            have = {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
+            missing = [c for c in columns if c not in have]
+            if missing:
+                raise BadInput(f"store {self.path} is not a headstart store (its table {table!r} has no column "
+                               f"{missing[0]!r}); pass the headstart store with --store, or a new path")
+
+    def check(self) -> None:
+        """Open the store once and read every row's JSON, so that a damaged store is refused before
+        an adaptation spends its time, not after."""
+        self.runs()
+
+    @contextmanager
+    def _session(self):
+        """A checked connection; damage that shows only on reading becomes one line."""
+        con = self.connect()
+        try:
+            yield con
+        except sqlite3.IntegrityError:
+            raise  # a constraint the caller broke (a duplicate id), not a damaged file
+        except sqlite3.DatabaseError as e:
+            raise BadInput(f"store {self.path} is damaged ({e}); {_REPAIR_HINT}") from None
+        finally:
+            con.close()
+
+    def add_run(self, manifest: dict, path: Path, manifest_sha256: str) -> None:
+        with self._session() as con:
+            try:
+                con.execute("BEGIN IMMEDIATE")
+                con.execute(
+                    "INSERT INTO runs (id, path, created_at, modality, backbone, backbone_sha256, method, data_fingerprint, seed, "
+                    "metrics, manifest_sha256, parent) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        manifest["id"],
+                        str(path.resolve()),
+                        manifest["created_at"],
+                        manifest["modality"],
+                        manifest["backbone"]["name"],
+                        manifest["backbone"]["sha256"],
+                        manifest["method"]["name"],
+                        manifest["data"]["train"]["fingerprint"],
+                        manifest["seed"],
+                        json.dumps(manifest["metrics"].get("test", {}).get("summary", {})),
+                        manifest_sha256,
+                        (manifest.get("lineage") or {}).get("parent"),
+                    ),
+                )
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
 
     def _execute(self, sql: str, params: tuple = ()) -> int:
         """Run one statement on a fresh connection (autocommit); returns the last row id."""
-        con = self.connect()
-        try:
+        with self._session() as con:
             return int(con.execute(sql, params).lastrowid or 0)
-        finally:
-            con.close()
 
     def _query(self, sql: str, params: tuple = (), convert=dict) -> list[dict]:
-        con = self.connect()
-        try:
-            return [convert(r) for r in con.execute(sql, params)]
-        finally:
-            con.close()
+        with self._session() as con:
+            rows = con.execute(sql, params).fetchall()
+        out = []
+        for r in rows:
+            try:
+                out.append(convert(r))
+            except ValueError as e:
+                ident = r["id"] if "id" in r.keys() else "?"
+                raise BadInput(f"store {self.path}: row {ident!r} holds invalid JSON ({e}); {_REPAIR_HINT}") from None
+        return out
 
     def add_eval(self, run_id: str, source: str, fingerprint: str, metrics: dict, *, suite: str | None = None,
                  suite_sha256: str | None = None, passed: bool | None = None, result: dict | None = None) -> int:
@@ -171,6 +244,10 @@ class Store:
         """Drift checks in which ``run_id`` was the old or the new run, oldest first."""
         return self._query("SELECT id, created_at, old_run, new_run, verdict, report FROM drifts "
                            "WHERE old_run = ? OR new_run = ? ORDER BY created_at, id", (run_id, run_id))
+
+    def ids(self) -> set[str]:
+        """Every recorded run id (cheap: no JSON decoded)."""
+        return {r["id"] for r in self._query("SELECT id FROM runs")}
 
     def runs(self) -> list[dict]:
         return self._query("SELECT * FROM runs ORDER BY created_at DESC, id DESC", convert=_row)

@@ -23,7 +23,6 @@ What it does, in order of how much it matters on a CPU:
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -35,6 +34,8 @@ import torch
 from torch import nn
 
 from .._util import progress, status
+from .checkpoint import load_checkpoint
+from .checkpoint import save_checkpoint as write_checkpoint
 
 POOL_BATCHES = 50
 """Batches per length-sorting pool: large enough to pad little, small enough to stay shuffled."""
@@ -194,7 +195,7 @@ class Trainer:
                  "examples": 0, "tokens": 0, "padded": 0, "best_state": None}
         resumed_from = None
         if c.checkpoint_path is not None and c.checkpoint_path.is_file():
-            ckpt = torch.load(c.checkpoint_path, map_location="cpu", weights_only=False)
+            ckpt = load_checkpoint(c.checkpoint_path)
             self.load_trainable_state(ckpt["trainable"])
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
@@ -210,14 +211,12 @@ class Trainer:
         def save_checkpoint() -> None:
             if c.checkpoint_path is None:
                 return
-            tmp = c.checkpoint_path.with_name(c.checkpoint_path.name + ".tmp")
-            torch.save(
+            write_checkpoint(
+                c.checkpoint_path,
                 {"trainable": self.trainable_state(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "torch_rng": torch.get_rng_state(),
                  "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None, "state": state},
-                tmp,
             )
-            os.replace(tmp, c.checkpoint_path)
 
         def run_eval() -> bool:
             """Evaluate, keep the best state; True when patience ran out."""
