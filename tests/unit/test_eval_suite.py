@@ -49,6 +49,32 @@ def test_suite_metrics_per_slice_with_intervals_and_history(run, suite):
     assert e["result"]["datasets"]["held-out"]["n"] == 60
 
 
+def test_label_slices_report_recall_and_precision_and_gate_on_them(run, suite, cli):
+    from headstart.evaluate.metrics import classification_metrics
+    from headstart.evaluate.harness import class_indices, predict_indices, suite_sets
+    from headstart.evaluate.suite import load_suite
+
+    path = suite(["{gate: 'recall >= 0.0', slice: 'label=pos'}", "{gate: 'accuracy > 1.0', slice: 'label=neg'}",
+                  "{gate: 'precision >= 0.0', slice: 'label=neg'}"])
+    res = evaluate_suite(run, path, record=False)
+    slices = res["datasets"]["held-out"]["slices"]
+    (es,) = suite_sets(load_suite(path), run)
+    y = class_indices(es.data.labels, run.classes, "test")
+    truth = classification_metrics(y, predict_indices(run, es)[0], run.classes)["per_class"]
+    for c in ("neg", "pos"):
+        assert set(slices[f"label={c}"]) == {"recall", "precision"}
+        assert slices[f"label={c}"]["recall"]["value"] == pytest.approx(truth[c]["recall"])
+        assert slices[f"label={c}"]["precision"]["value"] == pytest.approx(truth[c]["precision"])
+        assert slices[f"label={c}"]["recall"]["n"] == 30
+    assert set(slices["language=de"]) == {"accuracy", "macro_f1"}  # column slices keep the suite's metrics
+    recall_gate, accuracy_gate, precision_gate = res["gates"]
+    assert recall_gate["passed"] and recall_gate["value"] == slices["label=pos"]["recall"]["value"]
+    assert not accuracy_gate["passed"] and accuracy_gate["value"] == slices["label=neg"]["recall"]["value"]  # read as recall
+    assert precision_gate["value"] == slices["label=neg"]["precision"]["value"]
+    text = cli("eval", run.id, "--suite", path).out
+    assert "label=pos" in text and "recall " in text and "precision " in text
+
+
 def test_failed_gate_exits_1_and_writes_junit(run, suite, cli, tmp_path):
     path = suite(["accuracy >= 0.5", "accuracy < 0.5", "{gate: 'accuracy >= 0.0', slice: 'language=de'}"])
     r = cli("eval", run.id, "--suite", path, "--junit", tmp_path / "ci" / "junit.xml")

@@ -91,7 +91,7 @@ def test_every_error_is_reported_at_once(tmp_path):
       - name: test
         path: data/x.csv
       - name: notes
-        path: data/test.txt
+        path: data/test.docx
         split: test
     metrics: [accuracy, weighted_f1]
     slices:
@@ -106,7 +106,7 @@ def test_every_error_is_reported_at_once(tmp_path):
     colour: blue
     """
     (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "test.txt").write_text("x", encoding="utf-8")
+    (tmp_path / "data" / "test.docx").write_text("x", encoding="utf-8")
     message = load_error(write_suite(tmp_path, bad))
     lines = message.splitlines()
     assert lines[0] == f"suite 'broken' ({tmp_path / 'suite.yaml'}) has {len(lines) - 1} errors:"
@@ -116,7 +116,7 @@ def test_every_error_is_reported_at_once(tmp_path):
         "datasets[1].name: 'test' is used by an earlier dataset",
         "datasets[1].path: no such file data/x.csv",
         "datasets[2].split: applies to hf: datasets only",
-        "datasets[2].path: data/test.txt: unknown format '.txt'",
+        "datasets[2].path: data/test.docx: unknown format '.docx'",
         "metrics[1]: unknown metric 'weighted_f1'",
         "slices[0]: unknown slice 'lable'",
         "slices[1].column: 'langauge' is not a column of dataset 'test'",
@@ -242,6 +242,20 @@ def test_slice_masks():
         slice_masks(Slice("column", "langauge"), labels, columns)
 
 
+def test_gates_on_label_slices_name_per_label_metrics(tmp_path):
+    bad = VALID.replace('{gate: "accuracy >= 0.9", dataset: test, slice: "label=refund"}',
+                        '{gate: "macro_f1 >= 0.9", slice: "label=refund"}\n  - "recall >= 0.5"\n'
+                        '  - {gate: "f1 >= 0.5", slice: "label=card"}')
+    body = load_error(write_suite(tmp_path, bad))
+    assert "gates[2]: 'macro_f1 >= 0.9': macro-F1 inside slice 'label=refund' means nothing" in body
+    assert "'recall >= 0.9'" in body  # the suggested fix
+    assert "gates[3]: 'recall >= 0.5': 'recall' is reported per label; give the gate a slice 'label=<value>'" in body
+    assert "gates[4]: 'f1 >= 0.5': unknown metric 'f1' for a per-label slice; choose from recall, precision, accuracy" in body
+    good = VALID.replace('"accuracy >= 0.9"', '"precision >= 0.9"')
+    (_, _, gate) = load_suite(write_suite(tmp_path, good, "good.yaml")).gates
+    assert (gate.metric, gate.slice) == ("precision", "label=refund")
+
+
 def test_evaluate_slices_matches_a_manual_computation():
     rng = np.random.default_rng(3)
     classes = ["atm", "card", "refund"]
@@ -257,12 +271,18 @@ def test_evaluate_slices_matches_a_manual_computation():
     assert out["all"]["macro_f1"]["value"] == pytest.approx(whole["macro_f1"])
     assert out["all"]["accuracy"]["n"] == 90
     for i, c in enumerate(classes):
-        entry = out[f"label={c}"]["accuracy"]
-        sel = y_true == i
-        assert entry["value"] == pytest.approx((y_pred[sel] == i).mean())  # per-label accuracy = recall
-        assert entry["n"] == int(sel.sum())
-        low, high = entry["ci"]
-        assert low <= entry["value"] <= high
+        per_label = out[f"label={c}"]
+        assert set(per_label) == {"recall", "precision"}  # macro-F1 means nothing inside one true label
+        sel, predicted = y_true == i, y_pred == i
+        assert per_label["recall"]["value"] == pytest.approx(whole["per_class"][c]["recall"])
+        assert per_label["recall"]["value"] == pytest.approx((y_pred[sel] == i).mean())
+        assert per_label["precision"]["value"] == pytest.approx(whole["per_class"][c]["precision"])
+        assert per_label["precision"]["value"] == pytest.approx((y_true[predicted] == i).mean())
+        assert per_label["precision"]["predicted"] == int(predicted.sum())
+        for entry in per_label.values():
+            assert entry["n"] == int(sel.sum())
+            low, high = entry["ci"]
+            assert 0 <= low <= entry["value"] <= high <= 1 and low < high
     assert out["empty"]["accuracy"] == {"value": None, "ci": None, "n": 0}
     with pytest.raises(ValueError, match="Did you mean 'accuracy'"):
         evaluate_slices(y_true, y_pred, classes, {}, ["acuracy"])

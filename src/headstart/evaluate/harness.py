@@ -171,13 +171,16 @@ def _hub_eval_set(d, hint: dict, where: str) -> EvalSet:
 def evaluate_suite(run, suite: str | Path, *, baseline=None, n_resamples: int = 1000, seed: int = 0, record: bool = True) -> dict:
     """Metrics with 95% bootstrap intervals per dataset and slice, and every gate's outcome.
 
+    Per-label slices report recall and precision of their label (see
+    :func:`~.suite.evaluate_slices`); column slices the suite's metrics.
+
     ``baseline`` (a Run) is needed by relative gates ("macro_f1 drop <= 1.0 pt"); it is evaluated
     on the same examples. The result is recorded in the store (suite name and hash, data
     fingerprints, time, gate outcome)."""
     import hashlib
     import time
 
-    from .suite import ALL, evaluate_slices, load_suite, slice_masks
+    from .suite import ALL, evaluate_slices, load_suite, slice_masks, slice_metric
 
     suite_obj = load_suite(suite)
     relative = [g for g in suite_obj.gates if g.relative]
@@ -207,8 +210,9 @@ def evaluate_suite(run, suite: str | Path, *, baseline=None, n_resamples: int = 
                 gates.append({"gate": g.text or g.canonical(), "dataset": es.name, "slice": g.slice, "passed": False,
                               "detail": f"slice {g.slice!r} has no examples in {es.name}"})
                 continue
-            value = per["run"][g.slice][g.metric]["value"]
-            base_value = per["baseline"][g.slice][g.metric]["value"] if baseline is not None else None
+            metric = slice_metric(g.metric, g.slice)  # accuracy on a label slice is its recall
+            value = per["run"][g.slice][metric]["value"]
+            base_value = per["baseline"][g.slice][metric]["value"] if baseline is not None else None
             passed, detail = g.check(value, base_value if g.relative else None)
             gates.append({"gate": g.text or g.canonical(), "dataset": es.name, "slice": g.slice, "passed": passed,
                           "detail": detail, "value": value, "baseline": base_value})

@@ -20,6 +20,7 @@ Format::
     metrics: [accuracy, macro_f1]      # optional; these two are the default and the choices
     slices:                            # optional: metrics also per ...
       - label                          #   ... true label          -> keys "label=refund", ...
+                                       #       with recall and precision for that label
       - column: language               #   ... value of a column   -> keys "language=de", ...
     gates:                             # optional pass/fail checks
       - accuracy >= 0.85               # absolute, on every dataset, all examples
@@ -29,6 +30,13 @@ Format::
 Metric values are fractions in [0, 1] (write 0.85, not 85); drops are in percentage points.
 Absolute gates take ``>=``, ``>``, ``<=`` or ``<``; relative gates ``drop <=`` or ``drop <``.
 A gate's ``slice`` is ``all`` (the default) or a key of a slice listed under ``slices``.
+
+A per-label slice holds the examples of one true label, where macro-F1 means nothing (one true
+class) and accuracy is that label's recall; such a slice reports :data:`LABEL_METRICS` instead:
+``recall`` (share of the label's examples predicted as it) and ``precision`` (share of all the
+examples predicted as the label that have it; bootstrapped over the whole dataset). A gate on a
+``label=...`` slice names ``recall`` or ``precision`` (``accuracy`` is read as ``recall``);
+``macro_f1`` there is a validation error.
 
 Local files are checked when the suite loads (they exist, have a known format, and have the named
 columns and slice columns); ``hf:`` datasets are only checked when they are downloaded.
@@ -59,6 +67,9 @@ from .bootstrap import MacroF1, accuracy, bootstrap_ci
 METRICS = ("accuracy", "macro_f1")
 """Metrics a suite may name: the scalar metrics of :func:`~.metrics.classification_metrics`."""
 DEFAULT_METRICS = ("accuracy", "macro_f1")
+LABEL_METRICS = ("recall", "precision")
+"""What a per-label slice (key ``label=<value>``) reports instead of :data:`METRICS`."""
+LABEL_PREFIX = "label="
 ALL = "all"
 """Slice key of the whole dataset."""
 
@@ -301,6 +312,12 @@ def evaluate_slices(
     ``"all"`` first. Values are :func:`~.bootstrap.bootstrap_ci` estimates (macro-F1 over
     ``classes``, as :func:`~.metrics.classification_metrics` computes it) with the same ``seed``
     for every slice. An empty slice gets ``{"value": None, "ci": None, "n": 0}``.
+
+    A per-label slice (key ``"label=<class>"``, as :func:`slice_masks` names them) gets
+    :data:`LABEL_METRICS` instead of ``metrics``: ``recall`` (accuracy within the slice,
+    bootstrapped over its examples) and ``precision`` (bootstrapped over all examples, since it
+    depends on what else was predicted as the class; its entry also has ``"predicted"``, how many
+    examples were). ``n`` is the slice's size for both.
     """
     y_true, y_pred = np.asarray(y_true_idx), np.asarray(y_pred_idx)
     if y_true.shape != y_pred.shape or y_true.ndim != 1:
@@ -319,6 +336,9 @@ def evaluate_slices(
         if mask.shape != y_true.shape:
             raise ValueError(f"mask {key!r} has shape {mask.shape}, expected {y_true.shape}")
         n = int(mask.sum())
+        if key.startswith(LABEL_PREFIX) and n:
+            out[key] = _label_slice(y_true, y_pred, classes, key, mask, n_resamples, seed, level)
+            continue
         out[key] = {}
         for name, fn in fns.items():
             if n == 0:
@@ -327,6 +347,44 @@ def evaluate_slices(
             est, low, high = bootstrap_ci(y_true[mask], y_pred[mask], fn, n_resamples=n_resamples, level=level, seed=seed)
             out[key][name] = {"value": est, "ci": [low, high], "n": n}
     return out
+
+
+def slice_metric(metric: str, slice_key: str) -> str:
+    """The key :func:`evaluate_slices` reports ``metric`` under on slice ``slice_key``: a gate's
+    ``accuracy`` on a per-label slice is that label's ``recall``."""
+    return "recall" if metric == "accuracy" and slice_key.startswith(LABEL_PREFIX) else metric
+
+
+class LabelPrecision:
+    """Precision of one class: of the examples predicted as ``label``, the share that have it
+    (0 when none is); vectorised over resamples (see :class:`~.bootstrap.BatchMetric`)."""
+
+    def __init__(self, label: int):
+        self.label = int(label)
+
+    def __call__(self, y_true: np.ndarray, y_pred: np.ndarray) -> float:
+        return float(self.batch(y_true, y_pred, np.arange(len(y_true))[None, :])[0])
+
+    def batch(self, y_true: np.ndarray, y_pred: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        predicted = (np.asarray(y_pred) == self.label).astype(np.float64)  # (n,)
+        hit = predicted * (np.asarray(y_true) == self.label)
+        num, den = hit[idx].sum(axis=1), predicted[idx].sum(axis=1)  # (R,)
+        return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+
+    def __repr__(self) -> str:
+        return f"precision(label={self.label})"
+
+
+def _label_slice(y_true, y_pred, classes, key, mask, n_resamples, seed, level) -> dict[str, dict[str, Any]]:
+    label = key[len(LABEL_PREFIX):]
+    if label not in classes:
+        raise ValueError(f"mask {key!r} names a label that is not one of the classes ({', '.join(map(str, classes))})")
+    c = list(classes).index(label)
+    n = int(mask.sum())
+    rec, r_low, r_high = bootstrap_ci(y_true[mask], y_pred[mask], accuracy, n_resamples=n_resamples, level=level, seed=seed)
+    prec, p_low, p_high = bootstrap_ci(y_true, y_pred, LabelPrecision(c), n_resamples=n_resamples, level=level, seed=seed)
+    return {"recall": {"value": rec, "ci": [r_low, r_high], "n": n},
+            "precision": {"value": prec, "ci": [p_low, p_high], "n": n, "predicted": int((y_pred == c).sum())}}
 
 
 def _compare(x: float, op: str, threshold: float) -> bool:
@@ -567,7 +625,7 @@ class _Checker:
             if not isinstance(text, str):
                 self.error(where, f"{text!r} is not a gate; {_GATE_HELP}")
                 continue
-            parsed = self._parse_gate(where, text, metrics)
+            parsed = self._parse_gate(where, text, metrics, slice_key if isinstance(slice_key, str) else ALL)
             if parsed is not None:
                 metric, op, threshold, relative = parsed
                 out.append(Gate(metric, op, threshold, relative, dataset, slice_key, text.strip(), where))
@@ -580,8 +638,9 @@ class _Checker:
         prefix, eq, value = key.partition("=")
         return bool(eq) and prefix in prefixes and bool(value)
 
-    def _parse_gate(self, where: str, text: str, metrics: list[str]) -> tuple[str, str, float, bool] | None:
-        """``(metric, op, threshold, relative)`` of a gate expression, or None after recording errors."""
+    def _parse_gate(self, where: str, text: str, metrics: list[str], slice_key: str = ALL) -> tuple[str, str, float, bool] | None:
+        """``(metric, op, threshold, relative)`` of a gate expression on ``slice_key``, or None after
+        recording errors."""
         relative = re.search(r"\bdrop\b", text) is not None
         match = (_RELATIVE_RE if relative else _ABSOLUTE_RE).match(text)
         if match is None:
@@ -589,7 +648,22 @@ class _Checker:
             return None
         metric, op, threshold = match["metric"], match["op"], float(match["value"])
         ok = True
-        if metric not in METRICS:
+        if slice_key.startswith(LABEL_PREFIX):
+            choices = (*LABEL_METRICS, "accuracy")
+            if metric == "macro_f1":
+                self.error(where, f"{text!r}: macro-F1 inside slice {slice_key!r} means nothing (every example there has that true "
+                           f"label); gate on 'recall' (accuracy within the slice) or 'precision' of the label, e.g. "
+                           f"'{text.replace('macro_f1', 'recall', 1).strip()}'")
+                ok = False
+            elif metric not in choices:
+                self.error(where, f"{text!r}: unknown metric {metric!r} for a per-label slice; choose from "
+                           f"{', '.join(choices)}.{did_you_mean(metric, choices)}")
+                ok = False
+        elif metric in LABEL_METRICS:
+            self.error(where, f"{text!r}: {metric!r} is reported per label; give the gate a slice 'label=<value>' "
+                       "(with '- label' under slices), or use accuracy / macro_f1 on the whole dataset")
+            ok = False
+        elif metric not in METRICS:
             self.error(where, f"{text!r}: unknown metric {metric!r}; choose from {', '.join(METRICS)}.{did_you_mean(metric, METRICS)}")
             ok = False
         elif metric not in metrics:
