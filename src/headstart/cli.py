@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="YAML", help="YAML file of method options (KEY: VALUE per line); --set wins over it")
     p.add_argument("--budget", metavar="TIME", help="training time limit, e.g. 90s, 10m, 1h: training stops cleanly and keeps "
                    "the best checkpoint (default: none)")
+    p.add_argument("--plan-budget", metavar="TIME", help="with --backbone/--method auto: time the plan may take, counted "
+                   "inside --budget (default: 5%% of --budget, at least 30s; 90s without --budget)")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run (id or prefix printed when it stopped); "
                    "its data and options are reused")
     p.add_argument("--out", metavar="DIR", help="parent folder for the run folder (default: <data dir>/headstart/runs)")
@@ -92,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbones", metavar="A,B,...", help="candidate backbones (default: every installed catalog backbone)")
     p.add_argument("--methods", metavar="M,...", help="methods to weigh (default: linear-probe,contrastive,lora,adapter,finetune)")
     p.add_argument("--budget", metavar="TIME", help="time the adaptation may take, e.g. 10m, 2h (default: 30m)")
+    p.add_argument("--plan-budget", metavar="TIME", help="time this plan may take; candidates it leaves are listed as "
+                   "'not scored (plan budget)' (default: 5%% of --budget, at least 30s)")
+    p.add_argument("--fresh", action="store_true", help="plan again even when a plan of the same data and options was saved "
+                   "in the last 24 h (default: reuse it)")
     p.add_argument("--max-memory", metavar="SIZE", help="peak memory the adaptation may use, e.g. 4GB (default: no limit)")
     p.add_argument("--score", default="linear_probe_cv", choices=["linear_probe_cv", "logme", "hscore", "knn"],
                    help="score that orders the backbones (default: linear_probe_cv)")
@@ -241,7 +247,7 @@ def cmd_adapt(args) -> int:
             args.data, test=args.test, backbone=args.backbone, method=args.method, method_options=_parse_options(args.options),
             out=args.out, seed=args.seed, text_col=args.text_col, label_col=args.label_col, fmt=args.fmt,
             val_fraction=args.val_fraction, test_fraction=args.test_fraction, precision=args.precision, store=args.store,
-            budget=args.budget, config=args.config,
+            budget=args.budget, plan_budget=args.plan_budget, config=args.config,
         )
     m = run.manifest
     test = m["metrics"]["test"]["summary"]
@@ -297,7 +303,7 @@ def cmd_plan(args) -> int:
     p = plan(args.data, backbones=split(args.backbones), methods=split(args.methods), budget=args.budget,
              max_memory=args.max_memory, score=args.score, sample=args.sample, seed=args.seed, text_col=args.text_col,
              label_col=args.label_col, fmt=args.fmt, test_examples=test_examples, val_fraction=args.val_fraction,
-             test_fraction=args.test_fraction)
+             test_fraction=args.test_fraction, plan_budget=args.plan_budget, reuse=not args.fresh)
     _emit(args, p.to_dict(), table(p))
     return 0
 

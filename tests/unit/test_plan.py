@@ -85,7 +85,9 @@ def test_throughput_is_measured_once_and_cached(data, tiny_bert, monkeypatch):
         raise AssertionError("measured twice")
 
     monkeypatch.setattr(cost, "_train_rate", boom)
-    plan(data, backbones=[str(tiny_bert)], sample=40)
+    monkeypatch.setattr(cost, "measure_throughput", boom)
+    again = plan(data, backbones=[str(tiny_bert)], sample=40, reuse=False)  # planned again, not read back
+    assert again.reused is None and again.candidates[0].scores
 
 
 def test_predicted_time_scales_with_epochs_and_data():

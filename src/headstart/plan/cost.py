@@ -21,6 +21,12 @@ on the sample's lengths with the same batching code) and by what a method does w
   forward+backward (passed as the equivalent ``epochs``), then train + validation + test encoded
   once with the tuned body; no validation passes while it trains.
 
+Throughput measured when the machine was quieter (or busier) than now would mislead every
+prediction, so each measurement records the time of :func:`speed_check`, a fixed ~0.1 s matrix
+workload run beside it; a plan runs it again and multiplies its predictions by the ratio (now /
+then: 2.0 when the machine runs at half the speed it had at calibration). Measurements from
+before the check existed have no reference; the plan says they may be stale.
+
 ``METHOD_SPEED`` is each method's training throughput relative to full fine-tuning, from
 benchmarks/README.md (banking77, MiniLM-L6, bf16, same machine): LoRA 159 vs 128 examples/s
 (1.25), adapter 180 vs 119 (1.5), QLoRA 110 vs 119 (0.92). Memory: the process baseline
@@ -70,19 +76,63 @@ class Throughput:
     measured_at: str
     train_bytes_per_token: float | None = None
     """Bytes autograd saves for backward per padded token (the calibration's longest batch)."""
+    reference_s: float | None = None
+    """:func:`speed_check`'s seconds when the rates were measured (mean of one run before and one
+    after); None for measurements older than the check."""
+
+
+SPEED_CHECK_SIZE = 192
+SPEED_CHECK_STEPS = 16
+SPEED_CHECK_REPEATS = 5
+
+
+def speed_check() -> float:
+    """Seconds of a fixed fp32 workload on this process's threads: ``SPEED_CHECK_STEPS`` products
+    of (192, 192) matrices with a tanh between (the matmuls that dominate encoding and training),
+    median of ``SPEED_CHECK_REPEATS`` after one warm-up; ~0.1 s on 2 busy CPU cores. Only the ratio
+    of two checks on the same machine means anything."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(SPEED_CHECK_SIZE, SPEED_CHECK_SIZE, generator=g) / SPEED_CHECK_SIZE**0.5
+    times = []
+    with torch.no_grad():
+        for repeat in range(SPEED_CHECK_REPEATS + 1):
+            x = a
+            t0 = time.perf_counter()
+            for _ in range(SPEED_CHECK_STEPS):
+                x = torch.tanh(x @ a)
+            if repeat:  # the first builds the kernels
+                times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def _throughput_key(backbone_hash: str, precision: str) -> str:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return f"v{CALIBRATION_VERSION}|{backbone_hash}|{device}|{torch.get_num_threads()}|{precision}"
+
+
+def _read_throughput_cache() -> dict:
+    try:
+        return json.loads((cache_dir() / "throughput.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def cached_throughput(backbone_hash: str, precision: str) -> Throughput | None:
+    """The measurement :func:`measure_throughput` cached for these weights here, or None."""
+    found = _read_throughput_cache().get(_throughput_key(backbone_hash, precision))
+    return Throughput(**found) if found is not None else None
 
 
 def measure_throughput(backbone, backbone_hash: str, texts: list, precision: str) -> Throughput:
-    """Padded tokens/s of encoding and (trainable backbones) of forward + backward; cached per weights."""
+    """Padded tokens/s of encoding and (trainable backbones) of forward + backward; cached per weights
+    (a cached measurement is returned as it is, never measured again), with :func:`speed_check`'s
+    time beside it."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    key = f"v{CALIBRATION_VERSION}|{backbone_hash}|{device}|{torch.get_num_threads()}|{precision}"
-    path = cache_dir() / "throughput.json"
-    try:
-        cache = json.loads(path.read_text())
-    except (OSError, ValueError):
-        cache = {}
+    key = _throughput_key(backbone_hash, precision)
+    cache = _read_throughput_cache()
     if key in cache:
         return Throughput(**cache[key])
+    before = speed_check()
     sample = list(texts[:256])
     costs = [backbone.cost(p) for p in backbone.prepare(sample)]
     padded = padded_tokens(costs, cost_batches(costs, *backbone.batch_budget))
@@ -95,8 +145,10 @@ def measure_throughput(backbone, backbone_hash: str, texts: list, precision: str
         times.append(time.perf_counter() - t0)
     infer = padded / max(min(times[1:]), 1e-6)
     train, saved = _train_rate(backbone, sample[:96], precision) if backbone.trains else (None, None)
-    result = Throughput(infer, train, device, precision, time.strftime("%Y-%m-%dT%H:%M:%S%z"), saved)
-    cache[key] = asdict(result)
+    reference = (before + speed_check()) / 2
+    result = Throughput(infer, train, device, precision, time.strftime("%Y-%m-%dT%H:%M:%S%z"), saved, reference)
+    cache = {**_read_throughput_cache(), key: asdict(result)}  # another process may have added some meanwhile
+    path = cache_dir() / "throughput.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(cache, indent=1))
@@ -245,3 +297,12 @@ def predict_memory_mb(method: str, params: int, tp: Throughput, w: Workload, bat
         tokens = batch * (max(w.lengths) if w.lengths else w.tokens_per_example)
     activations = 2 * tp.train_bytes_per_token * tokens / 2**20
     return BASE_MB + weights + 3 * weights * trained + activations
+
+
+def speed_factor(tp: Throughput, now_s: float) -> float | None:
+    """How much slower this machine runs now than when ``tp`` was measured: :func:`speed_check`'s
+    seconds now over those recorded with ``tp`` (predictions are multiplied by it); None when ``tp``
+    has no reference (its figures may be stale)."""
+    if tp.reference_s is None or not tp.reference_s > 0 or not now_s > 0:
+        return None
+    return now_s / tp.reference_s

@@ -1,44 +1,63 @@
 """`headstart plan`: which backbone and which method, before spending the compute.
 
 1. Profile the data: examples, classes, examples per class (the preset regime), text length,
-   script/language.
+   script/language (plan/profile.py).
 2. Candidates: every catalog backbone of the data's modality that is installed here (or
    ``backbones``). Frozen-features-only builds (ONNX, numpy) are candidates for linear probing.
-3. Score each candidate on frozen features of a stratified sample (at most ``per_class`` per
-   class and ``sample`` in all; features are cached, so a following ``adapt`` reuses them):
-   cross-validated linear-probe accuracy (the default: it is an accuracy, the probe's expected
-   accuracy), LogME, H-score and kNN leave-one-out accuracy (plan/scores.py). A candidate that is
-   another build of another candidate's weights (catalog ``build_of``: MiniLM's int8 ONNX export)
-   takes that candidate's scores instead of encoding the sample again.
-4. Cost: this machine's measured throughput per backbone (cached) x what each method does
-   (plan/cost.py) -> predicted time and memory.
-5. Expected accuracy of backbone x method = the probe's sample estimate + the method's expected
-   gain over the probe in that data regime (``METHOD_GAIN``, a prior table; the regret study in
+   They are taken cheapest first (fewest parameters), so that when the plan's own time budget
+   (``plan_budget``) runs out, what is left unscored is the most expensive.
+3. Cost: this machine's measured throughput per backbone (measured once and cached; never
+   measured again while a measurement exists) x what each method does (plan/cost.py) ->
+   predicted time and memory, scaled by how much slower or faster the machine runs now than at
+   calibration (cost.speed_check). A backbone none of whose methods fits the budget and memory
+   limit is not scored: the cost model has ruled it out.
+4. Score each remaining candidate on frozen features of a stratified sample (at most
+   ``per_class`` per class and ``sample`` in all; features are cached, so a following ``adapt``
+   reuses them): cross-validated linear-probe accuracy (the default), LogME, H-score and kNN
+   leave-one-out accuracy (plan/scores.py). A candidate that is another build of another
+   candidate's weights (catalog ``build_of``: MiniLM's int8 ONNX export) takes that candidate's
+   scores instead of encoding the sample again. Once ``plan_budget`` seconds have gone (or
+   scoring the next one is predicted to pass it), the rest are listed as "not scored (plan
+   budget)"; the first candidate is always scored, so there is something to recommend.
+5. Expected accuracy of backbone x method = the probe's estimate at the data's class shares (the
+   cross-validated per-class recall on the class-balanced sample, weighted by the data's class
+   priors: accuracy on the real distribution) + the method's expected gain over the probe in that
+   data regime (``METHOD_GAIN``, a prior table; the regret study in
    benchmarks/plan_validation.py measures the choices it makes).
-   The recommendation is the most accurate expected combination within ``budget`` and
+   The recommendation is the most accurate expected scored combination within ``budget`` and
    ``max_memory``; within ``TIE_PT`` points, the cheaper one.
+
+The result is saved (plan/saved.py, JSON keyed by the data's fingerprint, the candidates and the
+options) and reused by the next plan of the same data and options, e.g. the one
+`adapt --backbone auto --method auto` makes right after `headstart plan`.
 """
 
 from __future__ import annotations
 
+import copy
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .._util import status
-from ..backbones import open_backbone
+from .._util import parse_duration, status
+from ..backbones import family_trains, open_backbone
 from ..backbones.cache import frozen_features
-from ..catalog import CATALOG, is_installed, resolve
+from ..catalog import CATALOG, identity, is_installed, locate, resolve
 from ..data import Dataset, load_dataset, stratified_split
 from ..errors import BadInput
 from ..methods.presets import preset, regime_for
 from ..train import resolve_precision
 from . import cost as cost_model
-from .scores import DEFAULT_SCORE, SCORES, stratified_sample
+from . import saved as saved_plans
+from .profile import detect_scripts, profile
+from .scores import DEFAULT_SCORE, SCORES, cv_linear_probe_predictions, prior_weighted_accuracy, stratified_sample
+
+__all__ = ["METHODS", "Candidate", "Plan", "detect_scripts", "plan", "profile", "table", "within_budget"]
 
 METHODS = ("linear-probe", "contrastive", "lora", "adapter", "finetune")
 """Methods the plan weighs (qlora/dora/scratch stay available to `adapt`; scratch is a baseline,
@@ -57,6 +76,18 @@ METHOD_GAIN = {
 }
 TIE_PT = 0.25
 DEFAULT_BUDGET_S = 30 * 60.0
+PLAN_SHARE = 0.05
+"""Default plan budget: this share of the adaptation's budget ..."""
+PLAN_FLOOR_S = 30.0
+"""... but at least this many seconds (one small backbone's calibration and scoring under load)."""
+NOT_SCORED_PLAN_BUDGET = "plan budget"
+NOT_SCORED_COST = "cost"
+
+
+def default_plan_budget(budget_s: float) -> float:
+    """Seconds a plan may take for an adaptation budget of ``budget_s``: ``PLAN_SHARE`` of it, at
+    least ``PLAN_FLOOR_S`` (90 s for the default 30 min)."""
+    return max(PLAN_FLOOR_S, PLAN_SHARE * budget_s)
 
 
 @dataclass
@@ -64,13 +95,25 @@ class Candidate:
     backbone: str
     method: str
     expected_accuracy: float | None
-    predicted_s: float
-    predicted_mb: float
+    """probe_estimate + the method's prior gain; None when not scored."""
+    predicted_s: float | None
+    """Predicted wall time, scaled by speed_factor; None when not costed (plan budget)."""
+    predicted_mb: float | None
     scores: dict[str, float]
+    """Transferability scores on the class-balanced sample ({} when not scored)."""
     fits: bool
     why: str = ""
     scored_as: str | None = None
     """The candidate whose scores it was given (another build of the same weights), or None."""
+    probe_estimate: float | None = None
+    """The cross-validated probe's accuracy at the data's class shares (per-class recall on the
+    sample weighted by the data's class priors)."""
+    speed_factor: float | None = None
+    """Now / calibration time of cost.speed_check that predicted_s was multiplied by; 1.0 when the
+    throughput was measured in this plan; None when the measurement has no reference (may be stale)."""
+    not_scored: str | None = None
+    """Why it has no scores: "plan budget" (the plan's time ran out) or "cost" (predicted over the
+    budget or the memory limit); None when scored."""
 
 
 @dataclass
@@ -84,40 +127,29 @@ class Plan:
     score: str
     sample: int
     timings: dict = field(default_factory=dict)
+    plan_budget_s: float | None = None
+    speed: dict = field(default_factory=dict)
+    """``check_s``: cost.speed_check's seconds at this plan (None when no cached throughput needed
+    scaling); ``factors``: each backbone's speed factor (see Candidate.speed_factor)."""
+    reused: dict | None = None
+    """Set when this plan was read back from the plan cache: when it was saved and its file."""
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> Plan:
+        d = dict(d)
+        candidates = [Candidate(**c) for c in d.pop("candidates")]
+        chosen = d.pop("recommended")
+        recommended = next((c for c in candidates if chosen and (c.backbone, c.method) == (chosen["backbone"], chosen["method"])),
+                           None)
+        return cls(candidates=candidates, recommended=recommended, **d)
 
-def profile(data: Dataset) -> dict:
-    counts = Counter(data.labels)
-    per_class = float(np.median(list(counts.values())))
-    out = {"examples": len(data), "classes": len(counts), "examples_per_class": per_class,
-           "smallest_class": min(counts.values()), "regime": regime_for(per_class), "modality": data.modality}
-    if data.modality == "text":
-        words = [len(t.split()) for t in data.inputs[:2000]]
-        out["words_per_text"] = float(np.mean(words)) if words else 0.0
-        out["languages"] = detect_scripts(data.inputs[:2000])
-    return out
-
-
-_SCRIPTS = (("ko", r"[\uac00-\ud7af]"), ("ja", r"[\u3040-\u30ff]"), ("zh", r"[\u4e00-\u9fff]"), ("th", r"[\u0e00-\u0e7f]"),
-            ("ar", r"[\u0600-\u06ff]"), ("hi", r"[\u0900-\u097f]"), ("ru", r"[\u0400-\u04ff]"), ("el", r"[\u0370-\u03ff]"))
-_ENGLISH = {"the", "a", "an", "and", "is", "to", "of", "i", "you", "it", "in", "my", "for", "this", "that", "was", "on", "with"}
-
-
-def detect_scripts(texts: list[str]) -> dict[str, float]:
-    """Share of texts per language guess: by script, and for Latin script English vs other
-    (English function words). A hint for choosing a multilingual backbone, not a classifier."""
-    counts: dict[str, int] = {}
-    for t in texts:
-        lang = next((code for code, pattern in _SCRIPTS if re.search(pattern, t)), None)
-        if lang is None:
-            words = re.findall(r"[a-zA-Z']+", t.lower())
-            lang = "en" if words and sum(w in _ENGLISH for w in words) / len(words) >= 0.08 or len(words) < 4 and words else "other-latin"
-        counts[lang] = counts.get(lang, 0) + 1
-    n = max(len(texts), 1)
-    return {k: round(v / n, 3) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
+    @property
+    def complete(self) -> bool:
+        """Whether every candidate the cost model allows was scored (none left for the plan budget)."""
+        return not any(c.not_scored == NOT_SCORED_PLAN_BUDGET for c in self.candidates)
 
 
 def candidate_backbones(modality: str, names: list[str] | None) -> list[str]:
@@ -141,19 +173,47 @@ def _build_of(name: str, names: list[str]) -> str | None:
     return original if original in names and original != name else None
 
 
+def _scoring_order(names: list[str], builds: dict[str, str | None]) -> list[str]:
+    """Cheapest first: originals before their other builds (which take the original's scores),
+    each group by the catalog's parameter count (unknown counts last, in the order given)."""
+    def params(n: str) -> float:
+        spec = CATALOG.get(n)
+        return float(spec.params) if spec is not None and spec.params else float("inf")
+
+    return sorted(names, key=lambda n: (builds[n] is not None, params(n)))
+
+
+def _parse_plan_budget(value) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        seconds = parse_duration(str(value), option="--plan-budget")
+    if not seconds > 0:
+        raise BadInput(f"--plan-budget must be positive (got {value!r})")
+    return seconds
+
+
 def plan(data: str | Path | Dataset, *, backbones: list[str] | None = None, methods: list[str] | None = None,
          budget: float | str | None = None, max_memory: str | float | None = None, score: str = DEFAULT_SCORE,
          sample: int = 512, per_class: int | None = None, seed: int = 0, text_col: str | None = None, label_col: str | None = None,
          test_examples: int | None = None, val_fraction: float = 0.1, test_fraction: float = 0.2,
-         fmt: str | None = None, precision: str = "auto") -> Plan:
+         fmt: str | None = None, precision: str = "auto", plan_budget: float | str | None = None, reuse: bool = True,
+         clock: Callable[[], float] = time.perf_counter) -> Plan:
     """Score candidate backbones on a sample and recommend backbone x method within the budget.
 
     The costs and the regime are those of the training split `adapt` will make of ``data``
     (``val_fraction``/``test_fraction``, seeded as there); ``test_examples`` says a separate test
-    set of that many examples is given, so none of ``data`` is held out for test."""
+    set of that many examples is given, so none of ``data`` is held out for test.
+
+    ``plan_budget`` bounds the plan's own time (seconds or "90s"; default
+    :func:`default_plan_budget` of ``budget``), read on ``clock``. With ``reuse`` a saved plan of
+    the same data and options younger than saved.REUSE_S is returned instead of planning again
+    (a partial one only when ``plan_budget`` is no larger than the one it was made with)."""
     from ..api import _parse_budget
 
-    t_start = time.perf_counter()
+    t_start = clock()
     if score not in SCORES:
         from ..errors import did_you_mean
 
@@ -162,6 +222,7 @@ def plan(data: str | Path | Dataset, *, backbones: list[str] | None = None, meth
         if m not in METHODS:
             raise BadInput(f"plan weighs the methods {', '.join(METHODS)}; {m!r} is not one of them")
     budget_s = _parse_budget(budget) if budget is not None else DEFAULT_BUDGET_S
+    plan_budget_s = _parse_plan_budget(plan_budget) or default_plan_budget(budget_s)
     max_mb = _parse_memory(max_memory)
     if not isinstance(sample, int) or sample < 20:
         raise BadInput(f"--sample must be an integer >= 20 (got {sample!r})")
@@ -176,8 +237,29 @@ def plan(data: str | Path | Dataset, *, backbones: list[str] | None = None, meth
         raise BadInput(f"{ds.source}: classes with a single example cannot be scored or split: {shown}; "
                        "add examples of them or drop those rows")
     names = candidate_backbones(ds.modality, backbones)
+    method_list = list(methods or METHODS)
+
+    # What decides the plan, so a saved one can stand for it (the weights by their identity).
+    options = {"data": ds.fingerprint, "backbones": {n: identity(locate(resolve(n))) for n in sorted(names)},
+               "methods": sorted(method_list), "budget_s": budget_s, "max_memory_mb": max_mb, "score": score,
+               "sample": sample, "per_class": per_class, "seed": seed, "test_examples": test_examples,
+               "val_fraction": val_fraction, "test_fraction": test_fraction, "precision": precision}
+    key = saved_plans.plan_key(options)
+    if reuse:
+        found = saved_plans.load(key)
+        if found is not None:
+            again = Plan.from_dict(found["plan"])
+            if again.complete or plan_budget_s <= (again.plan_budget_s or 0.0):
+                status(f"plan: reusing the plan of this data and options saved {_ago(found['saved_at'])}")
+                again.data = str(ds.source)
+                again.reused = {"saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(found["saved_at"])),
+                                "path": str(saved_plans.path_of(key)), "plan_s": again.timings.get("total")}
+                return again
+
     labels = np.array(ds.labels)
     classes, y = np.unique(labels, return_inverse=True)
+    counts = Counter(ds.labels)
+    priors = np.array([counts[c] for c in classes], dtype=np.float64)  # (C,) the data's class counts
     total = max(sample, 4 * len(classes))  # at least four per class (where the data has them) for the CV probe
     idx = stratified_sample(y, per_class_max=per_class or max(2, total // len(classes)), total_max=total, seed=seed)
     sub = ds.subset(idx, source=f"{ds.source} (plan sample)")
@@ -189,25 +271,35 @@ def plan(data: str | Path | Dataset, *, backbones: list[str] | None = None, meth
     train_per_class = float(np.median(list(Counter(split.train.labels).values())))
     regime = regime_for(train_per_class)
     prof.update(train_examples=n_train, train_examples_per_class=train_per_class, regime=regime)
+
     rows: list[Candidate] = []
     timings: dict[str, float] = {}
-    scored: dict[str, dict[str, float]] = {}
+    scored: dict[str, tuple[dict[str, float], float]] = {}  # backbone -> (scores, probe estimate)
+    factors: dict[str, float | None] = {}
     builds = {name: _build_of(name, names) for name in names}
-    for name in sorted(names, key=lambda n: builds[n] is not None):  # originals before their other builds
-        t0 = time.perf_counter()
+    deadline = t_start + plan_budget_s
+    check_s: list[float] = []  # the speed check, run once, when a cached measurement needs it
+
+    def speed_now() -> float:
+        if not check_s:
+            check_s.append(cost_model.speed_check())
+        return check_s[0]
+
+    for name in _scoring_order(names, builds):
+        t0 = clock()
+        if scored and t0 >= deadline:
+            rows += _uncosted(name, method_list)
+            continue
         bb, bb_hash = open_backbone(name)
         used = resolve_precision(precision, bb.spec) if bb.trains else "fp32"
-        if builds[name]:
-            # Another build of a candidate's weights (e.g. its int8 export): same features up to
-            # rounding, so the original's scores stand for it; only its cost is its own.
-            status(f"plan: {name} is a build of {builds[name]}: using its scores")
-            scores = dict(scored[builds[name]])
+        tp = cost_model.cached_throughput(bb_hash, used)
+        if tp is None:
+            tp = cost_model.measure_throughput(bb, bb_hash, list(sub.inputs), used)
+            factor: float | None = 1.0  # measured now: the machine's current speed
         else:
-            status(f"plan: scoring {name} on {len(sub)} sampled examples ...")
-            F, _ = frozen_features(bb, bb_hash, sub, used, desc=f"plan {name}")
-            scores = {s: float(fn(F, y[idx])) for s, fn in SCORES.items()}
-            scored[name] = scores
-        tp = cost_model.measure_throughput(bb, bb_hash, list(sub.inputs), used)
+            factor = cost_model.speed_factor(tp, speed_now())
+        factors[name] = None if factor is None else round(factor, 3)
+        scale = factor or 1.0
         # Lengths of up to 256 examples spread over the whole sample (it is in file order, which
         # may be sorted by class).
         lengths = [bb.cost(x) for x in bb.prepare(list(sub.inputs[:: max(1, len(sub) // 256)]))]
@@ -216,23 +308,102 @@ def plan(data: str | Path | Dataset, *, backbones: list[str] | None = None, meth
                                    examples_per_class=train_per_class, regime=regime, lengths=lengths,
                                    encode_budget=tuple(bb.batch_budget))
         params = bb.param_count() or 0
-        for method in methods or METHODS:
+        costed = []
+        for method in method_list:
             trains = method != "linear-probe"
             if trains and not bb.trains:
                 continue
             epochs, batch = _schedule(method, train_per_class, n_train) if trains else (None, 32)
-            seconds = cost_model.predict_seconds(method, tp, work, bb.feature_dim, epochs, batch)
+            seconds = scale * cost_model.predict_seconds(method, tp, work, bb.feature_dim, epochs, batch)
             mb = cost_model.predict_memory_mb(method, params, tp, work, batch)
-            expected = scores["linear_probe_cv"] + METHOD_GAIN[regime][method] / 100.0
             fits = seconds <= budget_s and (max_mb is None or mb <= max_mb)
-            rows.append(Candidate(name, method, round(expected, 4), float(f"{seconds:.3g}"), float(round(mb)), scores, fits,
-                                  scored_as=builds[name]))
-        timings[name] = round(time.perf_counter() - t0, 2)
-    _rank_and_explain(rows, score, regime, budget_s, max_mb)
-    fitting = [r for r in rows if r.fits]
-    recommended = fitting[0] if fitting else None
-    timings["total"] = round(time.perf_counter() - t_start, 2)
-    return Plan(str(ds.source), prof, rows, recommended, budget_s, max_mb, score, len(sub), timings)
+            costed.append((method, float(f"{seconds:.3g}"), float(round(mb)), fits))
+        unscored = [Candidate(name, m, None, s, mb, {}, False, speed_factor=factors[name]) for m, s, mb, _ in costed]
+        if not any(fits for *_, fits in costed):
+            for c in unscored:  # the cost model rules the backbone out: scoring it would change nothing
+                c.not_scored = NOT_SCORED_COST
+            rows += unscored
+            timings[name] = round(clock() - t0, 2)
+            continue
+        original = builds[name] if builds[name] in scored else None
+        if original:
+            # Another build of a candidate's weights (e.g. its int8 export): same features up to
+            # rounding, so the original's scores stand for it; only its cost is its own.
+            status(f"plan: {name} is a build of {original}: using its scores")
+            scores, estimate = scored[original]
+        else:
+            sample_work = cost_model.Workload(n_train=len(sub), n_val=0, n_test=0, n_classes=len(classes),
+                                              tokens_per_example=work.tokens_per_example, examples_per_class=train_per_class,
+                                              regime=regime, lengths=lengths, encode_budget=work.encode_budget)
+            scoring_s = scale * cost_model.predict_seconds("linear-probe", tp, sample_work, bb.feature_dim, None)
+            if scored and clock() + scoring_s > deadline:
+                for c in unscored:
+                    c.not_scored = NOT_SCORED_PLAN_BUDGET
+                rows += unscored
+                timings[name] = round(clock() - t0, 2)
+                continue
+            status(f"plan: scoring {name} on {len(sub)} sampled examples ...")
+            F, _ = frozen_features(bb, bb_hash, sub, used, desc=f"plan {name}")
+            scores, estimate = _score(F, y[idx], priors)
+        scored[name] = (scores, estimate)
+        for method, seconds, mb, fits in costed:
+            expected = estimate + METHOD_GAIN[regime][method] / 100.0
+            rows.append(Candidate(name, method, round(expected, 4), seconds, mb, dict(scores), fits, scored_as=original,
+                                  probe_estimate=round(estimate, 4), speed_factor=factors[name]))
+        timings[name] = round(clock() - t0, 2)
+    timings["total"] = round(clock() - t_start, 2)
+    result = Plan(str(ds.source), prof, rows, None, budget_s, max_mb, score, len(sub), timings, plan_budget_s,
+                  {"check_s": check_s[0] if check_s else None, "factors": factors})
+    _rank(result)
+    saved_plans.save(key, options, result.to_dict())
+    return result
+
+
+def _score(F: np.ndarray, y: np.ndarray, priors: np.ndarray) -> tuple[dict[str, float], float]:
+    """Every score of the sample's features ``F`` (n, d) with classes ``y`` (n,), and the probe's
+    accuracy at the class shares ``priors`` (C,), both from the same cross-validated predictions."""
+    present = np.unique(y)  # every class: the sample keeps at least one of each
+    pred = present[cv_linear_probe_predictions(F, y)]  # (n,) class codes
+    scores = {s: float((pred == y).mean()) if s == "linear_probe_cv" else float(fn(F, y)) for s, fn in SCORES.items()}
+    return scores, prior_weighted_accuracy(y, pred, priors)
+
+
+def _uncosted(name: str, methods: list[str]) -> list[Candidate]:
+    """Rows for a backbone the plan budget left unopened: each method its family can run."""
+    trains = family_trains(resolve(name))
+    return [Candidate(name, m, None, None, None, {}, False, not_scored=NOT_SCORED_PLAN_BUDGET)
+            for m in methods if trains or m == "linear-probe"]
+
+
+def within_budget(p: Plan, budget_s: float) -> Plan:
+    """A copy of ``p`` ranked again for another budget (e.g. what is left of it after planning)."""
+    q = copy.deepcopy(p)
+    q.budget_s = budget_s
+    for c in q.candidates:
+        if c.not_scored is None:
+            c.fits = c.predicted_s <= budget_s and (q.max_memory_mb is None or c.predicted_mb <= q.max_memory_mb)
+    _rank(q)
+    return q
+
+
+def _rank(p: Plan) -> None:
+    """Order ``p``'s candidates (the scored ones ranked, then those the cost model ruled out, then
+    those the plan budget left), explain each, and recommend among the scored ones."""
+    regime = p.profile["regime"]
+    scored = [c for c in p.candidates if c.not_scored is None]
+    _rank_and_explain(scored, p.score, regime, p.budget_s, p.max_memory_mb)
+    by_cost = sorted((c for c in p.candidates if c.not_scored == NOT_SCORED_COST), key=lambda c: c.predicted_s)
+    left = [c for c in p.candidates if c.not_scored == NOT_SCORED_PLAN_BUDGET]
+    for c in by_cost:
+        c.why = _why(c, False, regime, p.budget_s, p.max_memory_mb) + "; not scored"
+    for c in left:
+        c.why = "not scored (plan budget)" + (f"; predicted {_dur(c.predicted_s)}" if c.predicted_s is not None else "")
+    p.candidates = scored + by_cost + left
+    p.recommended = next((c for c in scored if c.fits), None)
+
+
+def _ago(saved_at: float) -> str:
+    return f"{_dur(max(0.0, time.time() - float(saved_at)))} ago"
 
 
 def _schedule(method: str, examples_per_class: float, n_train: int) -> tuple[float, int]:
@@ -271,7 +442,7 @@ def _why(r: Candidate, first: bool, regime: str, budget_s: float, max_mb: float 
         return f"over the budget: predicted {_dur(r.predicted_s)} > {_dur(budget_s)}"
     if max_mb is not None and r.predicted_mb > max_mb:
         return f"over --max-memory: predicted {r.predicted_mb:,.0f} MB > {max_mb:,.0f} MB"
-    base = f"probe estimate {100 * r.scores['linear_probe_cv']:.1f}% on the sample"
+    base = f"probe estimate {100 * r.probe_estimate:.1f}% at the data's class shares"
     if r.scored_as:
         base += f" (that of {r.scored_as}: same weights)"
     if r.method == "linear-probe":
@@ -282,8 +453,8 @@ def _why(r: Candidate, first: bool, regime: str, budget_s: float, max_mb: float 
     return f"{lead}{base}, {sign}{gain:.1f} pt expected from {r.method} with {regime}-regime data ({_dur(r.predicted_s)})"
 
 
-def _dur(s: float) -> str:
-    if s == float("inf"):
+def _dur(s: float | None) -> str:
+    if s is None or s == float("inf"):
         return "n/a"
     return f"{s:.0f}s" if s < 90 else f"{s / 60:.1f} min" if s < 5400 else f"{s / 3600:.1f} h"
 
@@ -303,24 +474,48 @@ def _parse_memory(value) -> float | None:
         raise BadInput(f"--max-memory must be positive (got {value!r})")
     return mb
 
-
 def table(p: Plan, top: int = 20) -> str:
     prof = p.profile
     langs = ", ".join(f"{k} {v:.0%}" for k, v in list(prof.get("languages", {}).items())[:3])
     per_class = f"median {prof['examples_per_class']:.0f} per class"
     if "train_examples_per_class" in prof:
         per_class += f", {prof['train_examples_per_class']:.0f} in the training split"
+    backbones = list(dict.fromkeys(c.backbone for c in p.candidates))
+    n_scored = len({c.backbone for c in p.candidates if c.not_scored is None})
+    took = f"in {p.timings.get('total', 0):.1f}s" + (f" (plan budget {_dur(p.plan_budget_s)})" if p.plan_budget_s else "")
+    if p.reused:
+        took = f"(reusing the plan saved {p.reused['saved_at']}, which took {p.timings.get('total', 0):.1f}s)"
     lines = [f"plan for {p.data}: {prof['examples']} examples, {prof['classes']} classes, {per_class} "
              f"({prof['regime']} regime)" + (f", ~{prof['words_per_text']:.0f} words per text, {langs}" if langs else ""),
-             f"scored on a stratified sample of {p.sample} in {p.timings.get('total', 0):.1f}s; budget {_dur(p.budget_s)}"
-             + (f", max memory {p.max_memory_mb:,.0f} MB" if p.max_memory_mb else ""), ""]
+             f"scored {n_scored} of {len(backbones)} backbones on a stratified sample of {p.sample} {took}; budget "
+             f"{_dur(p.budget_s)}" + (f", max memory {p.max_memory_mb:,.0f} MB" if p.max_memory_mb else "")]
+    factors = (p.speed or {}).get("factors", {})
+    if factors:
+        shown = ", ".join(f"{b} x{f:.2f}" if f is not None else f"{b}: may be stale (measured before speed checks)"
+                          for b, f in factors.items())
+        lines.append(f"times scaled by this machine's speed now vs at calibration: {shown}")
+    lines.append("")
     header = f"{'#':>2} {'backbone':<22} {'method':<13} {'expected':>8} {'time':>9} {'memory':>9} {'cv-probe':>8} {'LogME':>7} {'H-score':>8} {'kNN':>6}  why"
     lines.append(header)
+
+    def num(value: float | None, fmt: str, width: int) -> str:
+        return f"{value:{width}{fmt}}" if value is not None else f"{'-':>{width}}"
+
     for i, r in enumerate(p.candidates[:top], 1):
         s = r.scores
-        lines.append(f"{i:>2} {r.backbone[:22]:<22} {r.method:<13} {r.expected_accuracy:>8.3f} {_dur(r.predicted_s):>9} "
-                     f"{r.predicted_mb:>7,.0f}MB {s['linear_probe_cv']:>8.3f} {s['logme']:>7.3f} {s['hscore']:>8.2f} {s['knn']:>6.3f}  {r.why}")
-    lines += ["", "time: the method's whole schedule on this machine (early stopping often ends a trained method "
+        memory = f"{r.predicted_mb:>7,.0f}MB" if r.predicted_mb is not None else f"{'-':>9}"
+        lines.append(f"{i:>2} {r.backbone[:22]:<22} {r.method:<13} {num(r.expected_accuracy, '.3f', 8)} {_dur(r.predicted_s):>9} "
+                     f"{memory} {num(s.get('linear_probe_cv'), '.3f', 8)} {num(s.get('logme'), '.3f', 7)} "
+                     f"{num(s.get('hscore'), '.2f', 8)} {num(s.get('knn'), '.3f', 6)}  {r.why}")
+    if len(p.candidates) > top:
+        lines.append(f"   ... {len(p.candidates) - top} more (--json lists every candidate)")
+    left = [b for b in backbones if any(c.backbone == b and c.not_scored == NOT_SCORED_PLAN_BUDGET for c in p.candidates)]
+    if left:
+        lines.append(f"not scored (plan budget): {', '.join(left)}; raise --plan-budget to score them")
+    lines += ["", "expected: the cross-validated probe's accuracy at the data's class shares (its per-class recall on the "
+              "class-balanced sample, weighted by the data's class priors) + the method's prior gain; cv-probe: its "
+              "accuracy on the balanced sample",
+              "time: the method's whole schedule on this machine (early stopping often ends a trained method "
               "sooner); memory: predicted peak"]
     if p.recommended:
         r = p.recommended

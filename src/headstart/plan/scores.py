@@ -13,6 +13,9 @@ never across datasets.
 - :func:`knn_loo_accuracy`: leave-one-out k-nearest-neighbour accuracy under cosine similarity.
 - :func:`cv_linear_probe_accuracy`: stratified k-fold accuracy of a logistic-regression probe,
   the most direct (and slowest) estimate of what a linear probe would reach.
+  :func:`cv_linear_probe_predictions` gives its held-out predictions, and
+  :func:`prior_weighted_accuracy` turns their per-class recall into the accuracy expected at
+  another class distribution (the data's, when the scored sample is class-balanced).
 
 :data:`SCORES` maps their names to the functions and :func:`stratified_sample` picks a bounded,
 class-balanced subset of the training examples to score on.
@@ -260,16 +263,25 @@ def knn_loo_accuracy(F: np.ndarray, y: np.ndarray, k: int | None = None) -> floa
 def cv_linear_probe_accuracy(
     F: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0, l2: float = 1e-2, max_iter: int = 100
 ) -> float:
-    """Stratified k-fold cross-validated accuracy of a multinomial logistic-regression probe.
+    """Stratified k-fold cross-validated accuracy of a multinomial logistic-regression probe: the
+    share of :func:`cv_linear_probe_predictions` that are right (see there)."""
+    pred = cv_linear_probe_predictions(F, y, folds=folds, seed=seed, l2=l2, max_iter=max_iter)
+    return float((pred == np.unique(np.asarray(y), return_inverse=True)[1]).mean())
+
+
+def cv_linear_probe_predictions(
+    F: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0, l2: float = 1e-2, max_iter: int = 100
+) -> np.ndarray:
+    """Each example's class as predicted by a stratified k-fold cross-validated multinomial
+    logistic-regression probe that did not see it: (n,) indices into ``np.unique(y)``.
 
     Each fold's probe minimises, on standardised features (training-fold mean and std),
 
         mean_i CE(softmax(W x_i + b), y_i) + l2/2 ||W||^2
 
     with full-batch L-BFGS (``max_iter`` iterations; :func:`headstart.methods.linear_probe.
-    fit_logistic_regression` with ``C = 1 / (l2 n_train)``). The score is the share of all ``n``
-    examples predicted correctly when held out. ``l2`` is fixed rather than tuned: the score ranks
-    backbones, it does not choose a probe.
+    fit_logistic_regression` with ``C = 1 / (l2 n_train)``), and predicts its held-out fold.
+    ``l2`` is fixed rather than tuned: the score ranks backbones, it does not choose a probe.
 
     Folds are stratified (each class's examples, shuffled with ``seed``, are dealt round-robin to
     the folds), so every training fold holds every class. When the smallest class has fewer
@@ -300,7 +312,7 @@ def cv_linear_probe_accuracy(
     x = torch.from_numpy(np.ascontiguousarray(F, dtype=np.float32))
     labels = torch.from_numpy(codes.astype(np.int64))
     fold_t = torch.from_numpy(fold_of)
-    correct = 0
+    predicted = torch.empty(len(labels), dtype=torch.int64)
     for fold in range(n_folds):
         test = fold_t == fold
         x_train, y_train = x[~test], labels[~test]
@@ -308,9 +320,36 @@ def cv_linear_probe_accuracy(
         std = x_train.std(0, unbiased=False).clamp_min(1e-6 * max(1.0, float(x_train.abs().max())) + 1e-12)
         C = 1.0 / (l2 * len(y_train))  # penalty ||W||^2 / (2 C n_train) = l2/2 ||W||^2
         w, b = fit_logistic_regression((x_train - mean) / std, y_train, len(classes), C, int(max_iter))
-        pred = (((x[test] - mean) / std) @ w.T + b).argmax(dim=1)
-        correct += int((pred == labels[test]).sum())
-    return correct / len(y)
+        predicted[test] = (((x[test] - mean) / std) @ w.T + b).argmax(dim=1)
+    return predicted.numpy()
+
+
+def prior_weighted_accuracy(y: np.ndarray, pred: np.ndarray, priors: np.ndarray) -> float:
+    """Accuracy at the class distribution ``priors`` of a classifier with predictions ``pred`` for
+    examples of classes ``y`` (both (n,) indices 0..C-1):
+
+        acc = sum_c p_c * recall_c,   recall_c = share of class c's examples predicted c,
+
+    since accuracy on any distribution is the class shares' average of the per-class recalls.
+    Measured on a class-balanced sample, ``pred == y``'s mean weighs every class alike; weighting
+    by the data's own shares puts the estimate on the scale of test accuracy, which a skewed test
+    split (the majority class mostly right) reaches differently. ``priors`` (C,) is normalised
+    here; a class absent from ``y`` must have prior 0.
+
+    Raises ``ValueError`` when shapes disagree or a class with a positive prior has no example.
+    """
+    y, pred, priors = np.asarray(y), np.asarray(pred), np.asarray(priors, dtype=np.float64)
+    if y.shape != pred.shape or y.ndim != 1:
+        raise ValueError(f"y and pred must be 1-D arrays of the same length (got {y.shape} and {pred.shape})")
+    if priors.ndim != 1 or (priors < 0).any() or not priors.sum() > 0:
+        raise ValueError(f"priors must be a 1-D array of non-negative class shares with a positive sum (got {priors!r})")
+    counts = np.bincount(y, minlength=len(priors))[: len(priors)]  # (C,)
+    hits = np.bincount(y[pred == y], minlength=len(priors))[: len(priors)]  # (C,)
+    absent = np.flatnonzero((counts == 0) & (priors > 0))
+    if len(absent):
+        raise ValueError(f"classes {absent[:10].tolist()} have a positive prior but no example to measure recall on")
+    recall = np.divide(hits, counts, out=np.zeros(len(priors)), where=counts > 0)
+    return float((priors / priors.sum() * recall).sum())
 
 
 SCORES: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
