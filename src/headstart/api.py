@@ -458,14 +458,24 @@ class Run:
         method, bb = self._ready()
         return Predictions(self.classes, method.predict_proba(bb, ds, self._ctx()))
 
-    def evaluate(self, data, *, record: bool = True, text_col: str | None = None) -> dict:
-        """Metrics on labelled data (file, folder or Dataset); recorded in the store by default."""
+    def evaluate(self, data, *, record: bool = True, text_col: str | None = None, n_resamples: int = 1000) -> dict:
+        """Metrics on labelled data (file, folder or Dataset); recorded in the store by default.
+
+        Besides :func:`~.evaluate.metrics.classification_metrics`' keys: ``accuracy_ci`` and
+        ``macro_f1_ci``, 95% percentile-bootstrap intervals ``[low, high]`` over ``n_resamples``
+        resamples of the examples (seed 0), and ``ci_level`` / ``ci_resamples``."""
+        from .evaluate.suite import evaluate_slices
+
         ds = self._as_dataset(data, labels_required=True, text_col=text_col)
         ds.require_labels()
         _check_known_labels(ds, self.classes)
         preds = self.predict(ds)
         index = {c: i for i, c in enumerate(self.classes)}
-        metrics = classification_metrics(np.array([index[c] for c in ds.labels]), preds.indices, self.classes)
+        y = np.array([index[c] for c in ds.labels])
+        metrics = classification_metrics(y, preds.indices, self.classes)
+        whole = evaluate_slices(y, preds.indices, self.classes, {}, ("accuracy", "macro_f1"), n_resamples=n_resamples)["all"]
+        metrics.update(accuracy_ci=whole["accuracy"]["ci"], macro_f1_ci=whole["macro_f1"]["ci"], ci_level=0.95,
+                       ci_resamples=n_resamples)
         if record and self.store.find(self.id) is not None:
             self.store.add_eval(self.id, str(ds.source), ds.fingerprint, _summary(metrics))
         return metrics

@@ -351,9 +351,12 @@ def cmd_eval(args) -> int:
     run = load(args.run, store=args.store, allow_base_change=args.allow_base_change)
     if args.suite:
         return _eval_suite(args, run)
-    metrics = run.evaluate(args.data, text_col=args.text_col)
+    metrics = run.evaluate(args.data, text_col=args.text_col, n_resamples=args.resamples)
     passed = args.min_accuracy is None or metrics["accuracy"] >= args.min_accuracy
-    lines = [f"run {run.id} on {args.data}", f"  {_fmt_metrics(metrics)}"]
+    intervals = "  ".join(f"{label} {metrics[k]:.4f} [{metrics[k + '_ci'][0]:.4f}, {metrics[k + '_ci'][1]:.4f}]"
+                          for k, label in (("accuracy", "accuracy"), ("macro_f1", "macro-F1")))
+    lines = [f"run {run.id} on {args.data}",
+             f"  {intervals}  (n={metrics['n']}; 95% bootstrap intervals, {args.resamples} resamples)"]
     worst = sorted(metrics["per_class"].items(), key=lambda kv: kv[1]["f1"])[:5]
     lines.append("  weakest classes: " + ", ".join(f"{c} (F1 {v['f1']:.2f})" for c, v in worst if v["support"]))
     if args.min_accuracy is not None:

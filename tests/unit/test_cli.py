@@ -597,6 +597,32 @@ def test_eval_text_output(tmp_path, trained_run, cli):
     assert "accuracy" in result.out and "macro-F1" in result.out
 
 
+def test_eval_prints_bootstrap_intervals(tmp_path, trained_run, cli):
+    import re
+
+    import numpy as np
+
+    import headstart as hs
+    from headstart.evaluate.bootstrap import MacroF1, accuracy, bootstrap_ci
+
+    args = ("eval", trained_run.path, trained_run.data, "--store", tmp_path / "s.sqlite3", "--resamples", "300")
+    body = cli(*args, "--json").json()["metrics"]
+    run = hs.load(trained_run.path, store=trained_run.store)
+    preds = run.predict([text for text, _ in trained_run.rows]).indices
+    y = np.array([run.classes.index(label) for _, label in trained_run.rows])
+    for key, metric in (("accuracy", accuracy), ("macro_f1", MacroF1(len(run.classes)))):
+        est, low, high = bootstrap_ci(y, preds, metric, n_resamples=300, seed=0)
+        assert body[key] == pytest.approx(est)
+        assert body[f"{key}_ci"] == pytest.approx([low, high])
+        assert 0 <= low <= est <= high <= 1
+    assert body["ci_level"] == 0.95 and body["ci_resamples"] == 300
+    text = cli(*args).out
+    for key, label in (("accuracy", "accuracy"), ("macro_f1", "macro-F1")):
+        low, high = body[f"{key}_ci"]
+        assert re.search(rf"{label} {body[key]:.4f} \[{low:.4f}, {high:.4f}\]", text), text
+    assert "95% bootstrap intervals, 300 resamples" in text
+
+
 def test_models_lists_catalog(cli):
     result = cli("models", "--json")
     assert result.rc == 0, result
