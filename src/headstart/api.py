@@ -49,12 +49,12 @@ def adapt(
     text_col: str | None = None,
     label_col: str | None = None,
     fmt: str | None = None,
+    header: bool | None = None,
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
     precision: str = "auto",
     store: str | Path | None = None,
     budget: float | str | None = None,
-    plan_budget: float | str | None = None,
     config: str | Path | None = None,
     resume: str | None = None,
     _on_step: Callable[[int], None] | None = None,
@@ -65,10 +65,11 @@ def adapt(
     with it, into train / validation and the test file is only used for the final metrics.
 
     ``budget`` limits training time (seconds, or "90s"/"10m"/"1h"); training stops cleanly and
-    keeps its best state; with ``backbone``/``method`` "auto" it includes the plan's time, and
-    ``plan_budget`` bounds the plan (default: 5% of ``budget``, at least 30 s). ``config`` is a YAML file of method options (``method_options`` win
+    keeps its best state. ``config`` is a YAML file of method options (``method_options`` win
     over it). Trained methods checkpoint while they train; ``resume=RUN_ID`` continues a run
     that was interrupted (every other argument then comes from the interrupted run's recipe).
+    ``header`` is for CSV/TSV/.txt files: None reads the first row as the header unless it looks
+    like data (then refuses), False reads every row as data (columns ``0``, ``1``, ...).
     """
     if resume is not None:
         return _resume(resume, out=out, store=store, _on_step=_on_step)
@@ -77,60 +78,44 @@ def adapt(
     budget_s = _parse_budget(budget)
     chosen = None
     if backbone == "auto" or method == "auto":
-        split = {"test": test, "val_fraction": val_fraction, "test_fraction": test_fraction, "fmt": fmt}
-        backbone, method, chosen = _auto(data, backbone, method, budget_s, seed, text_col, label_col, precision, split,
-                                         plan_budget=plan_budget)
-        budget_s = chosen["adaptation_budget_s"]  # what the plan left of the budget
+        split = {"test": test, "val_fraction": val_fraction, "test_fraction": test_fraction, "fmt": fmt, "header": header}
+        backbone, method, chosen = _auto(data, backbone, method, budget_s, seed, text_col, label_col, precision, split)
     method_obj = get_method(method).from_options(options)
     recipe = {
         "data": str(data), "test": None if test is None else str(test),
         "backbone": backbone, "method": method, "method_options": options, "seed": seed, "text_col": text_col,
-        "label_col": label_col, "fmt": fmt, "val_fraction": val_fraction, "test_fraction": test_fraction,
+        "label_col": label_col, "fmt": fmt, "header": header, "val_fraction": val_fraction, "test_fraction": test_fraction,
         "precision": precision, "budget": budget_s,
     }
     return _adapt(recipe, method_obj, out=out, store=store, t_start=t_start, run_id=None, on_step=_on_step, plan=chosen)
 
 
-def _auto(data, backbone: str, method: str, budget_s, seed, text_col, label_col, precision, split: dict, *,
-          plan_budget=None) -> tuple[str, str, dict]:
+def _auto(data, backbone: str, method: str, budget_s, seed, text_col, label_col, precision, split: dict) -> tuple[str, str, dict]:
     """Resolve --backbone auto / --method auto with `plan` (costed on the split this run will make:
-    ``split`` holds the test file, the fractions and the format); returns the choice and what to record.
-
-    A saved plan of the same data and options (e.g. from `headstart plan` just before) is reused.
-    The plan's time counts inside ``budget_s``: the record's ``adaptation_budget_s`` is what is left
-    for the adaptation (None without a budget), and the choice is made within it."""
-    from .plan.recommend import METHODS, plan, within_budget
+    ``split`` holds the test file, the fractions and the format); returns the choice and what to record."""
+    from .plan.recommend import METHODS, plan
 
     if method != "auto" and method not in METHODS:
         raise BadInput(f"--backbone auto chooses among backbones for the methods {', '.join(METHODS)}; "
                        f"name a backbone to use {method!r}")
     test_examples = None
     if split["test"] is not None:
-        test_examples = len(load_dataset(split["test"], text_col=text_col, label_col=label_col, fmt=split["fmt"]))
-    t_plan = time.perf_counter()
+        test_examples = len(load_dataset(split["test"], text_col=text_col, label_col=label_col, fmt=split["fmt"],
+                                         header=split["header"]))
+    if split["header"] is not None:  # plan reads a path without one
+        data = load_dataset(data, text_col=text_col, label_col=label_col, fmt=split["fmt"], header=split["header"])
     p = plan(data, backbones=None if backbone == "auto" else [backbone], methods=None if method == "auto" else [method],
              budget=budget_s, seed=seed, text_col=text_col, label_col=label_col, precision=precision, fmt=split["fmt"],
-             test_examples=test_examples, val_fraction=split["val_fraction"], test_fraction=split["test_fraction"],
-             plan_budget=plan_budget)
-    plan_s = round(time.perf_counter() - t_plan, 2)
-    left_s = None
-    if budget_s is not None:
-        left_s = round(budget_s - plan_s, 2)
-        if left_s <= 0:
-            raise BadInput(f"--budget {budget_s:.0f}s: the plan took {plan_s:.0f}s of it and left nothing to adapt with; "
-                           "raise --budget or lower --plan-budget")
-        p = within_budget(p, left_s)
+             test_examples=test_examples, val_fraction=split["val_fraction"], test_fraction=split["test_fraction"])
     if p.recommended is None:
         raise BadInput(f"--backbone/--method auto: no candidate fits the budget ({p.budget_s:.0f}s); raise --budget")
     r = p.recommended
     status(f"plan: {r.backbone} + {r.method} ({r.why})")
     record = {"requested": {"backbone": backbone, "method": method}, "chosen": {"backbone": r.backbone, "method": r.method},
               "expected_accuracy": r.expected_accuracy, "predicted_s": r.predicted_s, "why": r.why, "score": p.score,
-              "sample": p.sample, "profile": p.profile, "plan_s": plan_s, "plan_budget_s": p.plan_budget_s,
-              "budget_s": budget_s, "adaptation_budget_s": left_s, "reused": p.reused, "speed": p.speed,
+              "sample": p.sample, "profile": p.profile, "plan_s": p.timings.get("total"),
               "candidates": [{"backbone": c.backbone, "method": c.method, "expected_accuracy": c.expected_accuracy,
-                              "predicted_s": c.predicted_s, "fits": c.fits, "scores": c.scores, "not_scored": c.not_scored}
-                             for c in p.candidates]}
+                              "predicted_s": c.predicted_s, "fits": c.fits, "scores": c.scores} for c in p.candidates]}
     return r.backbone, r.method, record
 
 
@@ -141,6 +126,7 @@ def _adapt(recipe: dict, method_obj: Method, *, out, store, t_start: float, run_
     data, test, backbone = recipe["data"], recipe["test"], recipe["backbone"]
     seed, precision, budget_s = recipe["seed"], recipe["precision"], recipe["budget"]
     text_col, label_col, fmt = recipe["text_col"], recipe["label_col"], recipe["fmt"]
+    header = recipe.get("header")  # absent from recipes written before header= existed
     val_fraction, test_fraction = recipe["val_fraction"], recipe["test_fraction"]
     spec = resolve(backbone)
     if precision not in PRECISIONS:
@@ -151,7 +137,7 @@ def _adapt(recipe: dict, method_obj: Method, *, out, store, t_start: float, run_
     out_dir = Path(out).expanduser() if out else home() / "runs"
     if out_dir.exists() and not out_dir.is_dir():
         raise BadInput(f"--out {out_dir} is a file; give a folder (it is created if missing)")
-    full = load_dataset(data, text_col=text_col, label_col=label_col, fmt=fmt)
+    full = load_dataset(data, text_col=text_col, label_col=label_col, fmt=fmt, header=header)
     classes = full.classes
     if len(classes) < 2:
         raise BadInput(f"{full.source}: only one class ({classes[0]!r}); a classifier needs at least two labels")
@@ -159,9 +145,9 @@ def _adapt(recipe: dict, method_obj: Method, *, out, store, t_start: float, run_
     if test is not None:
         test_path = Path(test).expanduser()
         if test_path.is_file() and full.modality == "text" and not (text_col or label_col):
-            test_data = _load_with_hint(test_path, full.columns, labels_required=True, fmt=fmt)
+            test_data = _load_with_hint(test_path, full.columns, labels_required=True, fmt=fmt, header=header)
         else:
-            test_data = load_dataset(test, text_col=text_col, label_col=label_col, fmt=fmt)
+            test_data = load_dataset(test, text_col=text_col, label_col=label_col, fmt=fmt, header=header)
         if test_data.modality != full.modality:
             raise BadInput(f"{test_data.source} holds {test_data.modality} but {full.source} holds {full.modality}")
         _check_known_labels(test_data, classes)
@@ -175,10 +161,6 @@ def _adapt(recipe: dict, method_obj: Method, *, out, store, t_start: float, run_
     spec = bb.spec
     check_modality(spec, full.modality, full.source)
     require_trainable(bb, method_obj)
-    from .plan.profile import language_warning
-
-    if (language := language_warning(full, spec)) is not None:  # e.g. Thai data, an English-only backbone
-        warnings.warn(language, stacklevel=2)
     if spec.pinned_sha256 and bb_hash != spec.pinned_sha256:
         warnings.warn(
             f"backbone {spec.name!r}: weights sha256 {bb_hash[:12]}... differ from the pinned {spec.pinned_sha256[:12]}... "
@@ -434,13 +416,13 @@ class Run:
             self._method = method
         return self._method, self._backbone
 
-    def _as_dataset(self, inputs, *, labels_required: bool, text_col: str | None = None) -> Dataset:
+    def _as_dataset(self, inputs, *, labels_required: bool, text_col: str | None = None, header: bool | None = None) -> Dataset:
         if isinstance(inputs, Dataset):
             return inputs
         if isinstance(inputs, (str, Path)):
             cols = self.manifest["data"]["train"].get("columns", {})
-            ds = load_dataset(inputs, labels_required=labels_required) if Path(inputs).is_dir() else \
-                _load_with_hint(Path(inputs).expanduser(), cols, labels_required, text_col=text_col)
+            ds = load_dataset(inputs, labels_required=labels_required, header=header) if Path(inputs).is_dir() else \
+                _load_with_hint(Path(inputs).expanduser(), cols, labels_required, text_col=text_col, header=header)
         else:
             items = list(inputs)
             if not items:
@@ -458,36 +440,27 @@ class Run:
         method, bb = self._ready()
         return Predictions(self.classes, method.predict_proba(bb, ds, self._ctx()))
 
-    def evaluate(self, data, *, record: bool = True, text_col: str | None = None, n_resamples: int = 1000) -> dict:
-        """Metrics on labelled data (file, folder or Dataset); recorded in the store by default.
-
-        Besides :func:`~.evaluate.metrics.classification_metrics`' keys: ``accuracy_ci`` and
-        ``macro_f1_ci``, 95% percentile-bootstrap intervals ``[low, high]`` over ``n_resamples``
-        resamples of the examples (seed 0), and ``ci_level`` / ``ci_resamples``."""
-        from .evaluate.suite import evaluate_slices
-
-        ds = self._as_dataset(data, labels_required=True, text_col=text_col)
+    def evaluate(self, data, *, record: bool = True, text_col: str | None = None, header: bool | None = None) -> dict:
+        """Metrics on labelled data (file, folder or Dataset); recorded in the store by default."""
+        ds = self._as_dataset(data, labels_required=True, text_col=text_col, header=header)
         ds.require_labels()
         _check_known_labels(ds, self.classes)
         preds = self.predict(ds)
         index = {c: i for i, c in enumerate(self.classes)}
-        y = np.array([index[c] for c in ds.labels])
-        metrics = classification_metrics(y, preds.indices, self.classes)
-        whole = evaluate_slices(y, preds.indices, self.classes, {}, ("accuracy", "macro_f1"), n_resamples=n_resamples)["all"]
-        metrics.update(accuracy_ci=whole["accuracy"]["ci"], macro_f1_ci=whole["macro_f1"]["ci"], ci_level=0.95,
-                       ci_resamples=n_resamples)
+        metrics = classification_metrics(np.array([index[c] for c in ds.labels]), preds.indices, self.classes)
         if record and self.store.find(self.id) is not None:
             self.store.add_eval(self.id, str(ds.source), ds.fingerprint, _summary(metrics))
         return metrics
 
 
-def _load_with_hint(path: Path, cols: dict, labels_required: bool, fmt: str | None = None, text_col: str | None = None) -> Dataset:
+def _load_with_hint(path: Path, cols: dict, labels_required: bool, fmt: str | None = None, text_col: str | None = None,
+                    header: bool | None = None) -> Dataset:
     """Read with the training data's column names when the file has them, else infer."""
     from .data.readers import read_with_hint
 
     if not path.is_file():
-        return load_dataset(path, fmt=fmt, labels_required=labels_required)  # raises the one-line error
-    return read_with_hint(path, cols, labels_required=labels_required, fmt=fmt, text_col=text_col)[0]
+        return load_dataset(path, fmt=fmt, labels_required=labels_required, header=header)  # raises the one-line error
+    return read_with_hint(path, cols, labels_required=labels_required, fmt=fmt, text_col=text_col, header=header)[0]
 
 
 def _check_known_labels(data: Dataset, classes: list[str]) -> None:

@@ -18,6 +18,8 @@ from .errors import BadInput, CheckFailed, HeadstartError
 from .train.precision import PRECISIONS
 
 EPILOG = "Exit codes: 0 ok, 1 a check failed, 2 bad input. Docs: README.md."
+HEADER_HELP = ("CSV/TSV/.txt files have no header row: every row is data, the columns named 0, 1, ... (default: the first "
+               "row is the header; one that looks like data is refused)")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -69,8 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="YAML", help="YAML file of method options (KEY: VALUE per line); --set wins over it")
     p.add_argument("--budget", metavar="TIME", help="training time limit, e.g. 90s, 10m, 1h: training stops cleanly and keeps "
                    "the best checkpoint (default: none)")
-    p.add_argument("--plan-budget", metavar="TIME", help="with --backbone/--method auto: time the plan may take, counted "
-                   "inside --budget (default: 5%% of --budget, at least 30s; 90s without --budget)")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run (id or prefix printed when it stopped); "
                    "its data and options are reused")
     p.add_argument("--out", metavar="DIR", help="parent folder for the run folder (default: <data dir>/headstart/runs)")
@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-col", metavar="COL", help="text column (default: inferred)")
     p.add_argument("--label-col", metavar="COL", help="label column (default: inferred)")
     p.add_argument("--format", dest="fmt", choices=["csv", "tsv", "jsonl", "parquet"], help="table format (default: from the file extension)")
+    p.add_argument("--no-header", dest="header", action="store_const", const=False, default=None, help=HEADER_HELP)
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of the training data held out to choose hyperparameters (default: 0.1)")
     p.add_argument("--test-fraction", type=float, default=0.2, help="share held out for testing when --test is not given (default: 0.2)")
     p.add_argument("--precision", default="auto", choices=list(PRECISIONS),
@@ -94,10 +95,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbones", metavar="A,B,...", help="candidate backbones (default: every installed catalog backbone)")
     p.add_argument("--methods", metavar="M,...", help="methods to weigh (default: linear-probe,contrastive,lora,adapter,finetune)")
     p.add_argument("--budget", metavar="TIME", help="time the adaptation may take, e.g. 10m, 2h (default: 30m)")
-    p.add_argument("--plan-budget", metavar="TIME", help="time this plan may take; candidates it leaves are listed as "
-                   "'not scored (plan budget)' (default: 5%% of --budget, at least 30s)")
-    p.add_argument("--fresh", action="store_true", help="plan again even when a plan of the same data and options was saved "
-                   "in the last 24 h (default: reuse it)")
     p.add_argument("--max-memory", metavar="SIZE", help="peak memory the adaptation may use, e.g. 4GB (default: no limit)")
     p.add_argument("--score", default="linear_probe_cv", choices=["linear_probe_cv", "logme", "hscore", "knn"],
                    help="score that orders the backbones (default: linear_probe_cv)")
@@ -108,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", metavar="DATA", help="the separate test data `adapt --test` will get: only its size is "
                    "used, and none of DATA is then held out for test (costs and regime follow adapt's split)")
     p.add_argument("--format", dest="fmt", choices=["csv", "tsv", "jsonl", "parquet"], help="table format (default: from the file extension)")
+    p.add_argument("--no-header", dest="header", action="store_const", const=False, default=None, help=HEADER_HELP)
     p.add_argument("--val-fraction", type=float, default=0.1, help="as in adapt: share of DATA held out for validation (default: 0.1)")
     p.add_argument("--test-fraction", type=float, default=0.2, help="as in adapt: share held out for testing without --test (default: 0.2)")
     _common(p)
@@ -119,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="INPUT", help="file, image folder, or - for stdin")
     p.add_argument("--output", "-o", metavar="FILE", help="write predictions here (default: stdout)")
     p.add_argument("--text-col", metavar="COL", help="text column of INPUT (default: the training column if present, else inferred)")
+    p.add_argument("--no-header", dest="header", action="store_const", const=False, default=None, help=HEADER_HELP)
     p.add_argument("--allow-base-change", action="store_true", help="use the run even if the backbone's weights changed since it was made")
     _common(p)
 
@@ -134,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resamples", type=int, default=1000, metavar="R", help="bootstrap resamples for the intervals (default: 1000)")
     p.add_argument("--min-accuracy", type=float, metavar="X", help="exit 1 when accuracy is below X")
     p.add_argument("--text-col", metavar="COL", help="text column of DATA (default: the training column if present, else inferred)")
+    p.add_argument("--no-header", dest="header", action="store_const", const=False, default=None, help=HEADER_HELP)
     p.add_argument("--allow-base-change", action="store_true", help="evaluate even if the backbone's weights changed")
     _common(p)
 
@@ -245,9 +245,9 @@ def cmd_adapt(args) -> int:
             raise BadInput("adapt needs DATA (a table file or image folder), or --resume RUN")
         run = adapt(
             args.data, test=args.test, backbone=args.backbone, method=args.method, method_options=_parse_options(args.options),
-            out=args.out, seed=args.seed, text_col=args.text_col, label_col=args.label_col, fmt=args.fmt,
+            out=args.out, seed=args.seed, text_col=args.text_col, label_col=args.label_col, fmt=args.fmt, header=args.header,
             val_fraction=args.val_fraction, test_fraction=args.test_fraction, precision=args.precision, store=args.store,
-            budget=args.budget, plan_budget=args.plan_budget, config=args.config,
+            budget=args.budget, config=args.config,
         )
     m = run.manifest
     test = m["metrics"]["test"]["summary"]
@@ -299,11 +299,16 @@ def cmd_plan(args) -> int:
     if args.test is not None:
         from .data import load_dataset
 
-        test_examples = len(load_dataset(args.test, text_col=args.text_col, label_col=args.label_col, fmt=args.fmt))
-    p = plan(args.data, backbones=split(args.backbones), methods=split(args.methods), budget=args.budget,
+        test_examples = len(load_dataset(args.test, text_col=args.text_col, label_col=args.label_col, fmt=args.fmt, header=args.header))
+    data = args.data
+    if args.header is not None:  # plan reads a path without one
+        from .data import load_dataset
+
+        data = load_dataset(args.data, text_col=args.text_col, label_col=args.label_col, fmt=args.fmt, header=args.header)
+    p = plan(data, backbones=split(args.backbones), methods=split(args.methods), budget=args.budget,
              max_memory=args.max_memory, score=args.score, sample=args.sample, seed=args.seed, text_col=args.text_col,
              label_col=args.label_col, fmt=args.fmt, test_examples=test_examples, val_fraction=args.val_fraction,
-             test_fraction=args.test_fraction, plan_budget=args.plan_budget, reuse=not args.fresh)
+             test_fraction=args.test_fraction)
     _emit(args, p.to_dict(), table(p))
     return 0
 
@@ -318,7 +323,7 @@ def cmd_predict(args) -> int:
             raise BadInput(f"run {run.id} takes {run.manifest['modality']}: give a folder or file, not stdin")
         data = read_lines(sys.stdin)
     else:
-        data = run._as_dataset(args.input, labels_required=False, text_col=args.text_col)
+        data = run._as_dataset(args.input, labels_required=False, text_col=args.text_col, header=args.header)
     preds = run.predict(data)
     records = preds.records(list(data.inputs))
     out = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout
@@ -351,12 +356,9 @@ def cmd_eval(args) -> int:
     run = load(args.run, store=args.store, allow_base_change=args.allow_base_change)
     if args.suite:
         return _eval_suite(args, run)
-    metrics = run.evaluate(args.data, text_col=args.text_col, n_resamples=args.resamples)
+    metrics = run.evaluate(args.data, text_col=args.text_col, header=args.header)
     passed = args.min_accuracy is None or metrics["accuracy"] >= args.min_accuracy
-    intervals = "  ".join(f"{label} {metrics[k]:.4f} [{metrics[k + '_ci'][0]:.4f}, {metrics[k + '_ci'][1]:.4f}]"
-                          for k, label in (("accuracy", "accuracy"), ("macro_f1", "macro-F1")))
-    lines = [f"run {run.id} on {args.data}",
-             f"  {intervals}  (n={metrics['n']}; 95% bootstrap intervals, {args.resamples} resamples)"]
+    lines = [f"run {run.id} on {args.data}", f"  {_fmt_metrics(metrics)}"]
     worst = sorted(metrics["per_class"].items(), key=lambda kv: kv[1]["f1"])[:5]
     lines.append("  weakest classes: " + ", ".join(f"{c} (F1 {v['f1']:.2f})" for c, v in worst if v["support"]))
     if args.min_accuracy is not None:
