@@ -55,6 +55,7 @@ def adapt(
     precision: str = "auto",
     store: str | Path | None = None,
     budget: float | str | None = None,
+    plan_budget: float | str | None = None,
     config: str | Path | None = None,
     resume: str | None = None,
     _on_step: Callable[[int], None] | None = None,
@@ -65,7 +66,8 @@ def adapt(
     with it, into train / validation and the test file is only used for the final metrics.
 
     ``budget`` limits training time (seconds, or "90s"/"10m"/"1h"); training stops cleanly and
-    keeps its best state. ``config`` is a YAML file of method options (``method_options`` win
+    keeps its best state; with ``backbone``/``method`` "auto" it includes the plan's time, and
+    ``plan_budget`` bounds the plan (default: 5% of ``budget``, at least 30 s). ``config`` is a YAML file of method options (``method_options`` win
     over it). Trained methods checkpoint while they train; ``resume=RUN_ID`` continues a run
     that was interrupted (every other argument then comes from the interrupted run's recipe).
     ``header`` is for CSV/TSV/.txt files: None reads the first row as the header unless it looks
@@ -79,7 +81,9 @@ def adapt(
     chosen = None
     if backbone == "auto" or method == "auto":
         split = {"test": test, "val_fraction": val_fraction, "test_fraction": test_fraction, "fmt": fmt, "header": header}
-        backbone, method, chosen = _auto(data, backbone, method, budget_s, seed, text_col, label_col, precision, split)
+        backbone, method, chosen = _auto(data, backbone, method, budget_s, seed, text_col, label_col, precision, split,
+                                         plan_budget=plan_budget)
+        budget_s = chosen["adaptation_budget_s"]  # what the plan left of the budget
     method_obj = get_method(method).from_options(options)
     recipe = {
         "data": str(data), "test": None if test is None else str(test),
@@ -90,10 +94,15 @@ def adapt(
     return _adapt(recipe, method_obj, out=out, store=store, t_start=t_start, run_id=None, on_step=_on_step, plan=chosen)
 
 
-def _auto(data, backbone: str, method: str, budget_s, seed, text_col, label_col, precision, split: dict) -> tuple[str, str, dict]:
+def _auto(data, backbone: str, method: str, budget_s, seed, text_col, label_col, precision, split: dict, *,
+          plan_budget=None) -> tuple[str, str, dict]:
     """Resolve --backbone auto / --method auto with `plan` (costed on the split this run will make:
-    ``split`` holds the test file, the fractions and the format); returns the choice and what to record."""
-    from .plan.recommend import METHODS, plan
+    ``split`` holds the test file, the fractions and the format); returns the choice and what to record.
+
+    A saved plan of the same data and options (e.g. from `headstart plan` just before) is reused.
+    The plan's time counts inside ``budget_s``: the record's ``adaptation_budget_s`` is what is left
+    for the adaptation (None without a budget), and the choice is made within it."""
+    from .plan.recommend import METHODS, plan, within_budget
 
     if method != "auto" and method not in METHODS:
         raise BadInput(f"--backbone auto chooses among backbones for the methods {', '.join(METHODS)}; "
@@ -104,18 +113,30 @@ def _auto(data, backbone: str, method: str, budget_s, seed, text_col, label_col,
                                          header=split["header"]))
     if split["header"] is not None:  # plan reads a path without one
         data = load_dataset(data, text_col=text_col, label_col=label_col, fmt=split["fmt"], header=split["header"])
+    t_plan = time.perf_counter()
     p = plan(data, backbones=None if backbone == "auto" else [backbone], methods=None if method == "auto" else [method],
              budget=budget_s, seed=seed, text_col=text_col, label_col=label_col, precision=precision, fmt=split["fmt"],
-             test_examples=test_examples, val_fraction=split["val_fraction"], test_fraction=split["test_fraction"])
+             test_examples=test_examples, val_fraction=split["val_fraction"], test_fraction=split["test_fraction"],
+             plan_budget=plan_budget)
+    plan_s = round(time.perf_counter() - t_plan, 2)
+    left_s = None
+    if budget_s is not None:
+        left_s = round(budget_s - plan_s, 2)
+        if left_s <= 0:
+            raise BadInput(f"--budget {budget_s:.0f}s: the plan took {plan_s:.0f}s of it and left nothing to adapt with; "
+                           "raise --budget or lower --plan-budget")
+        p = within_budget(p, left_s)
     if p.recommended is None:
         raise BadInput(f"--backbone/--method auto: no candidate fits the budget ({p.budget_s:.0f}s); raise --budget")
     r = p.recommended
     status(f"plan: {r.backbone} + {r.method} ({r.why})")
     record = {"requested": {"backbone": backbone, "method": method}, "chosen": {"backbone": r.backbone, "method": r.method},
               "expected_accuracy": r.expected_accuracy, "predicted_s": r.predicted_s, "why": r.why, "score": p.score,
-              "sample": p.sample, "profile": p.profile, "plan_s": p.timings.get("total"),
+              "sample": p.sample, "profile": p.profile, "plan_s": plan_s, "plan_budget_s": p.plan_budget_s,
+              "budget_s": budget_s, "adaptation_budget_s": left_s, "reused": p.reused, "speed": p.speed,
               "candidates": [{"backbone": c.backbone, "method": c.method, "expected_accuracy": c.expected_accuracy,
-                              "predicted_s": c.predicted_s, "fits": c.fits, "scores": c.scores} for c in p.candidates]}
+                              "predicted_s": c.predicted_s, "fits": c.fits, "scores": c.scores, "not_scored": c.not_scored}
+                             for c in p.candidates]}
     return r.backbone, r.method, record
 
 
@@ -161,6 +182,10 @@ def _adapt(recipe: dict, method_obj: Method, *, out, store, t_start: float, run_
     spec = bb.spec
     check_modality(spec, full.modality, full.source)
     require_trainable(bb, method_obj)
+    from .plan.profile import language_warning
+
+    if (language := language_warning(full, spec)) is not None:  # e.g. Thai data, an English-only backbone
+        warnings.warn(language, stacklevel=2)
     if spec.pinned_sha256 and bb_hash != spec.pinned_sha256:
         warnings.warn(
             f"backbone {spec.name!r}: weights sha256 {bb_hash[:12]}... differ from the pinned {spec.pinned_sha256[:12]}... "
@@ -440,14 +465,24 @@ class Run:
         method, bb = self._ready()
         return Predictions(self.classes, method.predict_proba(bb, ds, self._ctx()))
 
-    def evaluate(self, data, *, record: bool = True, text_col: str | None = None, header: bool | None = None) -> dict:
-        """Metrics on labelled data (file, folder or Dataset); recorded in the store by default."""
+    def evaluate(self, data, *, record: bool = True, text_col: str | None = None, header: bool | None = None, n_resamples: int = 1000) -> dict:
+        """Metrics on labelled data (file, folder or Dataset); recorded in the store by default.
+
+        Besides :func:`~.evaluate.metrics.classification_metrics`' keys: ``accuracy_ci`` and
+        ``macro_f1_ci``, 95% percentile-bootstrap intervals ``[low, high]`` over ``n_resamples``
+        resamples of the examples (seed 0), and ``ci_level`` / ``ci_resamples``."""
+        from .evaluate.suite import evaluate_slices
+
         ds = self._as_dataset(data, labels_required=True, text_col=text_col, header=header)
         ds.require_labels()
         _check_known_labels(ds, self.classes)
         preds = self.predict(ds)
         index = {c: i for i, c in enumerate(self.classes)}
-        metrics = classification_metrics(np.array([index[c] for c in ds.labels]), preds.indices, self.classes)
+        y = np.array([index[c] for c in ds.labels])
+        metrics = classification_metrics(y, preds.indices, self.classes)
+        whole = evaluate_slices(y, preds.indices, self.classes, {}, ("accuracy", "macro_f1"), n_resamples=n_resamples)["all"]
+        metrics.update(accuracy_ci=whole["accuracy"]["ci"], macro_f1_ci=whole["macro_f1"]["ci"], ci_level=0.95,
+                       ci_resamples=n_resamples)
         if record and self.store.find(self.id) is not None:
             self.store.add_eval(self.id, str(ds.source), ds.fingerprint, _summary(metrics))
         return metrics

@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="YAML", help="YAML file of method options (KEY: VALUE per line); --set wins over it")
     p.add_argument("--budget", metavar="TIME", help="training time limit, e.g. 90s, 10m, 1h: training stops cleanly and keeps "
                    "the best checkpoint (default: none)")
+    p.add_argument("--plan-budget", metavar="TIME", help="with --backbone/--method auto: time the plan may take, counted "
+                   "inside --budget (default: 5%% of --budget, at least 30s; 90s without --budget)")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run (id or prefix printed when it stopped); "
                    "its data and options are reused")
     p.add_argument("--out", metavar="DIR", help="parent folder for the run folder (default: <data dir>/headstart/runs)")
@@ -95,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbones", metavar="A,B,...", help="candidate backbones (default: every installed catalog backbone)")
     p.add_argument("--methods", metavar="M,...", help="methods to weigh (default: linear-probe,contrastive,lora,adapter,finetune)")
     p.add_argument("--budget", metavar="TIME", help="time the adaptation may take, e.g. 10m, 2h (default: 30m)")
+    p.add_argument("--plan-budget", metavar="TIME", help="time this plan may take; candidates it leaves are listed as "
+                   "'not scored (plan budget)' (default: 5%% of --budget, at least 30s)")
+    p.add_argument("--fresh", action="store_true", help="plan again even when a plan of the same data and options was saved "
+                   "in the last 24 h (default: reuse it)")
     p.add_argument("--max-memory", metavar="SIZE", help="peak memory the adaptation may use, e.g. 4GB (default: no limit)")
     p.add_argument("--score", default="linear_probe_cv", choices=["linear_probe_cv", "logme", "hscore", "knn"],
                    help="score that orders the backbones (default: linear_probe_cv)")
@@ -247,7 +253,7 @@ def cmd_adapt(args) -> int:
             args.data, test=args.test, backbone=args.backbone, method=args.method, method_options=_parse_options(args.options),
             out=args.out, seed=args.seed, text_col=args.text_col, label_col=args.label_col, fmt=args.fmt, header=args.header,
             val_fraction=args.val_fraction, test_fraction=args.test_fraction, precision=args.precision, store=args.store,
-            budget=args.budget, config=args.config,
+            budget=args.budget, plan_budget=args.plan_budget, config=args.config,
         )
     m = run.manifest
     test = m["metrics"]["test"]["summary"]
@@ -308,7 +314,7 @@ def cmd_plan(args) -> int:
     p = plan(data, backbones=split(args.backbones), methods=split(args.methods), budget=args.budget,
              max_memory=args.max_memory, score=args.score, sample=args.sample, seed=args.seed, text_col=args.text_col,
              label_col=args.label_col, fmt=args.fmt, test_examples=test_examples, val_fraction=args.val_fraction,
-             test_fraction=args.test_fraction)
+             test_fraction=args.test_fraction, plan_budget=args.plan_budget, reuse=not args.fresh)
     _emit(args, p.to_dict(), table(p))
     return 0
 
@@ -356,9 +362,12 @@ def cmd_eval(args) -> int:
     run = load(args.run, store=args.store, allow_base_change=args.allow_base_change)
     if args.suite:
         return _eval_suite(args, run)
-    metrics = run.evaluate(args.data, text_col=args.text_col, header=args.header)
+    metrics = run.evaluate(args.data, text_col=args.text_col, header=args.header, n_resamples=args.resamples)
     passed = args.min_accuracy is None or metrics["accuracy"] >= args.min_accuracy
-    lines = [f"run {run.id} on {args.data}", f"  {_fmt_metrics(metrics)}"]
+    intervals = "  ".join(f"{label} {metrics[k]:.4f} [{metrics[k + '_ci'][0]:.4f}, {metrics[k + '_ci'][1]:.4f}]"
+                          for k, label in (("accuracy", "accuracy"), ("macro_f1", "macro-F1")))
+    lines = [f"run {run.id} on {args.data}",
+             f"  {intervals}  (n={metrics['n']}; 95% bootstrap intervals, {args.resamples} resamples)"]
     worst = sorted(metrics["per_class"].items(), key=lambda kv: kv[1]["f1"])[:5]
     lines.append("  weakest classes: " + ", ".join(f"{c} (F1 {v['f1']:.2f})" for c, v in worst if v["support"]))
     if args.min_accuracy is not None:
