@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a run on labelled data or an eval suite (gates for CI)", epilog=EPILOG,
                        description="Evaluate a run on labelled DATA, or on an eval suite (--suite: datasets, metrics, slices and "
-                       "gates in YAML; see README 'Eval suites'), with 95%% bootstrap intervals. The result is recorded in the "
+                       "gates in YAML; see README 'Eval suites'), with 95% bootstrap intervals. The result is recorded in the "
                        "store. Exit 1 when a gate (or --min-accuracy) fails.")
     p.add_argument("run", metavar="RUN", help="run folder or run id (prefix)")
     p.add_argument("data", metavar="DATA", nargs="?", help="labelled table file or image folder (or give --suite)")
