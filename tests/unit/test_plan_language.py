@@ -37,15 +37,22 @@ def test_no_warning_for_covered_languages_or_backbones_without_a_record(tiny_ber
     assert language_warning(images, resolve("efficientnet-lite0")) is None
 
 
-def test_a_language_no_catalog_backbone_covers_says_so():
+def test_a_language_no_catalog_backbone_covers_says_so(monkeypatch):
+    assert "use-multilingual" in language_warning(_texts(GREEK), resolve("minilm-l6"))  # 'multi' covers any
+    # With a multilingual entry that lists its languages (and not Greek), none is named.
+    listed = ("ar", "zh", "en", "fr", "de", "it", "ja", "ko", "nl", "pl", "pt", "es", "th", "tr", "ru")
+    monkeypatch.setitem(CATALOG, "use-multilingual", replace(CATALOG["use-multilingual"], languages=listed))
     message = language_warning(_texts(GREEK), resolve("minilm-l6"))
     assert message is not None and "Greek" in message
     assert "no catalog backbone covers them" in message and "hf:<hub id>" in message
+    assert "use-multilingual" in language_warning(_texts(THAI), resolve("minilm-l6"))
 
 
 def test_other_latin_languages_are_covered_by_a_multilingual_list():
     assert covers(resolve("use-multilingual"), "other-latin") and not covers(resolve("minilm-l6"), "other-latin")
-    assert covers(replace(resolve("minilm-l6"), languages=("multi",)), "th")
+    assert covers(replace(resolve("minilm-l6"), languages=("en", "es")), "other-latin")
+    assert not covers(replace(resolve("minilm-l6"), languages=("en", "ja")), "other-latin")
+    assert covers(resolve("use-multilingual"), "th")  # 'multi'
 
 
 @pytest.fixture
