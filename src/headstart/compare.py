@@ -67,7 +67,9 @@ class Comparison:
     ``accuracy_low``/``accuracy_high`` (95% bootstrap interval), ``macro_f1`` (+ ``_low``/``_high``),
     ``trainable_params``, ``total_params`` and ``trainable_pct`` (None when the method did not
     report them), ``wall_s``, ``peak_rss_mb`` (+ ``peak_rss_how``), ``peak_gpu_mb`` (None without
-    CUDA) and ``on_frontier``.
+    CUDA), ``on_frontier``, and the training's ``stopped_by`` (``"budget"``, ``"epochs"``,
+    ``"early-stopping"``, ``"steps"``), ``steps`` and ``planned_steps`` (None for methods that take
+    no steps, such as the linear probe).
     """
 
     id: str
@@ -114,24 +116,32 @@ class Comparison:
     def legend(self) -> str:
         n = self.data["split"]["test"]
         pct = f"{self.bootstrap['level']:.0%}"
-        return (
+        text = (
             f"[low, high]: {pct} percentile-bootstrap interval over the {n} test examples ({self.bootstrap['n_resamples']} resamples). "
             "* on the Pareto frontier of accuracy vs wall time. Peak memory: peak resident memory of the process during the run "
             "(runs share one process). n/a: the method did not report it."
         )
+        if any(r.get("stopped_by") == "budget" for r in self.rows):
+            text += (" budget: N/M steps: --budget stopped the training after N of its M planned steps, so the row shows an "
+                     "unfinished run, not what the method reaches.")
+        return text
 
-    def _cells(self) -> tuple[list[str], list[list[str]]]:
+    def _cells(self) -> tuple[list[str], list[list[str]], int]:
+        """Header, body and how many leading columns are text (left-aligned; the rest are numbers)."""
         pct = f"{self.bootstrap['level']:.0%}"
         gpu = any(r.get("peak_gpu_mb") is not None for r in self.rows)
-        head = ["", "method", "backbone", f"test accuracy [{pct}]", f"macro-F1 [{pct}]", "trainable", "trainable %", "wall time", "peak memory"]
+        budget = any(r.get("stopped_by") == "budget" for r in self.rows)
+        head = ["", "method", "backbone"] + (["training"] if budget else [])
+        text_columns = len(head)
+        head += [f"test accuracy [{pct}]", f"macro-F1 [{pct}]", "trainable", "trainable %", "wall time", "peak memory"]
         if gpu:
             head.append("peak GPU")
         body = []
         for r in self.rows:
-            cells = [
-                "*" if r["on_frontier"] else "",
-                r["method"],
-                r["backbone_label"],
+            cells = ["*" if r["on_frontier"] else "", r["method"], r["backbone_label"]]
+            if budget:
+                cells.append(_fmt_training(r))
+            cells += [
                 _fmt_ci(r["accuracy"], r["accuracy_low"], r["accuracy_high"]),
                 _fmt_ci(r["macro_f1"], r["macro_f1_low"], r["macro_f1_high"]),
                 _fmt_count(r["trainable_params"]),
@@ -142,16 +152,16 @@ class Comparison:
             if gpu:
                 cells.append(_fmt_mb(r.get("peak_gpu_mb")))
             body.append(cells)
-        return head, body
+        return head, body, text_columns
 
     def to_markdown(self) -> str:
         """The table as Markdown, headed by the data, split sizes, seed and date."""
-        head, body = self._cells()
+        head, body, text_columns = self._cells()
 
         def line(cells: list[str]) -> str:
             return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
-        align = ["---" if i < 3 else "---:" for i in range(len(head))]
+        align = ["---" if i < text_columns else "---:" for i in range(len(head))]
         out = [f"# Comparison {self.id}", "", self.header(), "", line(head), "| " + " | ".join(align) + " |"]
         out += [line(cells) for cells in body]
         out += ["", self.legend(), ""]
@@ -159,11 +169,12 @@ class Comparison:
 
     def to_text(self) -> str:
         """An aligned plain-text table for a terminal, with the folder it was saved to."""
-        head, body = self._cells()
+        head, body, text_columns = self._cells()
         widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
 
         def line(cells: list[str]) -> str:
-            return "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+            return "  ".join(c.ljust(w) if i < text_columns else c.rjust(w)
+                             for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
 
         out = [f"comparison {self.id}", f"  {self.header()}", line(head)] + [line(cells) for cells in body]
         out.append(f"  {self.legend()}")
@@ -542,7 +553,24 @@ def _row(run: Any, method: str, backbone: str, wall_s: float, peak_mb: float, pe
         "peak_rss_how": peak_how,
         "peak_gpu_mb": None if peak_gpu_mb is None else round(peak_gpu_mb, 1),
         "on_frontier": False,
+        "stopped_by": fit.get("stopped_by"),
+        "steps": _int_or_none(fit.get("steps")),
+        "planned_steps": _planned_steps(m),
     }
+
+
+def _planned_steps(manifest: dict[str, Any]) -> int | None:
+    """How many optimizer steps the run's recipe asked for; None for methods that take no steps.
+
+    The trainer's count (``headstart.train.trainer.Trainer.fit``): ceil(ceil(train / batch_size)
+    x epochs), at least 1, over the training split; contrastive tuning asks for ``steps``.
+    """
+    config = manifest["method"].get("config") or {}
+    epochs, batch = config.get("epochs"), _int_or_none(config.get("batch_size"))
+    train = _int_or_none(manifest["data"]["split"].get("train"))
+    if isinstance(epochs, (int, float)) and batch and train:
+        return max(1, math.ceil(math.ceil(train / batch) * epochs))
+    return _int_or_none(config.get("steps"))
 
 
 def _backbone_params(spec_dict: dict[str, Any]) -> int | None:
@@ -647,6 +675,10 @@ def _write_folder(comparison: Comparison, out_dir: Path) -> Path:
     return final
 
 
+PLOT_DPI = 110
+PANELS = (("wall_s", "wall time (s, log scale)"), ("trainable_pct", "trainable parameters (% of all, log scale)"))
+
+
 def plot_frontier(rows: list[dict[str, Any]], path: Path, *, title: str = "") -> bool:
     """Draw accuracy (with its interval) vs wall time and vs trainable %, frontiers joined by a line.
 
@@ -654,52 +686,188 @@ def plot_frontier(rows: list[dict[str, Any]], path: Path, *, title: str = "") ->
     result; the picture is a convenience that must not throw away finished runs.
     """
     try:
-        import matplotlib
-        import matplotlib.ticker
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        import matplotlib  # noqa: F401
     except ImportError:
         warnings.warn("frontier.png not drawn: matplotlib is not installed (pip install matplotlib)", stacklevel=2)
         return False
+    frontier_figure(rows, title=title).savefig(path, dpi=PLOT_DPI)
+    return True
+
+
+def frontier_figure(rows: list[dict[str, Any]], *, title: str = "") -> Any:
+    """The matplotlib Figure behind ``frontier.png`` (see :func:`plot_frontier`).
+
+    What a reader needs from it, each a past complaint: a row has one colour (its method) and one
+    marker (its backbone) in both panels and in the legend below them, which names every row by
+    its number in the table (and says when the budget stopped it: hollow marker); the labels
+    beside the points never overprint each other (:func:`_place_labels`, falling back to the
+    row's number where the full name does not fit); the axes hold every error bar whole, with a
+    margin. Each row's error bar carries the gid ``row-<number>``, its marker ``point-<number>``,
+    its label ``label-<number>`` (tests find them by these).
+    """
+    import matplotlib
+    import matplotlib.ticker
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     methods = list(dict.fromkeys(r["method"] for r in rows))
     backbones = list(dict.fromkeys(r["backbone_label"] for r in rows))
     colours = {m: matplotlib.colormaps["tab10"](i % 10) for i, m in enumerate(methods)}
     markers = {b: "osD^vPX*"[i % 8] for i, b in enumerate(backbones)}
+    numbered = list(enumerate(rows, start=1))  # numbers as the table's row order
+
+    def style(r: dict[str, Any]) -> dict[str, Any]:
+        colour = colours[r["method"]]
+        return {"color": colour, "marker": markers[r["backbone_label"]], "markersize": 7, "markeredgecolor": colour,
+                "markerfacecolor": "none" if r.get("stopped_by") == "budget" else colour}
+
     # The Agg canvas directly, not pyplot: drawing must not switch the backend of a notebook user.
-    fig = Figure(figsize=(12, 4.8), layout="constrained")
+    fig = Figure(figsize=(12, 5.2 + 0.25 * math.ceil(len(rows) / 3)), dpi=PLOT_DPI, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2)
-    panels = [("wall_s", "wall time (s, log scale)"), ("trainable_pct", "trainable parameters (% of all, log scale)")]
-    for ax, (key, xlabel) in zip(axes, panels, strict=True):
-        shown = [r for r in rows if r.get(key) is not None and r[key] > 0]
-        for i, r in enumerate(sorted(shown, key=lambda r: (r[key], r["accuracy"]))):
+    labels: list[tuple[Any, list[tuple[float, float, float | None, float | None, str, str]]]] = []
+    for ax, (key, xlabel) in zip(axes, PANELS, strict=True):
+        shown = [(n, r) for n, r in numbered if r.get(key) is not None and r[key] > 0]
+        for n, r in shown:
             low, high = r["accuracy_low"], r["accuracy_high"]
-            yerr = None if low is None else [[max(0.0, r["accuracy"] - low)], [max(0.0, high - r["accuracy"])]]
-            ax.errorbar(r[key], r["accuracy"], yerr=yerr, fmt=markers[r["backbone_label"]], color=colours[r["method"]],
-                        capsize=3, markersize=7)
-            ax.annotate(f"{r['method']} / {r['backbone_label']}", (r[key], r["accuracy"]), textcoords="offset points",
-                        xytext=(6, 6 if i % 2 == 0 else -13), fontsize=8)  # alternate: neighbours overlap less
-        if shown:
-            front = [shown[i] for i in pareto_frontier([(r[key], r["accuracy"]) for r in shown])]
-            ax.plot([r[key] for r in front], [r["accuracy"] for r in front], "-", color="0.35", linewidth=1.2, zorder=0,
-                    label="Pareto frontier")
-            ax.set_xscale("log")
-            plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
-            ax.xaxis.set_major_formatter(plain)
-            xs = [r[key] for r in shown]
-            # within one decade the only ticks are minor ones: label them; else leave them unlabelled
-            ax.xaxis.set_minor_formatter(plain if max(xs) < 10 * min(xs) else matplotlib.ticker.NullFormatter())
-            ax.legend(loc="lower right", fontsize=8)
-        else:
-            ax.text(0.5, 0.5, "not reported by these methods", ha="center", va="center", transform=ax.transAxes)
+            yerr = None if low is None or high is None else [[max(0.0, r["accuracy"] - low)], [max(0.0, high - r["accuracy"])]]
+            bars = ax.errorbar(r[key], r["accuracy"], yerr=yerr, linestyle="none", capsize=3, **style(r))
+            for artist in bars.get_children():
+                artist.set_gid(f"row-{n}")
+            bars.lines[0].set_gid(f"point-{n}")  # the marker itself
         ax.set_xlabel(xlabel)
         ax.set_ylabel("test accuracy (95% bootstrap interval)")
         ax.grid(True, which="both", alpha=0.3)
+        if not shown:
+            ax.text(0.5, 0.5, "not reported by these methods", ha="center", va="center", transform=ax.transAxes)
+            continue
+        points = [(r[key], r["accuracy"]) for _, r in shown]
+        front = [shown[i][1] for i in pareto_frontier(points)]
+        ax.plot([r[key] for r in front], [r["accuracy"] for r in front], "-", color="0.35", linewidth=1.2, zorder=0)
+        ax.set_xscale("log")
+        ax.set_xlim(*_log_limits([x for x, _ in points]))
+        ax.set_ylim(*_limits([v for _, r in shown for v in (r["accuracy"], r["accuracy_low"], r["accuracy_high"]) if v is not None]))
+        plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+        ax.xaxis.set_major_formatter(plain)
+        lo, hi = ax.get_xlim()
+        # few decades shown: label the minor ticks too (within one decade all of them, else 2 and 5)
+        some = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else "")
+        ax.xaxis.set_minor_formatter(plain if hi < 10 * lo else some if hi < 1000 * lo else matplotlib.ticker.NullFormatter())
+        labels.append((ax, [(r[key], r["accuracy"], r["accuracy_low"], r["accuracy_high"], _point_label(r), str(n)) for n, r in shown]))
+
+    handles = [Line2D([], [], linestyle="none", **style(r)) for _, r in numbered]
+    names = [f"{n}  {r['method']} / {r['backbone_label']}" + (f"  ({_fmt_training(r)})" if r.get("stopped_by") == "budget" else "")
+             for n, r in numbered]
+    handles.append(Line2D([], [], color="0.35", linewidth=1.2))
+    names.append("Pareto frontier")
+    if any(r.get("stopped_by") == "budget" for r in rows):
+        handles.append(Line2D([], [], linestyle="none", marker="o", color="0.35", markerfacecolor="none"))
+        names.append("hollow: stopped by --budget")
+    fig.legend(handles, names, loc="outside lower center", ncols=min(3, len(names)), fontsize=8, frameon=False)
     if title:
         fig.suptitle(f"quality vs cost: {title}", fontsize=10)
-    fig.savefig(path, dpi=110)
-    return True
+
+    fig.canvas.draw()  # the layout engine places the axes once; labels are placed in that frame
+    fig.set_layout_engine("none")
+    renderer = fig.canvas.get_renderer()
+    for ax, items in labels:
+        _place_labels(ax, items, renderer)
+    return fig
+
+
+def _point_label(row: dict[str, Any]) -> str:
+    text = f"{row['method']} / {row['backbone_label']}"
+    if row.get("stopped_by") == "budget":
+        text += f" ({_fmt_training(row)})"
+    return text.replace("$", r"\$")  # not mathtext
+
+
+def _limits(values: list[float], *, margin: float = 0.08, least: float = 0.02) -> tuple[float, float]:
+    """Axis limits holding every value with ``margin`` of the span (at least ``least``) on each side."""
+    lo, hi = min(values), max(values)
+    pad = margin * max(hi - lo, least)
+    return lo - pad, hi + pad
+
+
+def _log_limits(values: list[float]) -> tuple[float, float]:
+    """As :func:`_limits` on a log axis: the margin in decades (at least a 0.3-decade span)."""
+    lo, hi = _limits([math.log10(v) for v in values], margin=0.12, least=0.3)
+    return 10**lo, 10**hi
+
+
+# Where a label may go: (dx, dy) in pixels from its point, and its alignment. NEAR: beside the
+# point; RINGS: further out, joined to the point by a thin leader line (only for the short label:
+# a full name far from its point reads as another point's).
+NEAR = [(8, 6, "left", "bottom"), (8, -6, "left", "top"), (-8, 6, "right", "bottom"), (-8, -6, "right", "top"),
+        (0, 12, "center", "bottom"), (0, -12, "center", "top")]
+RINGS = [
+    (round(r * math.cos(a)), round(r * math.sin(a)), "left" if math.cos(a) > 0.3 else "right" if math.cos(a) < -0.3 else "center",
+     "bottom" if math.sin(a) > 0.3 else "top" if math.sin(a) < -0.3 else "center")
+    for r in (28, 48, 72) for a in (math.radians(d) for d in (30, -30, 150, -150, 90, -90, 0, 180))
+]
+# (label, spots, keep off the error bars), tried in this order
+TRIES = (("full", NEAR, True), ("short", NEAR, True), ("short", RINGS, True), ("short", NEAR, False), ("short", RINGS, False))
+LEADER_PX = 20  # a label further than this from its point gets a leader line
+
+
+def _place_labels(ax: Any, items: list[tuple[float, float, float | None, float | None, str, str]], renderer: Any) -> None:
+    """Label every point without overprinting: a simple deterministic collision avoidance.
+
+    ``items``: (x, y, interval low, high, full label, short label). Points are taken left to
+    right; each label goes to the first free spot of :data:`TRIES`: inside the axes, over no
+    label placed before and no marker, and (at first) no error bar. The full name is tried only
+    beside its point or just past its error bar's caps; then the short label (the row's number, which the legend names) beside it,
+    on rings further out with a leader line, then over error bars. A label that fits nowhere
+    takes the first spot.
+    """
+    from matplotlib.transforms import Bbox
+
+    frame = ax.get_window_extent(renderer)
+    pixels = [ax.transData.transform((x, y)) for x, y, *_ in items]
+    markers = [Bbox.from_bounds(px - 5, py - 5, 10, 10) for px, py in pixels]
+    bars, ends = [], []
+    for (x, _, low, high, _, _), (px, py) in zip(items, pixels, strict=True):
+        if low is not None and high is not None:
+            y0, y1 = ax.transData.transform((x, low))[1], ax.transData.transform((x, high))[1]
+            bars.append(Bbox.from_extents(px - 4, y0, px + 4, y1))  # the bar and its caps
+            ends.append([(0, round(y1 - py) + 3, "center", "bottom"), (0, round(y0 - py) - 3, "center", "top")])
+        else:
+            ends.append([])
+    placed: list[Any] = []
+
+    def free(box: Any, avoid_bars: bool) -> bool:
+        inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+        obstacles = placed + markers + (bars if avoid_bars else [])
+        return inside and not any(box.overlaps(o) for o in obstacles)
+
+    for i in sorted(range(len(items)), key=lambda i: (pixels[i][0], pixels[i][1])):
+        x, y, _, _, full, short = items[i]
+        text = ax.annotate(full, (x, y), textcoords="offset pixels", xytext=NEAR[0][:2], fontsize=8, annotation_clip=False,
+                           ha=NEAR[0][2], va=NEAR[0][3])
+        spot = None
+        for which, spots, avoid_bars in TRIES:
+            text.set_text(full if which == "full" else short)
+            for dx, dy, ha, va in spots + (ends[i] if spots is NEAR else []):  # NEAR: also just past the bar's caps
+                text.set_position((dx, dy))
+                text.set_ha(ha)
+                text.set_va(va)
+                if free(text.get_window_extent(renderer), avoid_bars):
+                    spot = (dx, dy, ha, va)
+                    break
+            if spot:
+                break
+        if spot is None:
+            text.set_text(short)
+        dx, dy, ha, va = spot or NEAR[0]
+        text.set_position((dx, dy))
+        text.set_ha(ha)
+        text.set_va(va)
+        if math.hypot(dx, dy) > LEADER_PX:
+            ax.annotate("", (x, y), xytext=(dx, dy), textcoords="offset pixels", annotation_clip=False,
+                        arrowprops={"arrowstyle": "-", "color": "0.5", "linewidth": 0.6, "shrinkA": 0, "shrinkB": 4})
+        text.set_gid(f"label-{short}")
+        placed.append(text.get_window_extent(renderer))
 
 
 # -- formatting --------------------------------------------------------------------------------
@@ -710,6 +878,15 @@ def _backbone_label(name: str) -> str:
     if name.startswith("hf:") or "/" not in name and os.sep not in name:
         return name
     return Path(name).name or name
+
+
+def _fmt_training(row: dict[str, Any]) -> str:
+    """How the training ended: ``budget: 3/30 steps``, ``30/30 steps``, ``early stop: 12/30 steps``; ``-`` without steps."""
+    steps, planned, why = row.get("steps"), row.get("planned_steps"), row.get("stopped_by")
+    if steps is None:
+        return "budget" if why == "budget" else "-"
+    count = f"{steps}/{planned} steps" if planned else f"{steps} steps"
+    return {"budget": f"budget: {count}", "early-stopping": f"early stop: {count}"}.get(str(why), count)
 
 
 def _fmt_ci(value: float, low: float | None, high: float | None) -> str:
@@ -753,7 +930,7 @@ def _jsonable(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_set_options(items: Sequence[str], problems: list[str] | None = None) -> dict[str, dict[str, Any]]:
-    """``["lora.r=8", "linear-probe.C=0.5"]`` -> ``{"lora": {"r": 8}, "linear-probe": {"C": 0.5}}``.
+    """``["lora.rank=8", "linear-probe.C=0.5"]`` -> ``{"lora": {"rank": 8}, "linear-probe": {"C": 0.5}}``.
 
     Values are read as JSON when they parse (numbers, true/false, lists -> tuples), else kept as
     text, as ``adapt --set`` does. A malformed item raises BadInput, or is appended to
@@ -788,9 +965,10 @@ def add_parser(sub: argparse._SubParsersAction, common: Callable[[argparse.Argum
     p = sub.add_parser(
         "compare", help="run several methods (x backbones) on the same split and tabulate quality vs cost", epilog=epilog,
         description="Adapt every METHOD x BACKBONE to DATA on the same train/validation/test split (same seed and fractions; "
-        "checked), then print test accuracy and macro-F1 with 95%% bootstrap intervals, trainable parameters (count and %% of "
-        "all), wall time and peak memory. Saves table.md, comparison.json and frontier.png (accuracy vs wall time and vs "
-        "trainable %%, Pareto frontier drawn) in a comparison folder recorded in the store; each run is an ordinary run.",
+        "checked), then print test accuracy and macro-F1 with 95% bootstrap intervals, trainable parameters (count and % of "
+        "all), wall time and peak memory; a run that --budget stopped is marked with its steps (budget: 3/30 steps). Saves "
+        "table.md, comparison.json and frontier.png (accuracy vs wall time and vs trainable %, Pareto frontier drawn) in a "
+        "comparison folder recorded in the store; each run is an ordinary run.",
     )
     p.add_argument("data", metavar="DATA", help="training data: table file or image folder (as for `headstart adapt`)")
     p.add_argument("--methods", default="linear-probe", metavar="M1,M2",
@@ -800,7 +978,8 @@ def add_parser(sub: argparse._SubParsersAction, common: Callable[[argparse.Argum
     p.add_argument("--test", metavar="DATA", help="separate labelled test data (then DATA is split into train/validation only)")
     p.add_argument("--seed", type=int, default=0, help="seed for the split, training and the bootstrap (default: 0)")
     p.add_argument("--set", dest="options", action="append", default=[], metavar="METHOD.KEY=VALUE",
-                   help="option for one method, repeatable, e.g. --set linear-probe.C=0.5 --set lora.r=8")
+                   help="option for one method, repeatable, e.g. --set linear-probe.C=0.5 --set lora.rank=8 (the options of each "
+                   "method: README, 'Methods')")
     p.add_argument("--out", metavar="DIR", help="parent folder for the comparison folder (default: <data dir>/headstart/comparisons)")
     p.add_argument("--runs-out", metavar="DIR", help="parent folder for the run folders (default: <data dir>/headstart/runs)")
     p.add_argument("--text-col", metavar="COL", help="text column (default: inferred)")

@@ -5,6 +5,7 @@ nothing behind. Also the helpers it needs: peak memory, durations, the Pareto fr
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import time
@@ -15,7 +16,7 @@ import pytest
 
 from headstart import api
 from headstart._util import parse_duration, peak_rss
-from headstart.compare import Comparison, SplitMismatch, compare, pareto_frontier, parse_set_options
+from headstart.compare import Comparison, SplitMismatch, compare, frontier_figure, pareto_frontier, parse_set_options
 from headstart.errors import BadInput
 from headstart.runs import Store
 
@@ -339,8 +340,8 @@ def test_parse_duration_rejects_with_one_line(text):
 
 
 def test_parse_set_options():
-    assert parse_set_options(["linear-probe.C=0.5", "linear-probe.Cs=[1,10]", "lora.r=8", "lora.target=query"]) == {
-        "linear-probe": {"C": 0.5, "Cs": (1, 10)}, "lora": {"r": 8, "target": "query"}
+    assert parse_set_options(["linear-probe.C=0.5", "linear-probe.Cs=[1,10]", "lora.rank=8", "lora.targets=query"]) == {
+        "linear-probe": {"C": 0.5, "Cs": (1, 10)}, "lora": {"rank": 8, "targets": "query"}
     }
     for bad in ("C=0.5", "linear-probe.C", ".C=1", "linear-probe.=1"):
         with pytest.raises(BadInput, match="expected METHOD.KEY=VALUE, e.g. --set linear-probe.C=0.5"):
@@ -402,8 +403,134 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(compare_cli, assert_bad_in
 
 
 def test_cli_help_lists_the_options(cli):
+    from headstart.methods import get_method
+
     r = cli("compare", "--help")
     assert r.rc == 0
     help_text = r.out
     for option in ("--methods", "--backbones", "--set METHOD.KEY=VALUE", "--budget", "--runs-out", "--test", "--seed", "--json"):
         assert option in help_text, option
+    assert "95% bootstrap intervals" in help_text and "count and % of" in help_text
+    # every --set example in the help is an option its method takes (lora's is rank, not r)
+    flat = " ".join(re.sub(r"-\n\s+", "-", help_text).split())
+    examples = re.findall(r"--set ([a-z][a-z-]*)\.(\w+)=([\w.]+)", flat)
+    assert ("lora", "rank", "8") in examples and ("linear-probe", "C", "0.5") in examples
+    for method, key, value in examples:
+        get_method(method).from_options({key: json.loads(value)})
+
+
+def test_no_help_prints_a_doubled_percent(cli):
+    """argparse %-formats argument help (where % is written %%) but not descriptions: a %% there is printed as is."""
+    from headstart.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.choices and "compare" in a.choices)
+    for command in sub.choices:
+        r = cli(command, "--help")
+        assert r.rc == 0 and "%%" not in r.out, command
+    assert "95% bootstrap intervals" in cli("eval", "--help").out.replace("\n", " ")
+
+
+# -- runs the budget stopped -------------------------------------------------------------------
+
+
+def test_rows_the_budget_stopped_say_so(tmp_path, tiny_bert, train_csv):
+    """A run stopped by --budget shows "budget: N/M steps" in the text table, table.md and the plot's
+    labels; M is the trainer's planned count (checked against a run that finished its epochs)."""
+    options = {"lora": {"epochs": 1}, "linear-probe": {"Cs": [1.0]}}
+    common = {"methods": ["lora", "linear-probe"], "backbones": [str(tiny_bert)], "method_options": options}
+    done = compare(train_csv, out=tmp_path / "done", **common)
+    lora, probe = done.rows
+    assert lora["stopped_by"] == "epochs" and lora["steps"] == lora["planned_steps"] == 2  # ceil(28 train / 16) x 1 epoch
+    assert probe["steps"] is None and probe["planned_steps"] is None
+    assert "training" not in done.to_text().splitlines()[2]  # nothing to mark: the usual table, no column for it
+    assert "budget:" not in done.to_text() and "budget:" not in done.to_markdown() and "planned steps" not in done.legend()
+
+    stopped = compare(train_csv, out=tmp_path / "stopped", budget=1e-6, **common)
+    lora, probe = stopped.rows
+    assert lora["stopped_by"] == "budget" and lora["steps"] == 0 and lora["planned_steps"] == 2
+    text = stopped.to_text().splitlines()
+    head = next(line for line in text if "method" in line and "training" in line)
+    lora_line = next(line for line in text if line.lstrip("* ").startswith("lora"))
+    probe_line = next(line for line in text if line.lstrip("* ").startswith("linear-probe"))
+    assert "budget: 0/2 steps" in lora_line and "budget" not in probe_line
+    assert lora_line.index("budget: 0/2 steps") == head.index("training")  # in its own, aligned column
+    md = (stopped.path / "table.md").read_text()
+    assert re.search(r"^\|[ *]*\| lora \| tiny-bert \| budget: 0/2 steps \|", md, flags=re.M), md
+    assert re.search(r"^\|[ *]*\| linear-probe \| tiny-bert \| - \|", md, flags=re.M), md
+    assert "--budget stopped the training after N of its M planned steps" in md
+    assert json.loads((stopped.path / "comparison.json").read_text())["rows"][0]["stopped_by"] == "budget"
+
+    fig = frontier_figure(stopped.rows)
+    labels = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert "lora / tiny-bert (budget: 0/2 steps)" in labels or "1" in labels
+    assert "1  lora / tiny-bert  (budget: 0/2 steps)" in [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+# -- the frontier plot -------------------------------------------------------------------------
+
+
+def _plot_row(method, backbone, acc, low, high, wall, pct, stopped=None, steps=None, planned=None):
+    return {"method": method, "backbone_label": backbone, "accuracy": acc, "accuracy_low": low, "accuracy_high": high,
+            "wall_s": wall, "trainable_pct": pct, "stopped_by": stopped, "steps": steps, "planned_steps": planned,
+            "on_frontier": False}
+
+
+PLOT_ROWS = [  # four runs the budget stopped after 1-3 of 30 steps, crowded together, and some that finished
+    _plot_row("linear-probe", "minilm-l6", 0.62, 0.52, 0.72, 1.9, 0.2),
+    _plot_row("lora", "minilm-l6", 0.60, 0.50, 0.70, 2.1, 1.3, "budget", 3, 30),
+    _plot_row("qlora", "minilm-l6", 0.60, 0.50, 0.70, 2.2, 1.3, "budget", 2, 30),
+    _plot_row("adapter", "minilm-l6", 0.61, 0.51, 0.71, 2.0, 2.5, "budget", 1, 30),
+    _plot_row("finetune", "minilm-l6", 0.60, 0.50, 0.70, 2.3, 100.0, "budget", 3, 30),
+    _plot_row("linear-probe", "mpnet-base", 0.66, 0.56, 0.76, 3.1, 0.1),
+    _plot_row("lora", "mpnet-base", 0.97, 0.93, 1.0, 40.0, 0.8, "epochs", 30, 30),
+    _plot_row("scratch", "mpnet-base", 0.30, 0.20, 0.41, 35.0, 100.0, "epochs", 30, 30),
+]
+
+
+def test_frontier_plot_colours_labels_and_limits(tmp_path):
+    from matplotlib.colors import to_rgba
+
+    fig = frontier_figure(PLOT_ROWS, title="test")
+    renderer = fig.canvas.get_renderer()
+    axes = fig.axes
+    assert len(axes) == 2
+
+    # one colour per method, the same in both panels and in the legend; hollow when the budget stopped it
+    legend = fig.legends[0]
+    names = [t.get_text() for t in legend.get_texts()]
+    for n, row in enumerate(PLOT_ROWS, start=1):
+        handle = legend.legend_handles[n - 1]
+        colour = to_rgba(handle.get_color())
+        assert names[n - 1].startswith(f"{n}  {row['method']} / {row['backbone_label']}")
+        for ax in axes:
+            [marker] = [line for line in ax.lines if line.get_gid() == f"point-{n}"]
+            assert to_rgba(marker.get_color()) == colour, (n, ax.get_xlabel())
+            assert (marker.get_markerfacecolor() == "none") is (row["stopped_by"] == "budget")
+    same_method = [to_rgba(legend.legend_handles[i].get_color()) for i, r in enumerate(PLOT_ROWS) if r["method"] == "lora"]
+    assert len(set(same_method)) == 1 and len({to_rgba(h.get_color()) for h in legend.legend_handles[:len(PLOT_ROWS)]}) == 6
+    assert "2  lora / minilm-l6  (budget: 3/30 steps)" in names and "hollow: stopped by --budget" in names
+
+    # every error bar inside its axes, with a margin; every point inside on x too
+    for ax, key in zip(axes, ("wall_s", "trainable_pct"), strict=True):
+        low, high = ax.get_ylim()
+        assert low < min(r["accuracy_low"] for r in PLOT_ROWS) - 0.01 and high > max(r["accuracy_high"] for r in PLOT_ROWS) + 0.01
+        left, right = ax.get_xlim()
+        assert left < min(r[key] for r in PLOT_ROWS) / 1.1 and right > max(r[key] for r in PLOT_ROWS) * 1.1
+
+    # one label per point, inside its axes, none overprinting another (or a marker)
+    for ax in axes:
+        frame = ax.get_window_extent(renderer)
+        labels = [t for t in ax.texts if (t.get_gid() or "").startswith("label-")]
+        assert sorted(t.get_gid() for t in labels) == sorted(f"label-{n}" for n in range(1, len(PLOT_ROWS) + 1))
+        boxes = [t.get_window_extent(renderer) for t in labels]
+        for i, a in enumerate(boxes):
+            assert frame.x0 <= a.x0 and a.x1 <= frame.x1 and frame.y0 <= a.y0 and a.y1 <= frame.y1, labels[i].get_text()
+            for j in range(i):
+                assert not a.overlaps(boxes[j]), (labels[i].get_text(), labels[j].get_text())
+        full = {t.get_text() for t in labels}
+        assert "scratch / mpnet-base" in full and "lora / mpnet-base" in full  # room there: the full name
+
+    path = tmp_path / "frontier.png"
+    fig.savefig(path)
+    print(f"frontier plot: {path}")
+    assert path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 20_000
