@@ -29,12 +29,15 @@ from ._util import home, parse_duration, status
 from .backbones import Backbone, check_modality, open_backbone
 from .catalog import BackboneSpec, resolve
 from .data import Dataset, load_dataset, stratified_split
-from .errors import BadInput, HeadstartError, RunIntegrityError
+from .errors import BadInput, HeadstartError, RunIntegrityError, WriteFailed
 from .evaluate import classification_metrics
 from .methods import FitContext, Method, get_method
-from .runs.run import FORMAT, Predictions, read_run_folder, write_run_folder
+from .runs.run import FORMAT, MANIFEST, Predictions, read_run_folder, validate_manifest, write_run_folder
+from .runs.repair import remove_stale_tmp
 from .runs.store import Store
 from .train import PRECISIONS, resolve_precision
+from .train.checkpoint import LEGACY_NAME as LEGACY_CHECKPOINT
+from .train.checkpoint import NAME as CHECKPOINT
 
 
 def adapt(
@@ -140,8 +143,47 @@ def _auto(data, backbone: str, method: str, budget_s, seed, text_col, label_col,
     return r.backbone, r.method, record
 
 
-def _adapt(recipe: dict, method_obj: Method, *, out, store, t_start: float, run_id: str | None, on_step,
-           expect: dict | None = None, lineage: dict | None = None, plan: dict | None = None) -> Run:
+def _adapt(recipe: dict, method_obj: Method, *, out, store, **kwargs) -> Run:
+    """:func:`_adapt_unguarded` in a runs folder checked writable first; the folders it had to
+    create are removed again when the adaptation fails, so a failed run leaves no empty ``runs/``."""
+    out_dir = Path(out).expanduser() if out else home() / "runs"
+    created = writable_folder(out_dir, "--out" if out else "the runs folder (HEADSTART_HOME)")
+    try:
+        return _adapt_unguarded(recipe, method_obj, out=out, store=store, **kwargs)
+    except BaseException:
+        for folder in reversed(created):
+            _remove_if_empty(folder / PARTIAL)
+            _remove_if_empty(folder)
+        raise
+
+
+def writable_folder(folder: Path, what: str) -> list[Path]:
+    """Create ``folder`` (and missing parents) and check a file can be written in it; one line
+    naming ``what`` otherwise. Returns the folders created, outermost first."""
+    missing = []
+    cur = folder
+    while not cur.exists():
+        missing.append(cur)
+        if cur.parent == cur:
+            break
+        cur = cur.parent
+    if cur.exists() and not cur.is_dir():
+        where = "is a file" if cur == folder else f"lies beneath the file {cur}"
+        raise BadInput(f"{what} {folder} {where}; give a folder (it is created if missing)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        for d in missing:
+            _remove_if_empty(d)
+        raise BadInput(f"{what} {folder}: cannot write there ({e.strerror or e}); choose a writable folder") from None
+    return list(reversed(missing))
+
+
+def _adapt_unguarded(recipe: dict, method_obj: Method, *, out, store, t_start: float, run_id: str | None, on_step,
+                     expect: dict | None = None, lineage: dict | None = None, plan: dict | None = None) -> Run:
     """The pipeline proper. ``run_id``/``expect`` are set when resuming an interrupted run;
     ``lineage`` ({"parent": run id, "reason": ...}) when a run is re-adapted from another."""
     data, test, backbone = recipe["data"], recipe["test"], recipe["backbone"]
@@ -152,12 +194,19 @@ def _adapt(recipe: dict, method_obj: Method, *, out, store, t_start: float, run_
     spec = resolve(backbone)
     if precision not in PRECISIONS:
         raise BadInput(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-    if not isinstance(seed, int) or seed < 0:
-        raise BadInput(f"--seed must be a non-negative integer (got {seed!r})")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+        raise BadInput(f"--seed must be an integer from 0 to 2**63-1 (got {seed!r}); the store records it as a 64-bit integer")
 
     out_dir = Path(out).expanduser() if out else home() / "runs"
     if out_dir.exists() and not out_dir.is_dir():
         raise BadInput(f"--out {out_dir} is a file; give a folder (it is created if missing)")
+    store_obj = Store(store)
+    store_obj.check()  # a damaged store is refused now, not after the fit
+    remove_stale_tmp(out_dir)
+    if run_id is not None and (out_dir / run_id / MANIFEST).is_file():
+        # Resuming a run that finished writing its folder but was not recorded (killed in between):
+        # adopt the folder instead of training again, and only then let the checkpoint go.
+        return _adopt_finished(out_dir / run_id, store_obj, out_dir / PARTIAL / run_id)
     full = load_dataset(data, text_col=text_col, label_col=label_col, fmt=fmt, header=header)
     classes = full.classes
     if len(classes) < 2:
@@ -206,10 +255,10 @@ def _adapt(recipe: dict, method_obj: Method, *, out, store, t_start: float, run_
                                                       "lineage": lineage})
     lineage = lineage if expect is None else expect.get("lineage")
     ctx = FitContext(backbone_hash=bb_hash, precision=used_precision, seed=seed, classes=classes, budget_s=budget_s,
-                     checkpoint_path=partial / "checkpoint.pt", on_step=on_step)
+                     checkpoint_path=partial / CHECKPOINT, on_step=on_step)
     _seed_everything(seed)
 
-    with _partial_guard(partial, run_id, out):
+    with _partial_guard(partial, run_id, out, out_dir / run_id):
         t0 = time.perf_counter()
         fit_summary = method_obj.fit(bb, split.train, split.val, ctx)
         t_fit = time.perf_counter() - t0
@@ -253,33 +302,36 @@ def _adapt(recipe: dict, method_obj: Method, *, out, store, t_start: float, run_
         records = preds.records(list(test_set.inputs))
         for rec, truth in zip(records, test_set.labels, strict=True):
             rec["true_label"] = truth
-        store_obj = Store(store)
         path = write_run_folder(out_dir, run_id, manifest, method_obj.state_dict(), {"test": test_metrics}, records)
         run = Run(path, store=store_obj)
         try:
             store_obj.add_run(run.manifest, path, run.manifest["checksum"])
-        except BaseException:
-            shutil.rmtree(path, ignore_errors=True)
-            raise
+        except HeadstartError as e:
+            # The run is whole on disk: keep it (and its checkpoint) rather than lose the fit.
+            raise BadInput(f"run {run_id} was saved to {path} but could not be recorded ({e}); fix the store, then "
+                           f"`headstart adapt --resume {run_id}` records it") from None
     run._method, run._backbone, run._backbone_hash = method_obj, bb, bb_hash
     return run
 
 
 @contextmanager
-def _partial_guard(partial: Path, run_id: str, out) -> Iterator[None]:
+def _partial_guard(partial: Path, run_id: str, out, final: Path) -> Iterator[None]:
     """Remove the interrupted-run folder when the run finished or failed on bad input; keep it
-    (and say how to resume) when training was interrupted after a checkpoint."""
-    resumable = partial / "checkpoint.pt"
+    (and say how to resume) when training was interrupted after a checkpoint, or when the run
+    folder was written but not recorded (resume then adopts it)."""
+    resumable = partial / CHECKPOINT
     try:
         yield
     except KeyboardInterrupt:
-        if resumable.is_file():
+        if resumable.is_file() or final.is_dir():
             status(f"interrupted; continue with: headstart adapt --resume {run_id}" + (f" --out {out}" if out else ""))
         else:
             _remove_partial(partial)
         raise
     except BaseException as e:
-        if isinstance(e, HeadstartError) or not resumable.is_file():
+        # Bad input will fail again on resume, so its checkpoint goes; a full disk or a crash will not.
+        gives_up = isinstance(e, HeadstartError) and not isinstance(e, WriteFailed)
+        if not final.is_dir() and (gives_up or not resumable.is_file()):
             _remove_partial(partial)
         raise
     _remove_partial(partial)
@@ -305,8 +357,15 @@ def _resume(run: str, *, out, store, _on_step) -> Run:
         raise BadInput(f"--resume {run}: no interrupted run with that id in {root}; give --out if the run used one")
     if len(matches) > 1:
         raise BadInput(f"--resume {run}: matches {len(matches)} interrupted runs ({', '.join(p.name for p in matches[:3])}); give more of the id")
-    saved = json.loads((matches[0] / "recipe.json").read_text(encoding="utf-8"))
-    recipe = saved["recipe"]
+    if (matches[0] / LEGACY_CHECKPOINT).is_file() and not (matches[0] / CHECKPOINT).is_file():
+        raise BadInput(f"--resume {run}: its checkpoint {matches[0] / LEGACY_CHECKPOINT} is in the pickle format of headstart "
+                       f"<= 0.2, which can run code when read, so it is not read; remove {matches[0]} and start a new run")
+    try:
+        saved = json.loads((matches[0] / "recipe.json").read_text(encoding="utf-8"))
+        recipe = saved["recipe"]
+        saved["id"], recipe["method"], recipe["method_options"]  # noqa: B018 - the keys resume needs
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError):
+        raise BadInput(f"--resume {run}: {matches[0] / 'recipe.json'} is damaged; remove {matches[0]} and start a new run") from None
     method_obj = get_method(recipe["method"]).from_options(recipe["method_options"])
     status(f"resuming run {saved['id']}")
     return _adapt(recipe, method_obj, out=out, store=store, t_start=time.perf_counter(), run_id=saved["id"],
@@ -375,12 +434,30 @@ def _write_json_atomic(path: Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
+def _adopt_finished(folder: Path, store_obj: Store, partial: Path) -> Run:
+    """Record a run whose folder was written but whose store row was not (a kill in between),
+    then drop its checkpoint: the finished run is recorded, so nothing is lost."""
+    from .runs.repair import adopt
+
+    adopt(store_obj, folder)
+    status(f"run {folder.name} had finished (its folder was complete but unrecorded): recorded it, nothing retrained")
+    _remove_partial(partial)
+    return Run(folder, store=store_obj)
+
+
 def load(run: str | Path, *, store: str | Path | None = None, allow_base_change: bool = False) -> Run:
-    """Open a run by folder path or by id (or unique id prefix) from the store."""
+    """Open a run by folder path or by id (or unique id prefix) from the store. A complete run
+    folder in the default runs folder that the store does not list (a crash between writing the
+    folder and recording it) is verified and recorded on the way."""
     store_obj = Store(store)
     path = Path(run).expanduser()
     if not path.exists():
         row = store_obj.find(str(run))
+        if row is None and _plain_ref(str(run)):
+            from .runs.repair import repair
+
+            repair(store_obj, [home() / "runs"])
+            row = store_obj.find(str(run))
         if row is None:
             raise BadInput(f"run {str(run)!r}: no such folder and no such run id in {store_obj.path}; list runs with `headstart runs`")
         path = Path(row["path"])
@@ -393,6 +470,7 @@ class Run:
     def __init__(self, path: Path, *, store: Store | None = None, allow_base_change: bool = False):
         self.path = Path(path)
         self.manifest, self._tensors = read_run_folder(self.path)
+        validate_manifest(self.manifest, self.path)
         self.store = store or Store()
         self.allow_base_change = allow_base_change
         self._method: Method | None = None
@@ -465,7 +543,8 @@ class Run:
         method, bb = self._ready()
         return Predictions(self.classes, method.predict_proba(bb, ds, self._ctx()))
 
-    def evaluate(self, data, *, record: bool = True, text_col: str | None = None, header: bool | None = None, n_resamples: int = 1000) -> dict:
+    def evaluate(self, data, *, record: bool = True, text_col: str | None = None, header: bool | None = None,
+                 n_resamples: int = 1000) -> dict:
         """Metrics on labelled data (file, folder or Dataset); recorded in the store by default.
 
         Besides :func:`~.evaluate.metrics.classification_metrics`' keys: ``accuracy_ci`` and
@@ -486,6 +565,10 @@ class Run:
         if record and self.store.find(self.id) is not None:
             self.store.add_eval(self.id, str(ds.source), ds.fingerprint, _summary(metrics))
         return metrics
+
+
+def _plain_ref(ref: str) -> bool:
+    return bool(ref) and "/" not in ref and not ref.startswith(".")
 
 
 def _load_with_hint(path: Path, cols: dict, labels_required: bool, fmt: str | None = None, text_col: str | None = None,

@@ -7,7 +7,7 @@ images), licence and source all live here, so a run can be reproduced from its m
 Names resolve in this order: a catalog name (``minilm-l6``), ``hf:<hub id>`` (downloaded with
 ``huggingface_hub``; needs a network the first time), or a path to a local model folder or file.
 A backbone's *identity* is the sha256 of its weight files: "the base changed" is a fact the code
-can see. Identities are cached by (path, size, mtime) so they are computed once per file.
+can see. Identities are cached by (path, inode, size, mtime, ctime) so they are computed once per file.
 """
 
 from __future__ import annotations
@@ -265,6 +265,7 @@ def _local_spec(path: Path) -> BackboneSpec:
         config = path / "config.json"
         if not config.is_file():
             raise BadInput(f"backbone folder {path} has no config.json: point --backbone at a Hugging Face model folder")
+        check_model_folder(path)
         family = "hf-image" if (path / "preprocessor_config.json").is_file() and not _has_tokenizer(path) else "hf-text"
         modality: Modality = "image" if family == "hf-image" else "text"
         pre = _text_preprocessing_from_folder(path) if modality == "text" else _image_preprocessing_from_folder(path)
@@ -275,6 +276,42 @@ def _local_spec(path: Path) -> BackboneSpec:
         return BackboneSpec(name=str(path), modality="text", family="onnx-text", source_kind="local", source=str(path),
                             tokenizer_from=str(path.parent), preprocessing=_text_preprocessing_from_folder(path.parent))
     raise BadInput(f"backbone path {path} is a file: give the model folder (with config.json and weights), or an .onnx file")
+
+
+_UNSUPPORTED_ARCHITECTURE = ("CausalLM", "LMHeadModel", "ForConditionalGeneration", "Seq2Seq", "ForSpeech", "ForCTC")
+_UNSUPPORTED_MODEL_TYPES = ("whisper", "clip", "siglip", "clap", "blip", "wav2vec2", "hubert", "t5", "bart", "llama", "gemma",
+                            "gemma3", "gemma3_text", "qwen2", "mistral", "gpt2", "phi", "phi3")
+SUPPORTED_FOLDERS = "text encoders (BERT, RoBERTa, MPNet, XLM-R, MiniLM, ...) and image encoders (ViT, ConvNeXt, ...)"
+
+
+def check_model_folder(path: Path) -> None:
+    """Refuse, before anything is loaded, a folder headstart must not or cannot use as an encoder:
+    custom code (``auto_map``), weights only as pickles, or an architecture that is not an encoder
+    (a causal LM, Whisper, CLIP: mean-pooling one would silently give poor features). One line each."""
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise BadInput(f"backbone folder {path}: config.json is not valid JSON ({type(e).__name__}); fix or re-download it") from None
+    if not isinstance(config, dict):
+        raise BadInput(f"backbone folder {path}: config.json is not a JSON object; fix or re-download it")
+    if config.get("auto_map"):
+        raise BadInput(f"backbone folder {path}: config.json asks for custom model code (auto_map: "
+                       f"{', '.join(sorted(config['auto_map']))}); headstart never runs code from a model folder: "
+                       "use a folder with a standard transformers architecture")
+    names = [p.name for p in path.iterdir() if p.is_file()]
+    if not any(n.endswith(".safetensors") for n in names):
+        pickles = [n for n in names if n.endswith((".bin", ".pt", ".pth", ".ckpt"))]
+        if pickles:
+            raise BadInput(f"backbone folder {path}: weights only as {pickles[0]} (a pickle, which can run code when read); "
+                           "convert them to safetensors where you trust the file, e.g. "
+                           "AutoModel.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)")
+    archs = [a for a in config.get("architectures") or [] if isinstance(a, str)]
+    model_type = str(config.get("model_type", ""))
+    bad = [a for a in archs if any(k in a for k in _UNSUPPORTED_ARCHITECTURE)]
+    if bad or model_type in _UNSUPPORTED_MODEL_TYPES or config.get("is_encoder_decoder"):
+        what = bad[0] if bad else f"model_type {model_type!r}" if model_type in _UNSUPPORTED_MODEL_TYPES else "an encoder-decoder"
+        raise BadInput(f"backbone folder {path}: {what} is not supported yet (it is not an encoder to pool features from); "
+                       f"headstart adapts {SUPPORTED_FOLDERS}")
 
 
 def _has_tokenizer(path: Path) -> bool:
@@ -446,20 +483,27 @@ def weight_files(path: Path) -> list[Path]:
 _IDENTITY_LOCK = threading.Lock()
 
 
-def identity(path: Path) -> str:
-    """sha256 over the backbone's weight files (name + content), cached by (path, size, mtime)."""
+def identity(path: Path, *, rehash: bool = False) -> str:
+    """sha256 over the backbone's weight files (name + content).
+
+    Each file's digest is cached by (path, device, inode, size, mtime, ctime): an edit that keeps
+    the size and puts the mtime back still moves the ctime, which no user call can set, and a
+    file replaced by another gets a new inode. ``rehash=True`` (``models --verify``, ``watch``)
+    ignores the cache and reads every byte again."""
     files = weight_files(path)
     cache_file = cache_dir() / "identity.json"
     try:
         cache = json.loads(cache_file.read_text())
+        if not isinstance(cache, dict):
+            cache = {}
     except (OSError, ValueError):
         cache = {}
     digests: list[str] = []
     changed = False
     for f in files:
         st = f.stat()
-        key = f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-        digest = cache.get(key)
+        key = f"{f.resolve()}|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}"
+        digest = None if rehash else cache.get(key)
         if digest is None:
             digest = sha256_file(f)
             cache[key] = digest

@@ -22,6 +22,25 @@ HEADER_HELP = ("CSV/TSV/.txt files have no header row: every row is data, the co
                "row is the header; one that looks like data is refused)")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line that says where the rest is (not a usage block)."""
+
+    def error(self, message: str):  # noqa: D102 - argparse's hook
+        self.exit(2, f"error: {self.prog}: {message}; see `{self.prog} --help`\n")
+
+
+def probability(text: str) -> float:
+    """argparse type: a finite number in [0, 1] (``nan`` compares false with everything, so a
+    gate given ``nan`` would pass or fail for no reason)."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= x <= 1.0:  # also false for nan
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number from 0 to 1")
+    return x
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of text")
     p.add_argument("--store", metavar="PATH", help="SQLite run store (default: $HEADSTART_STORE or <data dir>/headstart/store.sqlite3)")
@@ -33,7 +52,7 @@ def _drift_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suite", metavar="YAML", help="eval suite to compare on (default: the run's test set, sliced per label)")
     p.add_argument("--seeds", type=int, default=0, metavar="K",
                    help="also re-adapt the old base with K other seeds; a change must exceed their spread (default: 0)")
-    p.add_argument("--alpha", type=float, default=None, metavar="A", help="significance level after Holm adjustment (default: 0.01)")
+    p.add_argument("--alpha", type=probability, default=None, metavar="A", help="significance level after Holm adjustment (default: 0.01)")
     p.add_argument("--strict-slices", action="store_true", help="let slice checks (per label, per column value) decide the "
                    "verdict and exit code too (default: only whole-dataset checks do; slice verdicts are listed)")
     p.add_argument("--out", metavar="DIR", help="parent folder for the re-adapted runs (default: <data dir>/headstart/runs)")
@@ -43,7 +62,7 @@ def _drift_options(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="headstart",
         description="Adapt a pretrained model to your labelled data, lightest method first.",
         epilog=EPILOG,
@@ -137,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", metavar="RUN", help="baseline run for relative gates ('macro_f1 drop <= 1.0 pt')")
     p.add_argument("--junit", metavar="FILE", help="also write the gates as JUnit XML (for CI test reports)")
     p.add_argument("--resamples", type=int, default=1000, metavar="R", help="bootstrap resamples for the intervals (default: 1000)")
-    p.add_argument("--min-accuracy", type=float, metavar="X", help="exit 1 when accuracy is below X")
+    p.add_argument("--min-accuracy", type=probability, metavar="X", help="exit 1 when accuracy is below X")
     p.add_argument("--text-col", metavar="COL", help="text column of DATA (default: the training column if present, else inferred)")
     p.add_argument("--no-header", dest="header", action="store_const", const=False, default=None, help=HEADER_HELP)
     p.add_argument("--allow-base-change", action="store_true", help="evaluate even if the backbone's weights changed")
@@ -185,9 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deploy", action="store_true", help="mark RUN as deployed (watched by `headstart watch`)")
     p.add_argument("--undeploy", action="store_true", help="unmark RUN as deployed")
     p.add_argument("--deployed", action="store_true", help="list only deployed runs")
+    p.add_argument("--repair", action="store_true", help="record complete, checksum-valid run folders the store does not "
+                   "list (a crash between writing a run and recording it) and remove temporary folders of dead writers; "
+                   "scans the default runs folder and --out")
+    p.add_argument("--out", metavar="DIR", action="append", default=[], help="with --repair: another runs folder to scan (repeatable)")
     _common(p)
 
     p = sub.add_parser("models", help="list catalog backbones", epilog=EPILOG)
+    p.add_argument("--verify", action="store_true", help="rehash every installed backbone's weight files from scratch (no "
+                   "identity cache) and compare with the sha256 pinned in the catalog; exit 1 when one differs")
     _common(p)
     return parser
 
@@ -208,6 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `headstart predict ... | head`: the reader left, not an error
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps Python's exit flush quiet
         return 0
+    except OSError as e:  # a full disk, a read-only folder met mid-way: one line, not a traceback
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}; free space or choose a writable place (--out, --store, HEADSTART_HOME)",
+              file=sys.stderr)
+        return 2
     return int(result or 0)
 
 
@@ -273,13 +303,18 @@ def cmd_adapt(args) -> int:
 
 def _fmt_trained(fit: dict) -> str:
     line = f"  trained {fit.get('trainable_params', 0):,} parameters"
-    if fit.get("total_params"):
-        line += f" of {fit['total_params']:,} ({fit['trainable_percent']:.2f}%)"
+    if fit.get("total_params"):  # the share from the two counts: not every method records it
+        line += f" of {fit['total_params']:,} ({100 * fit.get('trainable_params', 0) / fit['total_params']:.2f}%)"
     else:
         line += f"; backbone frozen ({fit.get('frozen_params') or 0:,})"
-    if "steps" in fit:
-        line += (f"; {fit['steps']} steps ({fit['epochs_done']} epochs, stopped by {fit['stopped_by']}), "
-                 f"{fit['examples_per_s']:.0f} examples/s, best validation accuracy {fit['best_val_accuracy']:.4f}")
+    if "steps" in fit:  # each method records what it has: the trainer's counts, or contrastive's pair steps
+        parts = [f"{fit['epochs_done']} epochs" if "epochs_done" in fit else None,
+                 f"stopped by {fit['stopped_by']}" if "stopped_by" in fit else None]
+        line += f"; {fit['steps']} steps" + (f" ({', '.join(x for x in parts if x)})" if any(parts) else "")
+        if "examples_per_s" in fit:
+            line += f", {fit['examples_per_s']:.0f} examples/s"
+        if "best_val_accuracy" in fit:
+            line += f", best validation accuracy {fit['best_val_accuracy']:.4f}"
     return line
 
 
@@ -323,17 +358,18 @@ def cmd_predict(args) -> int:
     from .api import load
     from .data import read_lines
 
+    output = _output_file(args.output, "--output") if args.output else None
     run = load(args.run, store=args.store, allow_base_change=args.allow_base_change)
     if args.input == "-":
         if run.manifest["modality"] != "text":
             raise BadInput(f"run {run.id} takes {run.manifest['modality']}: give a folder or file, not stdin")
-        data = read_lines(sys.stdin)
+        data = read_lines(_stdin_text())
     else:
         data = run._as_dataset(args.input, labels_required=False, text_col=args.text_col, header=args.header)
     preds = run.predict(data)
     records = preds.records(list(data.inputs))
-    out = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout
-    try:
+
+    def write(out) -> None:
         if args.json:
             json.dump(records, out, indent=2, ensure_ascii=False)
             out.write("\n")
@@ -342,12 +378,57 @@ def cmd_predict(args) -> int:
             writer.writerow(["input", "label", *(f"p[{c}]" for c in preds.classes)])
             for r in records:
                 writer.writerow([r["input"], r["label"], *(r["probabilities"][c] for c in preds.classes)])
-    finally:
-        if args.output:
-            out.close()
+
+    if output is None:
+        write(sys.stdout)
+    else:
+        _write_whole(output, write, "--output")
     if args.output:
         print(f"wrote {len(records)} predictions to {args.output}", file=sys.stderr)
     return 0
+
+
+def _output_file(path: str, option: str, *, create_parent: bool = False) -> Path:
+    """Check, before any work, that ``path`` can be a file: not a folder, and in a folder that
+    exists (or, with ``create_parent``, that can be created: no file in the way)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise BadInput(f"{option} {p} is a folder; give a file name (e.g. {p / 'out.csv'})")
+    parent = p.parent
+    while create_parent and not parent.exists() and parent.parent != parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        what = f"the folder {p.parent} does not exist; create it first" if not parent.exists() else f"{parent} is a file"
+        raise BadInput(f"{option} {p}: {what}")
+    return p
+
+
+def _write_whole(path: Path, write, option: str) -> None:
+    """Write through a temporary file renamed into place: a full disk leaves the old file or none."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            write(f)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise BadInput(f"{option} {path}: cannot write it ({e.strerror or e}); free space or choose another place") from None
+
+
+def _stdin_text():
+    """Standard input decoded as UTF-8 line by line, naming the first line that is not UTF-8."""
+    raw = getattr(sys.stdin, "buffer", None)
+    if raw is None:  # already text (an in-process caller's StringIO)
+        return sys.stdin
+    lines = []
+    for n, line in enumerate(raw, 1):
+        try:
+            lines.append(line.decode("utf-8-sig" if n == 1 else "utf-8"))
+        except UnicodeDecodeError as e:
+            raise BadInput(f"<stdin> line {n}: not valid UTF-8 (byte {e.start + 1} of the line); re-encode the input "
+                           "as UTF-8, e.g. with iconv -f latin1 -t utf-8") from None
+    return lines
 
 
 def cmd_eval(args) -> int:
@@ -359,6 +440,8 @@ def cmd_eval(args) -> int:
         raise BadInput("--baseline and --junit go with --suite")
     if args.resamples < 100:
         raise BadInput(f"--resamples must be at least 100 (got {args.resamples})")
+    if args.junit:  # refused before the suite is run and recorded in the store
+        _output_file(args.junit, "--junit", create_parent=True)
     run = load(args.run, store=args.store, allow_base_change=args.allow_base_change)
     if args.suite:
         return _eval_suite(args, run)
@@ -404,8 +487,8 @@ def _eval_suite(args, run) -> int:
             cases = [{"name": f"{n}: evaluated", "classname": f"headstart.{res['suite']['name']}", "passed": True,
                       "message": f"n={d['n']}", "time": 0.0} for n, d in res["datasets"].items()]
         junit = Path(args.junit).expanduser()
-        junit.parent.mkdir(parents=True, exist_ok=True)
-        junit.write_text(junit_xml(res["suite"]["name"], cases), encoding="utf-8")
+        xml = junit_xml(res["suite"]["name"], cases)
+        _write_whole(junit, lambda f: f.write(xml), "--junit")
         lines.append(f"  JUnit XML written to {junit}")
     _emit(args, res, "\n".join(lines))
     if not res["passed"]:
@@ -420,6 +503,10 @@ def cmd_runs(args) -> int:
     from .runs import Store
 
     store = Store(args.store)
+    if args.repair:
+        return _runs_repair(args, store)
+    if args.out:
+        raise BadInput("--out goes with --repair")
     if args.compare:
         return _runs_compare(args, store)
     if (args.deploy or args.undeploy) and not args.run:
@@ -436,6 +523,11 @@ def cmd_runs(args) -> int:
                   f"run {run.id} {'marked deployed: `headstart watch` checks its base' if args.deploy else 'no longer deployed'}")
             return 0
         return _runs_show(args, store, run)
+    from .runs.repair import repair
+
+    adopted = repair(store, [_default_runs()]).adopted  # runs a crash left unrecorded reappear in the list
+    if adopted:
+        print(f"warning: recorded {len(adopted)} complete run folder(s) the store {store.path} did not list", file=sys.stderr)
     rows = store.deployed() if args.deployed else store.runs()
     if not rows:
         _emit(args, [], f"no runs yet in {store.path}; create one with `headstart adapt DATA`")
@@ -445,6 +537,27 @@ def cmd_runs(args) -> int:
         f"{r['id']:<52} {Path(r['backbone']).name[:20]:<20} {r['method']:<14} {r['metrics'].get('accuracy', float('nan')):>8.4f}" for r in rows
     ]
     _emit(args, rows, "\n".join(lines))
+    return 0
+
+
+def _default_runs() -> Path:
+    from ._util import home
+
+    return home() / "runs"
+
+
+def _runs_repair(args, store) -> int:
+    from .runs.repair import repair
+
+    if args.run or args.compare or args.deploy or args.undeploy:
+        raise BadInput("--repair takes no RUN; give only --repair [--out DIR ...] [--store PATH]")
+    roots = [_default_runs(), *(Path(o).expanduser() for o in args.out)]
+    rep = repair(store, roots)
+    lines = [f"scanned {', '.join(map(str, roots))}"]
+    lines += [f"  recorded {r}" for r in rep.adopted] or ["  every complete run folder is recorded"]
+    lines += [f"  removed leftover {t}" for t in rep.removed_tmp]
+    lines += [f"  not recorded {f}: {why}" for f, why in rep.refused]
+    _emit(args, rep.to_dict(), "\n".join(lines))
     return 0
 
 
@@ -564,6 +677,8 @@ def cmd_models(args) -> int:
     lines = [f"{'name':<20} {'modality':<8} {'installed':<9} {'size':>8} {'licence':<12} description"]
     for r in rows:
         lines.append(f"{r['name']:<20} {r['modality']:<8} {'yes' if r['installed'] else 'no':<9} {r['size_mb']:>6.1f}MB {r['licence']:<12} {r['description']}")
+    if args.verify:
+        return _models_verify(args, rows)
     missing = [s for s in CATALOG.values() if not is_installed(s)]
     if missing:
         lines.append("to install the missing ones:")
@@ -571,6 +686,34 @@ def cmd_models(args) -> int:
     lines.append("also: hf:<hub id> (needs a network the first time) or a local model folder")
     _emit(args, rows, "\n".join(lines))
     return 0
+
+
+def _models_verify(args, rows: list[dict]) -> int:
+    from .backbones import open_backbone
+    from .catalog import CATALOG
+
+    lines, bad = [], 0
+    for r in rows:
+        spec = CATALOG[r["name"]]
+        if not r["installed"]:
+            r["verified"] = None
+            continue
+        try:
+            _, sha = open_backbone(spec, rehash=True)
+        except HeadstartError as e:
+            r.update(verified=False, error=str(e))
+            lines.append(f"{r['name']:<20} cannot read: {e}")
+            bad += 1
+            continue
+        r["sha256"] = sha
+        r["verified"] = spec.pinned_sha256 is None or sha == spec.pinned_sha256
+        bad += not r["verified"]
+        pin = ("matches the pinned sha256" if r["verified"] else f"DIFFERS from the pinned {spec.pinned_sha256[:12]}...") \
+            if spec.pinned_sha256 else "no pinned sha256"
+        lines.append(f"{r['name']:<20} sha256 {sha[:12]}... {pin}")
+    lines.append(f"{bad} backbone(s) differ from their pin" if bad else "every installed backbone verified")
+    _emit(args, rows, "\n".join(lines))
+    return 1 if bad else 0
 
 
 def cmd_compare(args) -> int:

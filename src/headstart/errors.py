@@ -31,6 +31,10 @@ class RunIntegrityError(BadInput):
     """A run folder is incomplete or was edited after it was written."""
 
 
+class WriteFailed(BadInput):
+    """The disk refused a write (full, read-only) after the work was done: what can be resumed is kept."""
+
+
 class CheckFailed(HeadstartError):
     """A quality check asked for by the user failed (exit code 1)."""
 

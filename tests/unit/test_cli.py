@@ -55,7 +55,7 @@ BAD_DATA = [
     ("empty-jsonl-blank-lines", "train.jsonl", b"\n  \n", [], ["train.jsonl", "no JSON lines"]),
     ("empty-parquet", "train.parquet", _empty_parquet, [], ["train.parquet", "no rows"]),
     ("unknown-format-xlsx", "train.xlsx", b"PK\x03\x04 not a table", [], ["train.xlsx", "'.xlsx'", "--format"]),
-    ("unknown-format-txt", "train.txt", b"good movie\nbad movie\n", [], ["train.txt", "'.txt'", ".csv"]),
+    ("unknown-format-docx", "train.docx", b"good movie\nbad movie\n", [], ["train.docx", "'.docx'", ".csv"]),
     ("unreadable-parquet", "train.parquet", b"text,label\ngood,pos\n", [], ["train.parquet", "Parquet"]),
     ("no-text-column", "train.csv", b"a,b\n1,2\n3,4\n5,6\n", [], ["train.csv", "no text column", "'a'", "--text-col"]),
     (
@@ -583,12 +583,12 @@ def test_eval_records_in_store(tmp_path, cli, tiny_bert, train_csv):
 
 
 def test_eval_min_accuracy_gate_fails_with_exit_1(tmp_path, trained_run, cli):
-    result = cli("eval", trained_run.path, trained_run.data, "--min-accuracy", "1.01", "--store", tmp_path / "s.sqlite3")
+    result = cli("eval", trained_run.path, trained_run.data, "--min-accuracy", "0.999", "--store", tmp_path / "s.sqlite3")
     assert result.rc == 1, result
     assert "FAILED" in result.out
     assert len(result.err_lines) == 1
     assert result.err_lines[0].startswith("error: accuracy")
-    assert "1.01" in result.err_lines[0]
+    assert "0.999" in result.err_lines[0]
 
 
 def test_eval_text_output(tmp_path, trained_run, cli):

@@ -114,7 +114,7 @@ def test_unopenable_store_is_bad_input(tmp_path):
         Store(tmp_path / "folder").runs()
     not_sqlite = tmp_path / "not.sqlite3"
     not_sqlite.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(BadInput, match="cannot open it"):
+    with pytest.raises(BadInput, match="not a readable headstart store"):
         Store(not_sqlite).runs()
     assert isinstance(Store(tmp_path / "folder").path, Path)
 

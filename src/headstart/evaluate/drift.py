@@ -108,7 +108,7 @@ def drift(run: str | Path, base: str, *, suite: str | Path | None = None, seeds:
                       lineage={"parent": old.id, "reason": reason, "base": backbone})
 
     status(f"re-adapting run {old.id} ({recipe['method']}) on the new base {base} ...")
-    if seed is not None and (not isinstance(seed, int) or seed < 0):
+    if seed is not None and (not isinstance(seed, int) or not 0 <= seed < 2**63):
         raise BadInput(f"--seed must be a non-negative integer (got {seed!r})")
     new = readapt(base, recipe["seed"] if seed is None else seed, "drift")
     # The spread of re-adapting with other seeds is measured on the old base; when that base is

@@ -26,10 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .._util import canonical_json, sha256_bytes, sha256_file
-from ..errors import RunIntegrityError
+from ..errors import RunIntegrityError, WriteFailed
 
 FORMAT = "headstart.run/1"
 MANIFEST = "manifest.json"
@@ -83,6 +84,11 @@ def write_run_folder(out_dir: Path, run_id: str, manifest: dict, tensors: dict, 
         manifest["checksum"] = manifest_checksum(manifest)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
         os.rename(tmp, final)
+    except (OSError, SafetensorError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = getattr(e, "strerror", None) or str(e).split("I/O error: ")[-1]
+        raise WriteFailed(f"cannot write run {run_id} in {out_dir} ({reason}); free space or choose another --out and run again "
+                          f"(a trained run continues from its last checkpoint with `headstart adapt --resume {run_id}`)") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -23,7 +23,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ..errors import RunIntegrityError
+from ..errors import RunIntegrityError, WriteFailed
 
 FORMAT = "headstart.checkpoint/1"
 NAME = "checkpoint.safetensors"
@@ -37,8 +37,13 @@ def save_checkpoint(path: Path, obj: dict) -> None:
     tree = _encode(obj, tensors)
     meta = {"format": FORMAT, "tree": json.dumps(tree, separators=(",", ":"))}
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    try:
+        save_file(tensors, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+    except (OSError, SafetensorError) as e:
+        tmp.unlink(missing_ok=True)
+        reason = getattr(e, "strerror", None) or str(e).split("I/O error: ")[-1]
+        raise WriteFailed(f"cannot write the checkpoint {path} ({reason}); free space or choose another --out") from None
 
 
 def load_checkpoint(path: Path) -> dict:
