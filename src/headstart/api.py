@@ -36,6 +36,7 @@ from .runs.run import FORMAT, MANIFEST, Predictions, read_run_folder, validate_m
 from .runs.repair import remove_stale_tmp
 from .runs.store import Store
 from .train import PRECISIONS, resolve_precision
+from .train.budget import Deadline
 from .train.checkpoint import LEGACY_NAME as LEGACY_CHECKPOINT
 from .train.checkpoint import NAME as CHECKPOINT
 
@@ -188,6 +189,7 @@ def _adapt_unguarded(recipe: dict, method_obj: Method, *, out, store, t_start: f
     ``lineage`` ({"parent": run id, "reason": ...}) when a run is re-adapted from another."""
     data, test, backbone = recipe["data"], recipe["test"], recipe["backbone"]
     seed, precision, budget_s = recipe["seed"], recipe["precision"], recipe["budget"]
+    deadline = Deadline.start(budget_s) if budget_s is not None else None  # the budget bounds the whole adaptation
     text_col, label_col, fmt = recipe["text_col"], recipe["label_col"], recipe["fmt"]
     header = recipe.get("header")  # absent from recipes written before header= existed
     val_fraction, test_fraction = recipe["val_fraction"], recipe["test_fraction"]
@@ -225,6 +227,8 @@ def _adapt_unguarded(recipe: dict, method_obj: Method, *, out, store, t_start: f
         check_modality(spec, full.modality, full.source)
     split = stratified_split(full, val_fraction=val_fraction, test_fraction=0.0 if test_data else test_fraction, seed=seed)
     test_set = test_data if test_data is not None else split.test
+    if deadline is not None:
+        deadline.examples_after = len(split.val) + len(test_set)  # predicted once training stops
     t_read = time.perf_counter() - t_start
 
     bb, bb_hash = open_backbone(spec)
@@ -254,7 +258,7 @@ def _adapt_unguarded(recipe: dict, method_obj: Method, *, out, store, t_start: f
                                                       "backbone_sha256": bb_hash, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                                       "lineage": lineage})
     lineage = lineage if expect is None else expect.get("lineage")
-    ctx = FitContext(backbone_hash=bb_hash, precision=used_precision, seed=seed, classes=classes, budget_s=budget_s,
+    ctx = FitContext(backbone_hash=bb_hash, precision=used_precision, seed=seed, classes=classes, budget_s=budget_s, deadline=deadline,
                      checkpoint_path=partial / CHECKPOINT, on_step=on_step)
     _seed_everything(seed)
 

@@ -88,8 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="method option, repeatable, overriding --config and the size-based preset, e.g. --set lr=1e-4 "
                    "--set epochs=3 --set rank=16; options per method: README.md 'Methods'")
     p.add_argument("--config", metavar="YAML", help="YAML file of method options (KEY: VALUE per line); --set wins over it")
-    p.add_argument("--budget", metavar="TIME", help="training time limit, e.g. 90s, 10m, 1h: training stops cleanly and keeps "
-                   "the best checkpoint (default: none)")
+    p.add_argument("--budget", metavar="TIME", help="time limit for the whole adaptation (reading, loading, training, evaluation, "
+                   "writing), e.g. 90s, 10m, 1h: training stops cleanly early enough to keep the rest inside it, with "
+                   "the best state kept (default: none)")
     p.add_argument("--plan-budget", metavar="TIME", help="with --backbone/--method auto: time the plan may take, counted "
                    "inside --budget (default: 5%% of --budget, at least 30s; 90s without --budget)")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run (id or prefix printed when it stopped); "

@@ -263,3 +263,30 @@ def test_models_verify_rehashes_and_reports(cli):
     assert all("verified" in x for x in rows)
     assert all(len(x.get("sha256", "")) == 64 or x.get("error") for x in installed)
     assert r.rc == (1 if any(x["verified"] is False for x in installed) else 0)
+
+
+# -- the budget bounds the whole adaptation -------------------------------------------------------
+
+
+def test_budget_bounds_the_whole_adaptation_not_only_the_loop(train_csv, tiny_bert, monkeypatch):
+    import time
+
+    from headstart.train.trainer import Trainer
+
+    real = Trainer._step
+
+    def slow_step(self, *a, **k):  # a slow machine: every step takes 0.4 s
+        time.sleep(0.4)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Trainer, "_step", slow_step)
+    t0 = time.perf_counter()
+    run = hs.adapt(train_csv, backbone=str(tiny_bert), method="finetune", budget=4,
+                   method_options={"epochs": 1000, "batch_size": 8, "patience": 1000})
+    took = time.perf_counter() - t0
+    fit = run.manifest["method"]["fit"]
+    assert fit["stopped_by"] == "budget" and fit["steps"] >= 1
+    # Reading, loading, the final evaluation and writing happen inside the 4 s too (before, the
+    # budget covered the loop alone and a run took ~2x its budget); 1 s of slack for this process.
+    assert took <= 4 + 1.0, took
+    assert run.manifest["timings"]["total_s"] <= 4 + 1.0

@@ -19,6 +19,7 @@ import torch
 from ..backbones import Backbone
 from ..data import Dataset
 from ..errors import BadInput
+from ..train.budget import Deadline
 
 
 @dataclass
@@ -30,7 +31,10 @@ class FitContext:
     seed: int
     classes: list[str]
     budget_s: float | None = None
-    """Wall-clock limit for training (methods that train stop cleanly and keep their best state)."""
+    """The adaptation's time budget in seconds (recorded; ``deadline`` enforces it)."""
+    deadline: Deadline | None = None
+    """When the whole adaptation must end (methods that train stop cleanly, keeping their best
+    state, when the next step and the work after training would not fit)."""
     checkpoint_path: Path | None = None
     """Where a training method keeps its resumable checkpoint (None: no checkpoints)."""
     on_step: Callable[[int], None] | None = None

@@ -175,7 +175,10 @@ class Contrastive(Method):
         try:
             with progress(cfg.steps, "contrastive", unit="step") as bar:
                 for step, idx in enumerate(batches):
-                    if ctx.budget_s is not None and time.perf_counter() - t0 >= ctx.budget_s:
+                    # The next step (at the mean step time so far) and the head fit, prediction and
+                    # writing after it must fit in the adaptation's deadline.
+                    step_s = (time.perf_counter() - t0) / step if step else 0.0
+                    if ctx.deadline is not None and not ctx.deadline.allows(step_s):
                         stopped_by = "budget"
                         break
                     # Length-sorted micro-batches of MICRO: less padding than one batch of mixed

@@ -250,7 +250,7 @@ class TrainedMethod(Method):
         groups = self.body_param_groups(model, cfg.lr) + _decay_groups(head_params, cfg.head_lr)
         trainer = Trainer(
             model, settings,
-            RunControl(precision=ctx.precision, seed=ctx.seed, budget_s=ctx.budget_s, checkpoint_path=ctx.checkpoint_path,
+            RunControl(precision=ctx.precision, seed=ctx.seed, deadline=ctx.deadline, checkpoint_path=ctx.checkpoint_path,
                        on_step=ctx.on_step),
             param_groups=[g for g in groups if g["params"]],
             trainable_state=self.trainable_state,

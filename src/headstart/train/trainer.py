@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from .._util import progress, status
+from .budget import Deadline
 from .checkpoint import load_checkpoint
 from .checkpoint import save_checkpoint as write_checkpoint
 
@@ -62,6 +63,9 @@ class RunControl:
     precision: str = "fp32"
     seed: int = 0
     budget_s: float | None = None
+    """Seconds of training (the loop alone; ``deadline`` bounds the whole adaptation)."""
+    deadline: Deadline | None = None
+    """The whole adaptation's end: a step starts only if it and the work after training still fit."""
     checkpoint_path: Path | None = None
     checkpoint_every_s: float = 120.0
     on_step: Callable[[int], None] | None = None
@@ -218,9 +222,14 @@ class Trainer:
                  "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None, "state": state},
             )
 
+        n_val = sum(len(b) for b in val_batches)
+
         def run_eval() -> bool:
             """Evaluate, keep the best state; True when patience ran out."""
+            t_eval = time.perf_counter()
             acc, loss = self.evaluate(val_batches, collate_val, val_labels)
+            if c.deadline is not None:
+                c.deadline.measured(time.perf_counter() - t_eval, n_val)
             state["history"].append({"step": state["step"], "epoch": round(state["step"] / steps_per_epoch, 3),
                                      "val_accuracy": round(acc, 6), "val_loss": round(loss, 6)})
             if (acc, -loss) > state["best"]:
@@ -237,6 +246,13 @@ class Trainer:
             run_eval()  # the starting point counts: a probe-initialised head may already be the best
         bar = progress(total_steps, "training", unit="step")
         bar.update(state["step"])
+        step_s = 0.0  # mean seconds of one optimizer step, measured in this process
+
+        def next_needs() -> float:
+            """Seconds the next step needs, with the validation pass it triggers."""
+            evals = (state["step"] + 1) % eval_interval == 0 and c.deadline.s_per_example is not None
+            return step_s + (c.deadline.s_per_example * n_val if evals else 0.0)
+
         try:
             while state["step"] < total_steps:
                 epoch = state["step"] // steps_per_epoch
@@ -245,10 +261,20 @@ class Trainer:
                     if c.budget_s is not None and time.perf_counter() - t_start >= c.budget_s:
                         stopped_by = "budget"
                         break
+                    if c.deadline is not None and not c.deadline.allows(next_needs()):
+                        stopped_by = "budget"
+                        break
+                    t_step = time.perf_counter()
                     loss_value = self._step(idx, train_labels, collate_train, optimizer, state)
+                    done_here = state["step"] + 1 - (resumed_from or 0)
+                    step_s += (time.perf_counter() - t_step - step_s) / done_here
                     scheduler.step()
                     state["step"] += 1
                     state["elapsed_s"] = time.perf_counter() - t_start
+                    if c.deadline is not None:  # the ETA of the steps that fit, not of the whole schedule
+                        fits = min(total_steps, state["step"] + 1 + c.deadline.steps_left(step_s))
+                        if fits != bar.total:
+                            bar.total = fits
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss_value:.4f}", best_val=f"{max(state['best'][0], 0):.4f}", refresh=False)
                     stop = False
