@@ -239,3 +239,31 @@ def test_registering_a_new_method(monkeypatch):
     assert registry.get_method("nothing") is Nothing
     with pytest.raises(ValueError):
         register_method(Nothing)
+
+
+def test_the_head_fit_bar_moves_within_each_fit_and_ends_full(monkeypatch):
+    """The 'choosing C' bar counted whole fits and sat at 0 through a long first fit: it now counts
+    L-BFGS iterations, and reaches its total whatever converged or stopped early."""
+    import io
+    import re
+
+    from tqdm import tqdm
+
+    from headstart.methods import linear_probe as lp
+
+    out = io.StringIO()
+    bars = []
+
+    def recording(total, desc, unit="it"):
+        bars.append(tqdm(total=total, desc=desc, unit=unit, file=out, mininterval=0, miniters=1, disable=False))
+        return bars[-1]
+
+    monkeypatch.setattr(lp, "progress", recording)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(120, 8, generator=g)
+    y = (x[:, 0] > 0).long()
+    lp.fit_probe_head(x, y, 90, 2, lp.LinearProbeConfig())
+    (bar,) = bars
+    counts = [int(m) for m in re.findall(r"\| *(\d+)/\d+ ", out.getvalue())]
+    assert bar.n == bar.total and counts[-1] == bar.total
+    assert len(set(counts)) > len(lp.LinearProbeConfig().Cs) + 2  # moved inside fits, not once per C

@@ -60,7 +60,8 @@ class LinearProbeConfig:
 
 
 def fit_logistic_regression(
-    x: torch.Tensor, y: torch.Tensor, n_classes: int, C: float, max_iter: int, init: tuple[torch.Tensor, torch.Tensor] | None = None
+    x: torch.Tensor, y: torch.Tensor, n_classes: int, C: float, max_iter: int, init: tuple[torch.Tensor, torch.Tensor] | None = None,
+    on_iter=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (W (K, D), b (K,)) minimising mean CE(x W^T + b, y) + ||W||^2 / (2 C n)."""
     n, d = x.shape
@@ -79,12 +80,13 @@ def fit_logistic_regression(
         return float(loss), grad
 
     theta0 = torch.zeros(k * d + k, dtype=x.dtype) if init is None else torch.cat([init[0].reshape(-1), init[1]]).to(x.dtype)
-    theta = lbfgs(objective, theta0, max_iter=max_iter)
+    theta = lbfgs(objective, theta0, max_iter=max_iter, on_iter=on_iter)
     return theta[: k * d].view(k, d).clone(), theta[k * d :].clone()
 
 
 def lbfgs(
-    objective, theta: torch.Tensor, *, max_iter: int, history: int = 10, gtol: float = 1e-6, ftol: float = 1e-9
+    objective, theta: torch.Tensor, *, max_iter: int, history: int = 10, gtol: float = 1e-6, ftol: float = 1e-9,
+    on_iter=None,
 ) -> torch.Tensor:
     """Minimise a smooth convex ``objective(theta) -> (f, grad)`` with L-BFGS.
 
@@ -95,6 +97,8 @@ def lbfgs(
     f, g = objective(theta)
     steps: list[tuple[torch.Tensor, torch.Tensor, float]] = []  # (s, y, 1 / s.y)
     for _ in range(max_iter):
+        if on_iter is not None:
+            on_iter()
         if float(g.abs().max()) <= gtol:
             break
         q = g.clone()
@@ -147,7 +151,7 @@ class LinearProbe(Method):
         self.config.validate()
         t0 = time.perf_counter()
         both = Dataset.concat(train, val)
-        feats, n_encoded = frozen_features(backbone, ctx.backbone_hash, both, ctx.precision, desc="encoding train")
+        feats, n_encoded = frozen_features(backbone, ctx.backbone_hash, both, ctx.precision, desc="encoding train+validation")  # the bar counts both splits
         t_encode = time.perf_counter() - t0
         index = {c: i for i, c in enumerate(ctx.classes)}
         y = torch.tensor([index[c] for c in both.labels])
@@ -206,24 +210,34 @@ def fit_probe_head(
         # validation accuracy has not improved for `patience` grid steps.
         init, best_c, best_acc, since_best = None, None, -1.0, 0
         grid = sorted(cfg.Cs)
-        with progress(len(grid), "choosing C", unit="fit") as bar:
+    # One bar over L-BFGS iterations (a C's fit can take minutes on many classes): each C's
+    # block of at most select_iter, then the final fit's max_iter. A block that converges early
+    # or a search that stops early jumps the bar to the next block, so the ETA is an upper bound.
+    blocks = (len(grid) * cfg.select_iter if cfg.C is None else 0) + cfg.max_iter
+    with progress(blocks, "choosing C and fitting the head" if cfg.C is None else "fitting the head", unit="iter") as bar:
+        tick = lambda: bar.update(1)  # noqa: E731
+        done = 0
+        if cfg.C is None:
             for c in grid:
-                init = fit_logistic_regression(xs[:n_train], y[:n_train], k, c, cfg.select_iter, init)
+                init = fit_logistic_regression(xs[:n_train], y[:n_train], k, c, cfg.select_iter, init, on_iter=tick)
+                done += cfg.select_iter
+                bar.update(done - bar.n)
                 fits[c] = init
                 acc = float(((xs[n_train:] @ init[0].T + init[1]).argmax(1) == y[n_train:]).float().mean())
                 val_scores[f"{c:g}"] = round(acc, 6)
-                bar.update(1)
                 if acc > best_acc + 1e-12:  # ties keep the stronger penalty
                     best_c, best_acc, since_best = c, acc, 0
                 else:
                     since_best += 1
                     if since_best >= cfg.patience:
                         break
-        chosen = float(best_c)
-    else:
-        chosen = float(cfg.C)
-    rows = slice(None) if cfg.refit else slice(0, n_train)
-    w, b = fit_logistic_regression(xs[rows], y[rows], k, chosen, cfg.max_iter, fits.get(chosen))
+            bar.update(len(grid) * cfg.select_iter - bar.n)
+            chosen = float(best_c)
+        else:
+            chosen = float(cfg.C)
+        rows = slice(None) if cfg.refit else slice(0, n_train)
+        w, b = fit_logistic_regression(xs[rows], y[rows], k, chosen, cfg.max_iter, fits.get(chosen), on_iter=tick)
+        bar.update(bar.total - bar.n)  # converged before max_iter: the bar ends full
     # Fold the standardisation into the head: W (x - m) / s + b = (W / s) x + (b - (W / s) m)
     weight = (w / std).contiguous()
     return weight, (b - weight @ mean).contiguous(), chosen, val_scores
