@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 a check failed (e.g. ``eval --min-accuracy``), 2 bad input.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -413,7 +414,8 @@ def _write_whole(path: Path, write, option: str) -> None:
             write(f)
         os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only folder refuses even removing nothing
+            tmp.unlink(missing_ok=True)
         raise BadInput(f"{option} {path}: cannot write it ({e.strerror or e}); free space or choose another place") from None
 
 
@@ -464,11 +466,11 @@ def cmd_eval(args) -> int:
 
 def _eval_suite(args, run) -> int:
     from .api import load
-    from .evaluate.harness import evaluate_suite
+    from .evaluate.harness import evaluate_suite, record_suite_result
     from .evaluate.junit import junit_xml
 
     baseline = load(args.baseline, store=args.store, allow_base_change=args.allow_base_change) if args.baseline else None
-    res = evaluate_suite(run, args.suite, baseline=baseline, n_resamples=args.resamples)
+    res = evaluate_suite(run, args.suite, baseline=baseline, n_resamples=args.resamples, record=False)
     lines = [f"run {run.id} on suite {res['suite']['name']} (sha256 {res['suite']['sha256'][:12]})"]
     for name, d in res["datasets"].items():
         lines.append(f"  {name} ({d['source']}, n={d['n']})")
@@ -491,6 +493,7 @@ def _eval_suite(args, run) -> int:
         xml = junit_xml(res["suite"]["name"], cases)
         _write_whole(junit, lambda f: f.write(xml), "--junit")
         lines.append(f"  JUnit XML written to {junit}")
+    record_suite_result(run, res)  # after the outputs: a failed write records nothing
     _emit(args, res, "\n".join(lines))
     if not res["passed"]:
         failed = [g for g in res["gates"] if not g["passed"]]

@@ -214,3 +214,17 @@ def test_backbone_folders_refused_in_one_line(cli, train_csv, tiny_bert, tmp_pat
     bb = _folder_variant(tiny_bert, tmp_path / "bb", edit)
     assert_bad_input(cli("adapt", train_csv, "--backbone", bb, "--out", tmp_path / "runs"), needle, out_dir=tmp_path / "runs")
     assert not (bb / "ran").exists()
+
+
+def test_a_junit_write_that_fails_records_no_eval(cli, trained_run, tmp_path, small_fs, assert_bad_input):
+    import shutil
+
+    mnt, remount = small_fs
+    remount("ro")
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"name: s\ndatasets:\n  - {{name: t, path: {trained_run.data}}}\nmetrics: [accuracy]\n")
+    store = tmp_path / "store.sqlite3"
+    shutil.copy(trained_run.store, store)
+    assert_bad_input(cli("eval", trained_run.id, "--suite", suite, "--junit", mnt / "out.xml", "--store", store),
+                     "--junit", "cannot write it")
+    assert sqlite3.connect(store).execute("SELECT count(*) FROM evals").fetchone()[0] == 0

@@ -27,17 +27,17 @@ class EvalSet:
 
 
 def load_eval_set(name: str, path: str | Path, *, text_col: str | None = None, label_col: str | None = None,
-                  hint: dict | None = None, where: str = "") -> EvalSet:
+                  hint: dict | None = None, where: str = "", header: bool | None = None) -> EvalSet:
     """A labelled table file or image folder. ``hint`` holds the training column names, used when
     the file has them and no column was named."""
     from ..data.readers import read_with_hint
 
     p = Path(path).expanduser()
     if p.is_dir() or not p.exists():
-        data = load_dataset(p, text_col=text_col, label_col=label_col)
+        data = load_dataset(p, text_col=text_col, label_col=label_col, header=header)
         data.require_labels()
         return EvalSet(name, data)
-    data, columns = read_with_hint(p, hint or {}, labels_required=True, text_col=text_col, label_col=label_col)
+    data, columns = read_with_hint(p, hint or {}, labels_required=True, text_col=text_col, label_col=label_col, header=header)
     if data.labels is None:
         raise BadInput(f"{where or p}: no label column; name it (label_col) so the data can be scored")
     return EvalSet(name, data, {k: list(v) for k, v in columns.items()})
@@ -50,7 +50,8 @@ def run_test_set(run) -> EvalSet:
     recipe = recipe_of(m)
     hint = m["data"]["train"].get("columns", {})
     if recipe["test"]:
-        es = load_eval_set("test", recipe["test"], text_col=recipe["text_col"], label_col=recipe["label_col"], hint=hint)
+        es = load_eval_set("test", recipe["test"], text_col=recipe["text_col"], label_col=recipe["label_col"], hint=hint,
+                           header=recipe.get("header"))
     else:
         full = _training_data(run)
         split = stratified_split(full, val_fraction=recipe["val_fraction"], test_fraction=recipe["test_fraction"], seed=recipe["seed"])
@@ -59,7 +60,7 @@ def run_test_set(run) -> EvalSet:
         if src.is_file():
             from ..data.readers import read_table
 
-            raw, _ = read_table(src, fmt=recipe["fmt"])
+            raw, _ = read_table(src, fmt=recipe["fmt"], header=recipe.get("header"))
             index = {o: i for i, o in enumerate(full.origin)}
             rows = [index[o] for o in split.test.origin]
             columns = {k: [v[i] for i in rows] for k, v in raw.items()}
@@ -72,7 +73,8 @@ def run_test_set(run) -> EvalSet:
 
 def _training_data(run) -> Dataset:
     recipe = recipe_of(run.manifest)
-    full = load_dataset(recipe["data"], text_col=recipe["text_col"], label_col=recipe["label_col"], fmt=recipe["fmt"])
+    full = load_dataset(recipe["data"], text_col=recipe["text_col"], label_col=recipe["label_col"], fmt=recipe["fmt"],
+                        header=recipe.get("header"))
     if full.fingerprint != run.manifest["data"]["train"]["fingerprint"]:
         raise BadInput(f"run {run.id}: its training data {recipe['data']} changed since the run was made (fingerprint differs); "
                        "the recipe cannot be re-run on the same data")
@@ -222,11 +224,26 @@ def evaluate_suite(run, suite: str | Path, *, baseline=None, n_resamples: int = 
         "datasets": datasets, "gates": gates, "passed": all(g["passed"] for g in gates),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    if record and run.store.find(run.id) is not None:
-        first = next(iter(datasets.values()))
-        summary = {m: v["value"] for m, v in first["slices"][ALL].items()}
-        summary["n"] = first["n"]
-        fingerprint = hashlib.sha256("".join(d["fingerprint"] for d in datasets.values()).encode()).hexdigest()
-        run.store.add_eval(run.id, str(suite_obj.path), fingerprint, summary, suite=suite_obj.name,
-                           suite_sha256=suite_obj.sha256, passed=result["passed"] if gates else None, result=result)
+    if record:
+        record_suite_result(run, result)
     return result
+
+
+def record_suite_result(run, result: dict) -> None:
+    """Store a suite result in the run's eval history (when the run is in the store). Callers
+    that write other outputs (JUnit XML) evaluate with ``record=False``, write, then record, so
+    a failed write leaves no eval row behind."""
+    import hashlib
+
+    from .suite import ALL
+
+    if run.store.find(run.id) is None:
+        return
+    datasets = result["datasets"]
+    first = next(iter(datasets.values()))
+    summary = {m: v["value"] for m, v in first["slices"][ALL].items()}
+    summary["n"] = first["n"]
+    fingerprint = hashlib.sha256("".join(d["fingerprint"] for d in datasets.values()).encode()).hexdigest()
+    suite = result["suite"]
+    run.store.add_eval(run.id, suite["path"], fingerprint, summary, suite=suite["name"], suite_sha256=suite["sha256"],
+                       passed=result["passed"] if result["gates"] else None, result=result)

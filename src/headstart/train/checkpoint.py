@@ -14,6 +14,7 @@ are written as JSON's ``Infinity``/``NaN`` extensions, which Python's reader acc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -41,7 +42,8 @@ def save_checkpoint(path: Path, obj: dict) -> None:
         save_file(tensors, str(tmp), metadata=meta)
         os.replace(tmp, path)
     except (OSError, SafetensorError) as e:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         reason = getattr(e, "strerror", None) or str(e).split("I/O error: ")[-1]
         raise WriteFailed(f"cannot write the checkpoint {path} ({reason}); free space or choose another --out") from None
 
