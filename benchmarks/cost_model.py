@@ -99,7 +99,7 @@ def main() -> int:
             train, test = case_files(name, size, work, args.max_train, args.max_test)
             n_test = sum(1 for _ in open(test, encoding="utf-8")) - 1
             t0 = time.perf_counter()
-            p = plan(train, backbones=sorted({b for b, _ in CANDIDATES}), test_examples=n_test)
+            p = plan(train, backbones=sorted({b for b, _ in CANDIDATES}), test_examples=n_test, reuse=False, plan_budget=1e9)  # measure, never reuse or skip
             print(f"[{name}/{size}] plan {time.perf_counter() - t0:.0f}s (throughput calibrated once), "
                   f"{p.profile['train_examples']} training examples, {p.profile['regime']} regime", flush=True)
             rows = []

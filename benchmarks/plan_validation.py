@@ -208,7 +208,7 @@ def study_tau(home: Path, args) -> dict:
     # small file before anything is timed; its duration is reported on its own.
     first = next(iter(DATASETS.values()))()[0]
     t0 = time.perf_counter()
-    plan(_write(home / "calibration.csv", _cap(first, 200)))
+    plan(_write(home / "calibration.csv", _cap(first, 200)), reuse=False, plan_budget=1e9)
     out = {"calibration_s": time.perf_counter() - t0}
     print(f"throughput calibration (once per machine): {out['calibration_s']:.0f}s", flush=True)
     sets = list(DATASETS.items()) + ([] if args.no_held_out else list(HELD_OUT.items()))
@@ -223,7 +223,7 @@ def study_tau(home: Path, args) -> dict:
         for size in args.plan_samples:
             _fresh_cache(home, f"plan-{name}")
             t0 = time.perf_counter()
-            p = plan(train, sample=size, test_examples=len(_cap(test_rows, args.max_test)))
+            p = plan(train, sample=size, test_examples=len(_cap(test_rows, args.max_test)), reuse=False, plan_budget=1e9)
             plans[size] = (p, time.perf_counter() - t0)
             print(table(p), flush=True)
         p, plan_s = plans[args.plan_samples[0]]
@@ -296,7 +296,7 @@ def study_regret(home: Path, args) -> dict:
             rows = _cap(train_rows, args.max_train) if size == "full" else _per_class(train_rows, int(size), seed=draw)
             train = _write(home / f"{name}-train-{size}-{draw}.csv", rows)
             _fresh_cache(home, f"regret-{name}-{size}")
-            p = plan(train, backbones=["minilm-l6"], budget=args.budget, test_examples=len(_cap(test_rows, args.max_test)))
+            p = plan(train, backbones=["minilm-l6"], budget=args.budget, test_examples=len(_cap(test_rows, args.max_test)), reuse=False)
             rec = p.recommended.method if p.recommended else None
             acc = {}
             for m in METHODS:
