@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(corpus) < 20_000:
         print(f"only {len(corpus)} corpus sentences (< 20,000, the issue's floor)", file=sys.stderr)
     libs, _ = compare_libraries(corpus, queries)
-    sizes = [n for n in (1000, 2000, 5000, 10_000, 20_000) if n < len(corpus)] + [len(corpus)]
+    sizes = [n for n in (1000, 2000, 5000, 7500, 10_000, 15_000, 20_000) if n < len(corpus)] + [len(corpus)]
     by_size = through_vector_index(corpus, queries, producer, sizes)
     wall = time.perf_counter() - t_start
     print_tables(len(corpus), libs, by_size, wall)

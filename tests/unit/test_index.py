@@ -308,6 +308,10 @@ def test_hnsw_recall_on_clustered_data(tmp_path):
     assert reopened.kind == "hnsw"
     found = [r.ids for r in reopened.search(queries, 10, P)]
     assert _recall(found, truth, _ids(3000)) >= 0.95
+    # a wider search for one call: at least as good, and the index's own efSearch is unchanged
+    wide = [r.ids for r in reopened.search(queries, 10, P, ef_search=256)]
+    assert _recall(wide, truth, _ids(3000)) >= _recall(found, truth, _ids(3000))
+    assert reopened.hnsw_params == HNSWParams() and reopened._ann.hnsw.efSearch == HNSWParams().ef_search
     # scores are cosines, as in exact search
     exact = VectorIndex.create(tmp_path / "e", 32, P, kind="exact")
     exact.add(_ids(3000), [""] * 3000, x, producer=P, progress=False)
