@@ -36,6 +36,7 @@ from .runs.run import FORMAT, MANIFEST, Predictions, read_run_folder, validate_m
 from .runs.repair import remove_stale_tmp
 from .runs.store import Store
 from .train import PRECISIONS, resolve_precision
+from .tasks import get_task
 from .train.budget import Deadline
 from .train.checkpoint import LEGACY_NAME as LEGACY_CHECKPOINT
 from .train.checkpoint import NAME as CHECKPOINT
@@ -190,6 +191,7 @@ def _adapt_unguarded(recipe: dict, method_obj: Method, *, out, store, t_start: f
     data, test, backbone = recipe["data"], recipe["test"], recipe["backbone"]
     seed, precision, budget_s = recipe["seed"], recipe["precision"], recipe["budget"]
     deadline = Deadline.start(budget_s) if budget_s is not None else None  # the budget bounds the whole adaptation
+    task = get_task(recipe.get("task", "classification"))  # recipes before tasks existed are classification
     text_col, label_col, fmt = recipe["text_col"], recipe["label_col"], recipe["fmt"]
     header = recipe.get("header")  # absent from recipes written before header= existed
     val_fraction, test_fraction = recipe["val_fraction"], recipe["test_fraction"]
@@ -258,7 +260,8 @@ def _adapt_unguarded(recipe: dict, method_obj: Method, *, out, store, t_start: f
                                                       "backbone_sha256": bb_hash, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                                       "lineage": lineage})
     lineage = lineage if expect is None else expect.get("lineage")
-    ctx = FitContext(backbone_hash=bb_hash, precision=used_precision, seed=seed, classes=classes, budget_s=budget_s, deadline=deadline,
+    ctx = FitContext(backbone_hash=bb_hash, precision=used_precision, seed=seed, classes=classes, task=task.name,
+                     budget_s=budget_s, deadline=deadline,
                      checkpoint_path=partial / CHECKPOINT, on_step=on_step)
     _seed_everything(seed)
 
@@ -278,7 +281,7 @@ def _adapt_unguarded(recipe: dict, method_obj: Method, *, out, store, t_start: f
             "format": FORMAT,
             "id": run_id,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "task": "classification",
+            "task": task.name,
             "modality": full.modality,
             "backbone": {"name": spec.name, "sha256": bb_hash, "spec": spec.to_dict()},
             "method": {"name": method_obj.name, "config": method_obj.resolved_config(), "fit": fit_summary},

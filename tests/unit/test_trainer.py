@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 import time
 
 import numpy as np
@@ -79,11 +80,11 @@ def make_trainer(model, *, lr=0.1, epochs=5.0, batch_size=16, grad_accum=1, pati
 
 
 def fit(trainer, x, y):
+    from headstart.tasks import get_task
+
     idx = list(range(len(x)))
-    return trainer.fit(
-        train_lengths=[1] * len(x), train_labels=y, collate_train=lambda i: {"x": x[i]},
-        val_batches=[idx], val_labels=y, collate_val=lambda i: {"x": x[i]},
-    )
+    objective = get_task("classification").objective(y, [idx], y, lambda i: {"x": x[i]}, torch.device("cpu"))
+    return trainer.fit(train_lengths=[1] * len(x), collate_train=lambda i: {"x": x[i]}, objective=objective)
 
 
 def test_training_lowers_the_loss_and_records_history():
@@ -93,7 +94,7 @@ def test_training_lowers_the_loss_and_records_history():
     result = fit(make_trainer(model), x, y)
     assert result.history[0]["step"] == 0  # the starting point is evaluated
     assert result.history[-1]["val_loss"] < result.history[0]["val_loss"]
-    assert result.best_val_accuracy >= 0.9
+    assert result.metric == "accuracy" and result.best_val >= 0.9
     assert result.steps == 5 * math.ceil(64 / 16)
     assert result.examples_seen == 5 * 64
 
@@ -157,3 +158,37 @@ def test_checkpoint_resume_is_exact(tmp_path):
     assert ckpt.is_file()
     resumed = train(ckpt=ckpt)
     torch.testing.assert_close(full, resumed, rtol=0, atol=0)
+
+
+def test_the_loop_knows_no_task():
+    """Labels, accuracy and cross-entropy live in the task's objective, not in the trainer."""
+    import re
+
+    import headstart.train.trainer as trainer_module
+
+    source = Path(trainer_module.__file__).read_text()
+    assert not re.search(r"cross_entropy|accuracy|label", source, re.IGNORECASE)
+
+
+def test_a_lower_is_better_metric_selects_its_minimum():
+    """A regression objective (MSE, lower is better) trains and selects through the same loop."""
+    from headstart.evaluate.metrics import MetricSpec
+    from headstart.tasks import Objective
+
+    torch.manual_seed(0)
+    model = Toy()  # 2 outputs: regress both onto the targets
+    x, _ = toy_data()
+    target = torch.stack([x.sum(1), x[:, 0] - x[:, 1]], 1)
+    idx = list(range(len(x)))
+
+    def evaluate(m):
+        mse = float(((m({"x": x}) - target) ** 2).mean())
+        return {"mse": mse, "loss": mse}
+
+    objective = Objective(loss=lambda out, i: ((out - target[i]) ** 2).mean(1), evaluate=evaluate,
+                          metric=MetricSpec("mse", higher_is_better=False, bounds=(0.0, float("inf"))), val_examples=len(x))
+    result = make_trainer(model, epochs=20).fit(train_lengths=[1] * len(x), collate_train=lambda i: {"x": x[i]}, objective=objective)
+    assert result.metric == "mse"
+    assert round(result.best_val, 6) == min(h["val_mse"] for h in result.history) < result.history[0]["val_mse"] / 10
+    best = min(result.history, key=lambda h: h["val_mse"])
+    assert result.best_step == best["step"]

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 PRIMARY_METRIC = "accuracy"
 HIGHER_IS_BETTER = True
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A metric's name, direction and bounds: what selection, gates and drift need to read it
+    (every task declares its metrics with these)."""
+
+    name: str
+    higher_is_better: bool = True
+    bounds: tuple[float, float] = (0.0, 1.0)
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:

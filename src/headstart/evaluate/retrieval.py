@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .bootstrap import bootstrap_ci
+from .metrics import MetricSpec
 
 RETRIEVAL_METRICS = ("ndcg", "mrr", "recall", "map")
 DEFAULT_KS = (1, 3, 5, 10, 100)
@@ -34,15 +35,6 @@ HIGHER_IS_BETTER = True
 
 _SEARCH_CHUNK_ELEMENTS = 16_000_000
 """Query x document scores held at once by :func:`exact_search` (64 MB of float32)."""
-
-
-@dataclass(frozen=True)
-class MetricSpec:
-    """A metric's name, direction and bounds: what selection, gates and drift need to read it."""
-
-    name: str
-    higher_is_better: bool = True
-    bounds: tuple[float, float] = (0.0, 1.0)
 
 
 def metric_specs(ks: Sequence[int] = DEFAULT_KS, metrics: Sequence[str] = RETRIEVAL_METRICS) -> dict[str, MetricSpec]:

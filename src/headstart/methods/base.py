@@ -30,6 +30,8 @@ class FitContext:
     precision: str
     seed: int
     classes: list[str]
+    task: str = "classification"
+    """The registered task (:mod:`headstart.tasks`) whose loss and selection metric training uses."""
     budget_s: float | None = None
     """The adaptation's time budget in seconds (recorded; ``deadline`` enforces it)."""
     deadline: Deadline | None = None

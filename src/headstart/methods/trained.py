@@ -28,6 +28,7 @@ from ..backbones import Backbone
 from ..backbones.base import _bf16_inference
 from ..data import Dataset
 from ..errors import BadInput
+from ..tasks import get_task
 from ..train.trainer import RunControl, Trainer, TrainSettings, frozen_linears_in_bf16
 from ._layers import param_counts
 from .base import FitContext, Method
@@ -258,14 +259,15 @@ class TrainedMethod(Method):
             set_train_mode=self._set_train_mode,
             device=bb.device,
         )
+        objective = get_task(ctx.task).objective(
+            train_labels, bb.batches(prepared_val, budget, max_batch), val_labels,
+            lambda idx: bb.collate([prepared_val[i] for i in idx]), bb.device,
+        )
         with frozen_linears_in_bf16(model, ctx.precision == "bf16"):
             result = trainer.fit(
                 train_lengths=[bb.cost(p) for p in prepared_train],
-                train_labels=train_labels,
                 collate_train=lambda idx: bb.collate([prepared_train[i] for i in idx]),
-                val_batches=bb.batches(prepared_val, budget, max_batch),
-                val_labels=val_labels,
-                collate_val=lambda idx: bb.collate([prepared_val[i] for i in idx]),
+                objective=objective,
             )
         model.eval()
         summary = {
@@ -278,7 +280,7 @@ class TrainedMethod(Method):
             "epochs_done": result.epochs_done,
             "stopped_by": result.stopped_by,
             "best_step": result.best_step,
-            "best_val_accuracy": round(result.best_val_accuracy, 6),
+            f"best_val_{result.metric}": round(result.best_val, 6),
             "history": result.history,
             "train_s": round(result.train_s, 3),
             "probe_init_s": round(t_probe, 3),

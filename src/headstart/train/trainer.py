@@ -10,8 +10,10 @@ What it does, in order of how much it matters on a CPU:
   (LoRA's, adapters' base) are cast to bf16 once for the whole fit instead of on every call.
 - **Gradient accumulation** with the loss normalised by the examples in the *optimizer step*
   (sum of per-example losses / step size), so micro-batches of unequal size weigh correctly.
-- **Early stopping** on validation accuracy (ties broken by validation loss), evaluated every
-  ``eval_every`` epochs; the best trainable state is kept and restored at the end.
+- **Early stopping** on the task's selection metric in its direction (ties broken by the
+  validation loss), evaluated every ``eval_every`` epochs; the best trainable state is kept and
+  restored at the end. The loop knows no task: the loss and the validation score come from the
+  task's :class:`~headstart.tasks.Objective` (targets, pairs, corpora stay inside it).
 - **A time budget** checked before every step: the loop stops cleanly, evaluates, and keeps the
   best state seen.
 - **Checkpoints** every ``checkpoint_every_s`` seconds and at every evaluation: trainable tensors,
@@ -34,6 +36,7 @@ import torch
 from torch import nn
 
 from .._util import progress, status
+from ..tasks.base import Objective
 from .budget import Deadline
 from .checkpoint import load_checkpoint
 from .checkpoint import save_checkpoint as write_checkpoint
@@ -77,7 +80,10 @@ class TrainResult:
     steps: int
     epochs_done: float
     stopped_by: str
-    best_val_accuracy: float
+    metric: str
+    """The selection metric's name (the task's)."""
+    best_val: float
+    """Its best validation value."""
     best_step: int
     history: list[dict] = field(default_factory=list)
     train_s: float = 0.0
@@ -124,10 +130,11 @@ def frozen_linears_in_bf16(module: nn.Module, enabled: bool):
 
 
 class Trainer:
-    """Train ``model`` (a module mapping a collated batch to logits) on index batches.
+    """Train ``model`` (a module mapping a collated batch to the task's outputs) on index batches.
 
     ``collate(indices) -> dict`` builds a batch; ``lengths`` are per-example costs used for
-    bucketing and for counting tokens; ``param_groups`` are the optimizer groups (each with its
+    bucketing and for counting tokens; the :class:`~headstart.tasks.Objective` gives the
+    per-example loss of the outputs and scores the validation split; ``param_groups`` are the optimizer groups (each with its
     ``lr``); ``trainable_state()`` / ``load_trainable_state()`` read and write exactly what trains
     (what checkpoints and the best-state copy hold).
     """
@@ -159,29 +166,18 @@ class Trainer:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
-    def evaluate(self, batches: list[list[int]], collate, labels: torch.Tensor) -> tuple[float, float]:
-        """(accuracy, mean cross-entropy) over the given batches."""
+    def evaluate(self, objective: Objective) -> dict[str, float]:
+        """The objective's validation scores, in eval mode, without gradients, at the run's precision."""
         self.model.eval()
-        correct, loss_sum, n = 0, 0.0, 0
         with torch.inference_mode(), self._autocast():
-            for idx in batches:
-                batch = {k: v.to(self.device) for k, v in collate(idx).items()}
-                logits = self.model(batch).float()
-                y = labels[idx].to(self.device)
-                loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
-                correct += int((logits.argmax(1) == y).sum())
-                n += len(idx)
-        return correct / max(1, n), loss_sum / max(1, n)
+            return objective.evaluate(self.model)
 
     def fit(
         self,
         *,
         train_lengths: list[int],
-        train_labels: torch.Tensor,
         collate_train: Callable[[list[int]], dict[str, torch.Tensor]],
-        val_batches: list[list[int]],
-        val_labels: torch.Tensor,
-        collate_val: Callable[[list[int]], dict[str, torch.Tensor]],
+        objective: Objective,
     ) -> TrainResult:
         s, c = self.s, self.c
         n = len(train_lengths)
@@ -195,7 +191,7 @@ class Trainer:
         optimizer = torch.optim.AdamW(self.param_groups, weight_decay=s.weight_decay, fused=True)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(warmup, total_steps))
 
-        state = {"step": 0, "best": (-1.0, -math.inf), "best_step": 0, "bad_evals": 0, "history": [], "elapsed_s": 0.0,
+        state = {"step": 0, "best": (-math.inf, -math.inf), "best_step": 0, "bad_evals": 0, "history": [], "elapsed_s": 0.0,
                  "examples": 0, "tokens": 0, "padded": 0, "best_state": None}
         resumed_from = None
         if c.checkpoint_path is not None and c.checkpoint_path.is_file():
@@ -222,18 +218,20 @@ class Trainer:
                  "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None, "state": state},
             )
 
-        n_val = sum(len(b) for b in val_batches)
+        n_val = objective.val_examples
+        metric = objective.metric
 
         def run_eval() -> bool:
             """Evaluate, keep the best state; True when patience ran out."""
             t_eval = time.perf_counter()
-            acc, loss = self.evaluate(val_batches, collate_val, val_labels)
+            scores = self.evaluate(objective)
             if c.deadline is not None:
                 c.deadline.measured(time.perf_counter() - t_eval, n_val)
             state["history"].append({"step": state["step"], "epoch": round(state["step"] / steps_per_epoch, 3),
-                                     "val_accuracy": round(acc, 6), "val_loss": round(loss, 6)})
-            if (acc, -loss) > state["best"]:
-                state["best"], state["best_step"], state["bad_evals"] = (acc, -loss), state["step"], 0
+                                     **{f"val_{k}": round(float(v), 6) for k, v in scores.items()}})
+            key = objective.key(scores)
+            if key > tuple(state["best"]):
+                state["best"], state["best_step"], state["bad_evals"] = key, state["step"], 0
                 state["best_state"] = _clone(self.trainable_state())
             else:
                 state["bad_evals"] += 1
@@ -265,7 +263,7 @@ class Trainer:
                         stopped_by = "budget"
                         break
                     t_step = time.perf_counter()
-                    loss_value = self._step(idx, train_labels, collate_train, optimizer, state)
+                    loss_value = self._step(idx, objective, collate_train, optimizer, state)
                     done_here = state["step"] + 1 - (resumed_from or 0)
                     step_s += (time.perf_counter() - t_step - step_s) / done_here
                     scheduler.step()
@@ -276,7 +274,8 @@ class Trainer:
                         if fits != bar.total:
                             bar.total = fits
                     bar.update(1)
-                    bar.set_postfix(loss=f"{loss_value:.4f}", best_val=f"{max(state['best'][0], 0):.4f}", refresh=False)
+                    bar.set_postfix({"loss": f"{loss_value:.4f}", f"best val {metric.name}": f"{_best_value(state, metric):.4f}"},
+                                    refresh=False)
                     stop = False
                     if state["step"] % eval_interval == 0 or state["step"] == total_steps:
                         stop = run_eval()
@@ -304,7 +303,8 @@ class Trainer:
             steps=state["step"],
             epochs_done=round(state["step"] / steps_per_epoch, 3),
             stopped_by=stopped_by,
-            best_val_accuracy=state["best"][0],
+            metric=metric.name,
+            best_val=_best_value(state, metric),
             best_step=state["best_step"],
             history=state["history"],
             train_s=state["elapsed_s"],
@@ -314,7 +314,7 @@ class Trainer:
             resumed_from_step=resumed_from,
         )
 
-    def _step(self, idx: list[int], labels: torch.Tensor, collate, optimizer, state: dict) -> float:
+    def _step(self, idx: list[int], objective: Objective, collate, optimizer, state: dict) -> float:
         """One optimizer step over ``idx`` in ``grad_accum`` micro-batches; returns the mean loss."""
         self.set_train_mode()
         optimizer.zero_grad(set_to_none=True)
@@ -329,10 +329,10 @@ class Trainer:
                 state["tokens"] += int(mask.sum())
                 state["padded"] += int(mask.numel())
             with self._autocast():
-                logits = self.model(batch)
+                outputs = self.model(batch)
             # Sum over the micro-batch, divided by the whole step's size: the accumulated gradient
             # equals the gradient of the step's mean loss whatever the micro-batch sizes.
-            loss = nn.functional.cross_entropy(logits.float(), labels[micro].to(self.device), reduction="sum") / total
+            loss = objective.loss(outputs, micro).sum() / total
             loss.backward()
             loss_sum += float(loss.detach()) * total
         if self.s.max_grad_norm > 0:
@@ -340,6 +340,14 @@ class Trainer:
         optimizer.step()
         state["examples"] += total
         return loss_sum / total
+
+
+def _best_value(state: dict, metric) -> float:
+    """The best validation value of ``metric`` so far (the selection key stores it signed)."""
+    best = state["best"][0]
+    if not math.isfinite(best):
+        return float("nan")
+    return best if metric.higher_is_better else -best
 
 
 def _clone(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
