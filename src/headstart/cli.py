@@ -164,9 +164,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-base-change", action="store_true", help="evaluate even if the backbone's weights changed")
     _common(p)
 
-    from .compare import add_parser as add_compare_parser
-
-    add_compare_parser(sub, _common, EPILOG)
+    p = sub.add_parser(
+        "compare", help="run several methods (x backbones) on the same split and tabulate quality vs cost", epilog=EPILOG,
+        description="Adapt every METHOD x BACKBONE to DATA on the same train/validation/test split (same seed and fractions; "
+        "checked), then print test accuracy and macro-F1 with 95% bootstrap intervals, trainable parameters (count and % of "
+        "all), wall time and peak memory; a run that --budget stopped is marked with its steps (budget: 3/30 steps). Saves "
+        "table.md, comparison.json and frontier.png (accuracy vs wall time and vs trainable %, Pareto frontier drawn) in a "
+        "comparison folder recorded in the store; each run is an ordinary run.",
+    )
+    p.add_argument("data", metavar="DATA", help="training data: table file or image folder (as for `headstart adapt`)")
+    p.add_argument("--methods", default="linear-probe", metavar="M1,M2",
+                   help="comma-separated methods to compare, e.g. linear-probe,lora,finetune (default: linear-probe)")
+    p.add_argument("--backbones", default="minilm-l6", metavar="B1,B2",
+                   help="comma-separated backbones: catalog names, hf:<hub id> or model folders (default: minilm-l6)")
+    p.add_argument("--test", metavar="DATA", help="separate labelled test data (then DATA is split into train/validation only)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the split, training and the bootstrap (default: 0)")
+    p.add_argument("--set", dest="options", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                   help="option for one method, repeatable, e.g. --set linear-probe.C=0.5 --set lora.rank=8 (the options of each "
+                   "method: README, 'Methods')")
+    p.add_argument("--out", metavar="DIR", help="parent folder for the comparison folder (default: <data dir>/headstart/comparisons)")
+    p.add_argument("--runs-out", metavar="DIR", help="parent folder for the run folders (default: <data dir>/headstart/runs)")
+    p.add_argument("--text-col", metavar="COL", help="text column (default: inferred)")
+    p.add_argument("--label-col", metavar="COL", help="label column (default: inferred)")
+    p.add_argument("--format", dest="fmt", choices=["csv", "tsv", "jsonl", "parquet"], help="table format (default: from the file extension)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of the training data held out for validation (default: 0.1)")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="share held out for testing when --test is not given (default: 0.2)")
+    p.add_argument("--precision", default="auto", choices=list(PRECISIONS), help="backbone numerics, as for adapt (default: auto)")
+    p.add_argument("--budget", metavar="DURATION", help="time limit per run, a number with s, m or h, e.g. 90s, 10m, 1h (default: none)")
+    _common(p)
 
     p = sub.add_parser("export", help="write a run as a plain Hugging Face model folder (head included)", epilog=EPILOG,
                        description="Write RUN as a Hugging Face folder: config.json + model.safetensors + tokenizer, the task head "
@@ -721,9 +746,19 @@ def _models_verify(args, rows: list[dict]) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .compare import run_cli
+    """Run every method x backbone on one split; print the table (or one JSON object with --json)."""
+    from .compare import compare, parse_set_options
 
-    return run_cli(args)
+    problems: list[str] = []
+    options = parse_set_options(args.options, problems)
+    result = compare(
+        args.data, methods=args.methods, backbones=args.backbones, test=args.test, seed=args.seed, method_options=options,
+        out=args.out, runs_out=args.runs_out, store=args.store, text_col=args.text_col, label_col=args.label_col, fmt=args.fmt,
+        val_fraction=args.val_fraction, test_fraction=args.test_fraction, precision=args.precision, budget=args.budget,
+        _problems=problems,
+    )
+    _emit(args, result.to_dict(), result.to_text())
+    return 0
 
 
 COMMANDS = {"adapt": cmd_adapt, "plan": cmd_plan, "compare": cmd_compare, "predict": cmd_predict, "eval": cmd_eval, "export": cmd_export,

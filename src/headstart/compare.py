@@ -23,12 +23,12 @@ during each run (runs share one process, so memory the allocator keeps from an e
 show up in a later one); a later linear probe on the same backbone may reuse cached features and
 so report less wall time than a cold one.
 
-The CLI pieces (:func:`add_parser`, :func:`run_cli`) live here; ``headstart.cli`` wires them in.
+The table is rendered by :mod:`headstart.report.compare_table`, the plot and the Pareto frontier
+by :mod:`headstart.report.frontier`; the ``headstart compare`` command is in :mod:`headstart.cli`.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -37,15 +37,18 @@ import secrets
 import shutil
 import sys
 import time
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ._util import home, parse_duration, peak_rss, status
 from .errors import BadInput, HeadstartError
+from .report import compare_table
+from .report.frontier import frontier_figure, pareto_frontier, plot_frontier
 from .train.precision import PRECISIONS
+
+__all__ = ["FORMAT", "Comparison", "SplitMismatch", "compare", "frontier_figure", "pareto_frontier", "parse_set_options", "plot_frontier"]
 
 FORMAT = "headstart.comparison/1"
 N_RESAMPLES = 1000
@@ -105,83 +108,20 @@ class Comparison:
         }
 
     def header(self) -> str:
-        d = self.data
-        split = d["split"]
-        return (
-            f"Data {d['source']} (fingerprint {d['fingerprint'][:12]}), {len(d['classes'])} classes; "
-            f"split {split['train']} train / {split['val']} validation / {split['test']} test "
-            f"(test: {d['test_source']}); seed {self.inputs['seed']}; {self.created_at}"
-        )
+        """One line: data, classes, split sizes, test source, seed and date."""
+        return compare_table.header(self)
 
     def legend(self) -> str:
-        n = self.data["split"]["test"]
-        pct = f"{self.bootstrap['level']:.0%}"
-        text = (
-            f"[low, high]: {pct} percentile-bootstrap interval over the {n} test examples ({self.bootstrap['n_resamples']} resamples). "
-            "* on the Pareto frontier of accuracy vs wall time. Peak memory: peak resident memory of the process during the run "
-            "(runs share one process). n/a: the method did not report it."
-        )
-        if any(r.get("stopped_by") == "budget" for r in self.rows):
-            text += (" budget: N/M steps: --budget stopped the training after N of its M planned steps, so the row shows an "
-                     "unfinished run, not what the method reaches.")
-        return text
-
-    def _cells(self) -> tuple[list[str], list[list[str]], int]:
-        """Header, body and how many leading columns are text (left-aligned; the rest are numbers)."""
-        pct = f"{self.bootstrap['level']:.0%}"
-        gpu = any(r.get("peak_gpu_mb") is not None for r in self.rows)
-        budget = any(r.get("stopped_by") == "budget" for r in self.rows)
-        head = ["", "method", "backbone"] + (["training"] if budget else [])
-        text_columns = len(head)
-        head += [f"test accuracy [{pct}]", f"macro-F1 [{pct}]", "trainable", "trainable %", "wall time", "peak memory"]
-        if gpu:
-            head.append("peak GPU")
-        body = []
-        for r in self.rows:
-            cells = ["*" if r["on_frontier"] else "", r["method"], r["backbone_label"]]
-            if budget:
-                cells.append(_fmt_training(r))
-            cells += [
-                _fmt_ci(r["accuracy"], r["accuracy_low"], r["accuracy_high"]),
-                _fmt_ci(r["macro_f1"], r["macro_f1_low"], r["macro_f1_high"]),
-                _fmt_count(r["trainable_params"]),
-                _fmt_pct(r["trainable_pct"]),
-                _fmt_seconds(r["wall_s"]),
-                _fmt_mb(r["peak_rss_mb"]),
-            ]
-            if gpu:
-                cells.append(_fmt_mb(r.get("peak_gpu_mb")))
-            body.append(cells)
-        return head, body, text_columns
+        """What the table's intervals, marks and n/a mean."""
+        return compare_table.legend(self)
 
     def to_markdown(self) -> str:
         """The table as Markdown, headed by the data, split sizes, seed and date."""
-        head, body, text_columns = self._cells()
-
-        def line(cells: list[str]) -> str:
-            return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
-
-        align = ["---" if i < text_columns else "---:" for i in range(len(head))]
-        out = [f"# Comparison {self.id}", "", self.header(), "", line(head), "| " + " | ".join(align) + " |"]
-        out += [line(cells) for cells in body]
-        out += ["", self.legend(), ""]
-        return "\n".join(out)
+        return compare_table.to_markdown(self)
 
     def to_text(self) -> str:
         """An aligned plain-text table for a terminal, with the folder it was saved to."""
-        head, body, text_columns = self._cells()
-        widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
-
-        def line(cells: list[str]) -> str:
-            return "  ".join(c.ljust(w) if i < text_columns else c.rjust(w)
-                             for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
-
-        out = [f"comparison {self.id}", f"  {self.header()}", line(head)] + [line(cells) for cells in body]
-        out.append(f"  {self.legend()}")
-        files = "table.md, comparison.json" + (f", {self.plot}" if self.plot else "")
-        out.append(f"saved to {self.path} ({files})")
-        return "\n".join(out)
-
+        return compare_table.to_text(self)
 
 # -- the API -----------------------------------------------------------------------------------
 
@@ -628,25 +568,6 @@ def _read_predictions(path: Path, classes: list[str]):
     return np.array(truth, dtype=np.int64), np.array(pred, dtype=np.int64)
 
 
-def pareto_frontier(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the points (cost, quality) that no other point beats on both, cheapest first.
-
-    A point is dominated when another has cost <= and quality >= with at least one strict; ties
-    (same cost and quality) all stay on the frontier.
-    """
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
-    frontier: list[int] = []
-    best = -math.inf
-    best_cost = math.nan
-    for i in order:
-        cost, quality = points[i]
-        if quality > best or (quality == best and cost == best_cost):
-            frontier.append(i)
-            if quality > best:
-                best, best_cost = quality, cost
-    return frontier
-
-
 def _mark_frontier(rows: list[dict[str, Any]]) -> None:
     for i in pareto_frontier([(r["wall_s"], r["accuracy"]) for r in rows]):
         rows[i]["on_frontier"] = True
@@ -675,201 +596,6 @@ def _write_folder(comparison: Comparison, out_dir: Path) -> Path:
     return final
 
 
-PLOT_DPI = 110
-PANELS = (("wall_s", "wall time (s, log scale)"), ("trainable_pct", "trainable parameters (% of all, log scale)"))
-
-
-def plot_frontier(rows: list[dict[str, Any]], path: Path, *, title: str = "") -> bool:
-    """Draw accuracy (with its interval) vs wall time and vs trainable %, frontiers joined by a line.
-
-    Returns False (with a warning) when matplotlib is not installed: the table and JSON are the
-    result; the picture is a convenience that must not throw away finished runs.
-    """
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        warnings.warn("frontier.png not drawn: matplotlib is not installed (pip install matplotlib)", stacklevel=2)
-        return False
-    frontier_figure(rows, title=title).savefig(path, dpi=PLOT_DPI)
-    return True
-
-
-def frontier_figure(rows: list[dict[str, Any]], *, title: str = "") -> Any:
-    """The matplotlib Figure behind ``frontier.png`` (see :func:`plot_frontier`).
-
-    What a reader needs from it, each a past complaint: a row has one colour (its method) and one
-    marker (its backbone) in both panels and in the legend below them, which names every row by
-    its number in the table (and says when the budget stopped it: hollow marker); the labels
-    beside the points never overprint each other (:func:`_place_labels`, falling back to the
-    row's number where the full name does not fit); the axes hold every error bar whole, with a
-    margin. Each row's error bar carries the gid ``row-<number>``, its marker ``point-<number>``,
-    its label ``label-<number>`` (tests find them by these).
-    """
-    import matplotlib
-    import matplotlib.ticker
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    backbones = list(dict.fromkeys(r["backbone_label"] for r in rows))
-    colours = {m: matplotlib.colormaps["tab10"](i % 10) for i, m in enumerate(methods)}
-    markers = {b: "osD^vPX*"[i % 8] for i, b in enumerate(backbones)}
-    numbered = list(enumerate(rows, start=1))  # numbers as the table's row order
-
-    def style(r: dict[str, Any]) -> dict[str, Any]:
-        colour = colours[r["method"]]
-        return {"color": colour, "marker": markers[r["backbone_label"]], "markersize": 7, "markeredgecolor": colour,
-                "markerfacecolor": "none" if r.get("stopped_by") == "budget" else colour}
-
-    # The Agg canvas directly, not pyplot: drawing must not switch the backend of a notebook user.
-    fig = Figure(figsize=(12, 5.2 + 0.25 * math.ceil(len(rows) / 3)), dpi=PLOT_DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2)
-    labels: list[tuple[Any, list[tuple[float, float, float | None, float | None, str, str]]]] = []
-    for ax, (key, xlabel) in zip(axes, PANELS, strict=True):
-        shown = [(n, r) for n, r in numbered if r.get(key) is not None and r[key] > 0]
-        for n, r in shown:
-            low, high = r["accuracy_low"], r["accuracy_high"]
-            yerr = None if low is None or high is None else [[max(0.0, r["accuracy"] - low)], [max(0.0, high - r["accuracy"])]]
-            bars = ax.errorbar(r[key], r["accuracy"], yerr=yerr, linestyle="none", capsize=3, **style(r))
-            for artist in bars.get_children():
-                artist.set_gid(f"row-{n}")
-            bars.lines[0].set_gid(f"point-{n}")  # the marker itself
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("test accuracy (95% bootstrap interval)")
-        ax.grid(True, which="both", alpha=0.3)
-        if not shown:
-            ax.text(0.5, 0.5, "not reported by these methods", ha="center", va="center", transform=ax.transAxes)
-            continue
-        points = [(r[key], r["accuracy"]) for _, r in shown]
-        front = [shown[i][1] for i in pareto_frontier(points)]
-        ax.plot([r[key] for r in front], [r["accuracy"] for r in front], "-", color="0.35", linewidth=1.2, zorder=0)
-        ax.set_xscale("log")
-        ax.set_xlim(*_log_limits([x for x, _ in points]))
-        ax.set_ylim(*_limits([v for _, r in shown for v in (r["accuracy"], r["accuracy_low"], r["accuracy_high"]) if v is not None]))
-        plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
-        ax.xaxis.set_major_formatter(plain)
-        lo, hi = ax.get_xlim()
-        # few decades shown: label the minor ticks too (within one decade all of them, else 2 and 5)
-        some = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else "")
-        ax.xaxis.set_minor_formatter(plain if hi < 10 * lo else some if hi < 1000 * lo else matplotlib.ticker.NullFormatter())
-        labels.append((ax, [(r[key], r["accuracy"], r["accuracy_low"], r["accuracy_high"], _point_label(r), str(n)) for n, r in shown]))
-
-    handles = [Line2D([], [], linestyle="none", **style(r)) for _, r in numbered]
-    names = [f"{n}  {r['method']} / {r['backbone_label']}" + (f"  ({_fmt_training(r)})" if r.get("stopped_by") == "budget" else "")
-             for n, r in numbered]
-    handles.append(Line2D([], [], color="0.35", linewidth=1.2))
-    names.append("Pareto frontier")
-    if any(r.get("stopped_by") == "budget" for r in rows):
-        handles.append(Line2D([], [], linestyle="none", marker="o", color="0.35", markerfacecolor="none"))
-        names.append("hollow: stopped by --budget")
-    fig.legend(handles, names, loc="outside lower center", ncols=min(3, len(names)), fontsize=8, frameon=False)
-    if title:
-        fig.suptitle(f"quality vs cost: {title}", fontsize=10)
-
-    fig.canvas.draw()  # the layout engine places the axes once; labels are placed in that frame
-    fig.set_layout_engine("none")
-    renderer = fig.canvas.get_renderer()
-    for ax, items in labels:
-        _place_labels(ax, items, renderer)
-    return fig
-
-
-def _point_label(row: dict[str, Any]) -> str:
-    text = f"{row['method']} / {row['backbone_label']}"
-    if row.get("stopped_by") == "budget":
-        text += f" ({_fmt_training(row)})"
-    return text.replace("$", r"\$")  # not mathtext
-
-
-def _limits(values: list[float], *, margin: float = 0.08, least: float = 0.02) -> tuple[float, float]:
-    """Axis limits holding every value with ``margin`` of the span (at least ``least``) on each side."""
-    lo, hi = min(values), max(values)
-    pad = margin * max(hi - lo, least)
-    return lo - pad, hi + pad
-
-
-def _log_limits(values: list[float]) -> tuple[float, float]:
-    """As :func:`_limits` on a log axis: the margin in decades (at least a 0.3-decade span)."""
-    lo, hi = _limits([math.log10(v) for v in values], margin=0.12, least=0.3)
-    return 10**lo, 10**hi
-
-
-# Where a label may go: (dx, dy) in pixels from its point, and its alignment. NEAR: beside the
-# point; RINGS: further out, joined to the point by a thin leader line (only for the short label:
-# a full name far from its point reads as another point's).
-NEAR = [(8, 6, "left", "bottom"), (8, -6, "left", "top"), (-8, 6, "right", "bottom"), (-8, -6, "right", "top"),
-        (0, 12, "center", "bottom"), (0, -12, "center", "top")]
-RINGS = [
-    (round(r * math.cos(a)), round(r * math.sin(a)), "left" if math.cos(a) > 0.3 else "right" if math.cos(a) < -0.3 else "center",
-     "bottom" if math.sin(a) > 0.3 else "top" if math.sin(a) < -0.3 else "center")
-    for r in (28, 48, 72) for a in (math.radians(d) for d in (30, -30, 150, -150, 90, -90, 0, 180))
-]
-# (label, spots, keep off the error bars), tried in this order
-TRIES = (("full", NEAR, True), ("short", NEAR, True), ("short", RINGS, True), ("short", NEAR, False), ("short", RINGS, False))
-LEADER_PX = 20  # a label further than this from its point gets a leader line
-
-
-def _place_labels(ax: Any, items: list[tuple[float, float, float | None, float | None, str, str]], renderer: Any) -> None:
-    """Label every point without overprinting: a simple deterministic collision avoidance.
-
-    ``items``: (x, y, interval low, high, full label, short label). Points are taken left to
-    right; each label goes to the first free spot of :data:`TRIES`: inside the axes, over no
-    label placed before and no marker, and (at first) no error bar. The full name is tried only
-    beside its point or just past its error bar's caps; then the short label (the row's number, which the legend names) beside it,
-    on rings further out with a leader line, then over error bars. A label that fits nowhere
-    takes the first spot.
-    """
-    from matplotlib.transforms import Bbox
-
-    frame = ax.get_window_extent(renderer)
-    pixels = [ax.transData.transform((x, y)) for x, y, *_ in items]
-    markers = [Bbox.from_bounds(px - 5, py - 5, 10, 10) for px, py in pixels]
-    bars, ends = [], []
-    for (x, _, low, high, _, _), (px, py) in zip(items, pixels, strict=True):
-        if low is not None and high is not None:
-            y0, y1 = ax.transData.transform((x, low))[1], ax.transData.transform((x, high))[1]
-            bars.append(Bbox.from_extents(px - 4, y0, px + 4, y1))  # the bar and its caps
-            ends.append([(0, round(y1 - py) + 3, "center", "bottom"), (0, round(y0 - py) - 3, "center", "top")])
-        else:
-            ends.append([])
-    placed: list[Any] = []
-
-    def free(box: Any, avoid_bars: bool) -> bool:
-        inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
-        obstacles = placed + markers + (bars if avoid_bars else [])
-        return inside and not any(box.overlaps(o) for o in obstacles)
-
-    for i in sorted(range(len(items)), key=lambda i: (pixels[i][0], pixels[i][1])):
-        x, y, _, _, full, short = items[i]
-        text = ax.annotate(full, (x, y), textcoords="offset pixels", xytext=NEAR[0][:2], fontsize=8, annotation_clip=False,
-                           ha=NEAR[0][2], va=NEAR[0][3])
-        spot = None
-        for which, spots, avoid_bars in TRIES:
-            text.set_text(full if which == "full" else short)
-            for dx, dy, ha, va in spots + (ends[i] if spots is NEAR else []):  # NEAR: also just past the bar's caps
-                text.set_position((dx, dy))
-                text.set_ha(ha)
-                text.set_va(va)
-                if free(text.get_window_extent(renderer), avoid_bars):
-                    spot = (dx, dy, ha, va)
-                    break
-            if spot:
-                break
-        if spot is None:
-            text.set_text(short)
-        dx, dy, ha, va = spot or NEAR[0]
-        text.set_position((dx, dy))
-        text.set_ha(ha)
-        text.set_va(va)
-        if math.hypot(dx, dy) > LEADER_PX:
-            ax.annotate("", (x, y), xytext=(dx, dy), textcoords="offset pixels", annotation_clip=False,
-                        arrowprops={"arrowstyle": "-", "color": "0.5", "linewidth": 0.6, "shrinkA": 0, "shrinkB": 4})
-        text.set_gid(f"label-{short}")
-        placed.append(text.get_window_extent(renderer))
-
-
 # -- formatting --------------------------------------------------------------------------------
 
 
@@ -880,53 +606,11 @@ def _backbone_label(name: str) -> str:
     return Path(name).name or name
 
 
-def _fmt_training(row: dict[str, Any]) -> str:
-    """How the training ended: ``budget: 3/30 steps``, ``30/30 steps``, ``early stop: 12/30 steps``; ``-`` without steps."""
-    steps, planned, why = row.get("steps"), row.get("planned_steps"), row.get("stopped_by")
-    if steps is None:
-        return "budget" if why == "budget" else "-"
-    count = f"{steps}/{planned} steps" if planned else f"{steps} steps"
-    return {"budget": f"budget: {count}", "early-stopping": f"early stop: {count}"}.get(str(why), count)
-
-
-def _fmt_ci(value: float, low: float | None, high: float | None) -> str:
-    return f"{value:.3f}" if low is None or high is None else f"{value:.3f} [{low:.3f}, {high:.3f}]"
-
-
-def _fmt_count(n: int | None) -> str:
-    if n is None:
-        return "n/a"
-    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if n >= size:
-            return f"{n / size:.1f}{suffix}"
-    return str(n)
-
-
-def _fmt_pct(p: float | None) -> str:
-    if p is None:
-        return "n/a"
-    return f"{p:.2g}%" if p < 0.01 else f"{p:.2f}%"
-
-
-def _fmt_seconds(s: float) -> str:
-    if s < 10:
-        return f"{s:.2f}s"
-    if s < 60:
-        return f"{s:.1f}s"
-    if s < 3600:
-        return f"{int(s // 60)}m {int(s % 60):02d}s"
-    return f"{int(s // 3600)}h {int(s % 3600 // 60):02d}m"
-
-
-def _fmt_mb(mb: float | None) -> str:
-    return "n/a" if mb is None else f"{mb:,.0f} MB"
-
-
 def _jsonable(options: dict[str, Any]) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
 
 
-# -- the command line --------------------------------------------------------------------------
+# -- method options from text -------------------------------------------------------------
 
 
 def parse_set_options(items: Sequence[str], problems: list[str] | None = None) -> dict[str, dict[str, Any]]:
@@ -955,56 +639,3 @@ def parse_set_options(items: Sequence[str], problems: list[str] | None = None) -
     if problems is not None:
         problems.extend(found)
     return out
-
-
-def add_parser(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None], epilog: str) -> argparse.ArgumentParser:
-    """Add the ``compare`` subcommand to ``headstart``'s subparsers (``common`` adds --json/--store/--quiet).
-
-    Wire it in ``headstart.cli`` with ``COMMANDS["compare"] = compare.run_cli``.
-    """
-    p = sub.add_parser(
-        "compare", help="run several methods (x backbones) on the same split and tabulate quality vs cost", epilog=epilog,
-        description="Adapt every METHOD x BACKBONE to DATA on the same train/validation/test split (same seed and fractions; "
-        "checked), then print test accuracy and macro-F1 with 95% bootstrap intervals, trainable parameters (count and % of "
-        "all), wall time and peak memory; a run that --budget stopped is marked with its steps (budget: 3/30 steps). Saves "
-        "table.md, comparison.json and frontier.png (accuracy vs wall time and vs trainable %, Pareto frontier drawn) in a "
-        "comparison folder recorded in the store; each run is an ordinary run.",
-    )
-    p.add_argument("data", metavar="DATA", help="training data: table file or image folder (as for `headstart adapt`)")
-    p.add_argument("--methods", default="linear-probe", metavar="M1,M2",
-                   help="comma-separated methods to compare, e.g. linear-probe,lora,finetune (default: linear-probe)")
-    p.add_argument("--backbones", default="minilm-l6", metavar="B1,B2",
-                   help="comma-separated backbones: catalog names, hf:<hub id> or model folders (default: minilm-l6)")
-    p.add_argument("--test", metavar="DATA", help="separate labelled test data (then DATA is split into train/validation only)")
-    p.add_argument("--seed", type=int, default=0, help="seed for the split, training and the bootstrap (default: 0)")
-    p.add_argument("--set", dest="options", action="append", default=[], metavar="METHOD.KEY=VALUE",
-                   help="option for one method, repeatable, e.g. --set linear-probe.C=0.5 --set lora.rank=8 (the options of each "
-                   "method: README, 'Methods')")
-    p.add_argument("--out", metavar="DIR", help="parent folder for the comparison folder (default: <data dir>/headstart/comparisons)")
-    p.add_argument("--runs-out", metavar="DIR", help="parent folder for the run folders (default: <data dir>/headstart/runs)")
-    p.add_argument("--text-col", metavar="COL", help="text column (default: inferred)")
-    p.add_argument("--label-col", metavar="COL", help="label column (default: inferred)")
-    p.add_argument("--format", dest="fmt", choices=["csv", "tsv", "jsonl", "parquet"], help="table format (default: from the file extension)")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share of the training data held out for validation (default: 0.1)")
-    p.add_argument("--test-fraction", type=float, default=0.2, help="share held out for testing when --test is not given (default: 0.2)")
-    p.add_argument("--precision", default="auto", choices=list(PRECISIONS), help="backbone numerics, as for adapt (default: auto)")
-    p.add_argument("--budget", metavar="DURATION", help="time limit per run, a number with s, m or h, e.g. 90s, 10m, 1h (default: none)")
-    common(p)
-    return p
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """Run ``headstart compare`` from parsed arguments; print the table (or one JSON object with --json)."""
-    problems: list[str] = []
-    options = parse_set_options(args.options, problems)
-    result = compare(
-        args.data, methods=args.methods, backbones=args.backbones, test=args.test, seed=args.seed, method_options=options,
-        out=args.out, runs_out=args.runs_out, store=args.store, text_col=args.text_col, label_col=args.label_col, fmt=args.fmt,
-        val_fraction=args.val_fraction, test_fraction=args.test_fraction, precision=args.precision, budget=args.budget,
-        _problems=problems,
-    )
-    if getattr(args, "json", False):
-        print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False, default=str))
-    else:
-        print(result.to_text())
-    return 0
