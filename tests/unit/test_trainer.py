@@ -192,3 +192,39 @@ def test_a_lower_is_better_metric_selects_its_minimum():
     assert round(result.best_val, 6) == min(h["val_mse"] for h in result.history) < result.history[0]["val_mse"] / 10
     best = min(result.history, key=lambda h: h["val_mse"])
     assert result.best_step == best["step"]
+
+
+def test_a_task_sampler_with_uneven_epochs_trains_and_resumes_exactly(tmp_path):
+    """A sampler whose epochs hold more batches than n / batch_size (no two examples with one
+    key in a batch: 16 examples share key 0) keeps its place by (epoch, batch), not by step."""
+    from headstart.tasks import get_task
+    from headstart.train.sampling import no_duplicate_batches
+
+    x, y = toy_data()
+    keys = [0 if i < 16 else i for i in range(len(x))]
+    sampler = lambda rng: no_duplicate_batches(keys, [1] * len(x), 16, rng)  # noqa: E731
+    assert len(sampler(np.random.default_rng([0, 0]))) == 16  # 4 nominal batches per epoch, 16 real ones
+    idx = list(range(len(x)))
+
+    def train(ckpt=None, interrupt_at=None):
+        torch.manual_seed(0)
+        model = Toy()
+        trainer = make_trainer(model, epochs=6, ckpt=ckpt)
+        trainer.c.checkpoint_every_s = 0.0
+
+        def on_step(step):
+            if step == interrupt_at:
+                raise KeyboardInterrupt
+
+        trainer.c.on_step = on_step
+        objective = get_task("classification").objective(y, [idx], y, lambda i: {"x": x[i]}, torch.device("cpu"))
+        result = trainer.fit(train_lengths=[1] * len(x), collate_train=lambda i: {"x": x[i]}, objective=objective, batches=sampler)
+        return result, torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    full, w_full = train()
+    assert full.steps == 6 * 4  # the schedule counts nominal steps; epochs are walked batch by batch
+    with pytest.raises(KeyboardInterrupt):
+        train(ckpt=tmp_path / "c.safetensors", interrupt_at=19)  # epoch 1, batch 3
+    resumed, w_resumed = train(ckpt=tmp_path / "c.safetensors")
+    assert resumed.resumed_from_step == 19
+    torch.testing.assert_close(w_full, w_resumed, rtol=0, atol=0)

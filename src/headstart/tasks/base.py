@@ -32,6 +32,10 @@ class Objective:
     metric: MetricSpec
     val_examples: int
     """Examples one validation pass reads (the budget predicts its time from this)."""
+    per_example: bool = True
+    """True: ``loss`` returns (B,) per-example losses (summed, then divided by the step size);
+    False: a batch scalar (a pairwise loss such as CoSENT), weighted by the micro-batch's size
+    (:func:`headstart.train.losses.step_share`)."""
 
     def key(self, scores: dict[str, float]) -> tuple[float, float]:
         """Larger is better: the selection metric in its direction, then the lower loss."""

@@ -39,6 +39,7 @@ from .._util import progress, status
 from ..tasks.base import Objective
 from .budget import Deadline
 from .checkpoint import load_checkpoint
+from .losses import step_share
 from .checkpoint import save_checkpoint as write_checkpoint
 
 POOL_BATCHES = 50
@@ -178,9 +179,17 @@ class Trainer:
         train_lengths: list[int],
         collate_train: Callable[[list[int]], dict[str, torch.Tensor]],
         objective: Objective,
+        batches: Callable[[np.random.Generator], list[list[int]]] | None = None,
     ) -> TrainResult:
+        """Train until the schedule (``epochs`` x nominal steps per epoch), early stopping or the
+        budget ends it. ``batches(rng)`` gives one epoch's index batches from that epoch's seeded
+        generator (default: :func:`bucketed_batches`; a task may pass a sampler such as
+        :func:`~headstart.train.sampling.no_duplicate_batches`, whose epochs can hold a batch or two
+        more): the position is kept as (epoch, batch within it), so resuming is exact either way."""
         s, c = self.s, self.c
         n = len(train_lengths)
+        if batches is None:
+            batches = lambda rng: bucketed_batches(train_lengths, s.batch_size, rng)  # noqa: E731
         steps_per_epoch = math.ceil(n / s.batch_size)
         total_steps = max(1, math.ceil(steps_per_epoch * s.epochs))
         warmup = int(round(s.warmup_ratio * total_steps))
@@ -191,7 +200,7 @@ class Trainer:
         optimizer = torch.optim.AdamW(self.param_groups, weight_decay=s.weight_decay, fused=True)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(warmup, total_steps))
 
-        state = {"step": 0, "best": (-math.inf, -math.inf), "best_step": 0, "bad_evals": 0, "history": [], "elapsed_s": 0.0,
+        state = {"step": 0, "epoch": 0, "in_epoch": 0, "best": (-math.inf, -math.inf), "best_step": 0, "bad_evals": 0, "history": [], "elapsed_s": 0.0,
                  "examples": 0, "tokens": 0, "padded": 0, "best_state": None}
         resumed_from = None
         if c.checkpoint_path is not None and c.checkpoint_path.is_file():
@@ -253,9 +262,8 @@ class Trainer:
 
         try:
             while state["step"] < total_steps:
-                epoch = state["step"] // steps_per_epoch
-                order = bucketed_batches(train_lengths, s.batch_size, np.random.default_rng([c.seed, epoch]))
-                for idx in order[state["step"] - epoch * steps_per_epoch :]:
+                order = batches(np.random.default_rng([c.seed, state["epoch"]]))
+                for idx in order[state["in_epoch"] :]:
                     if c.budget_s is not None and time.perf_counter() - t_start >= c.budget_s:
                         stopped_by = "budget"
                         break
@@ -268,6 +276,7 @@ class Trainer:
                     step_s += (time.perf_counter() - t_step - step_s) / done_here
                     scheduler.step()
                     state["step"] += 1
+                    state["in_epoch"] += 1
                     state["elapsed_s"] = time.perf_counter() - t_start
                     if c.deadline is not None:  # the ETA of the steps that fit, not of the whole schedule
                         fits = min(total_steps, state["step"] + 1 + c.deadline.steps_left(step_s))
@@ -291,8 +300,11 @@ class Trainer:
                         break
                     if state["step"] >= total_steps:
                         break
-                if stopped_by != "epochs":
-                    break
+                else:  # the epoch's batches are used up: the next epoch, from its own seed
+                    state["epoch"] += 1
+                    state["in_epoch"] = 0
+                    continue
+                break
         finally:
             bar.close()
         if not state["history"] or state["history"][-1]["step"] != state["step"]:
@@ -332,7 +344,7 @@ class Trainer:
                 outputs = self.model(batch)
             # Sum over the micro-batch, divided by the whole step's size: the accumulated gradient
             # equals the gradient of the step's mean loss whatever the micro-batch sizes.
-            loss = objective.loss(outputs, micro).sum() / total
+            loss = step_share(objective, objective.loss(outputs, micro), len(micro), total)
             loss.backward()
             loss_sum += float(loss.detach()) * total
         if self.s.max_grad_norm > 0:
