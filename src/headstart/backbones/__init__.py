@@ -1,8 +1,14 @@
-"""Backbones by modality, and the one function that builds one from a name."""
+"""Backbones by modality, and the one function that builds one from a name.
+
+:func:`open_backbone` is also where a backbone's device is decided, once
+(:func:`headstart.device.select_device`, honouring ``HEADSTART_DEVICE``): the backbone carries it
+as ``backbone.device`` and nothing downstream asks torch where to run.
+"""
 
 from __future__ import annotations
 
 from ..catalog import BackboneSpec, identity, locate, resolve, with_local_family
+from ..device import select_device
 from ..errors import BadInput
 from .base import Backbone, check_modality
 from .frozen import OnnxTextBackbone, UseNumpyBackbone
@@ -24,9 +30,10 @@ def family_trains(spec: BackboneSpec) -> bool:
     return True if cls is None else cls.trains
 
 
-def open_backbone(name_or_spec: str | BackboneSpec, *, rehash: bool = False) -> tuple[Backbone, str]:
-    """Locate a backbone's weights and return it (not yet loaded) with its identity hash
-    (``rehash``: computed from every byte, not from the identity cache)."""
+def open_backbone(name_or_spec: str | BackboneSpec, *, rehash: bool = False, device: str = "auto") -> tuple[Backbone, str]:
+    """Locate a backbone's weights and return it (not yet loaded, placed on its device) with its
+    identity hash (``rehash``: computed from every byte, not from the identity cache).
+    ``device``: 'auto' (``HEADSTART_DEVICE``, else CUDA, MPS, CPU) or a device name."""
     spec = resolve(name_or_spec) if isinstance(name_or_spec, str) else name_or_spec
     path = locate(spec)
     spec = with_local_family(spec, path)
@@ -34,7 +41,7 @@ def open_backbone(name_or_spec: str | BackboneSpec, *, rehash: bool = False) -> 
         cls = FAMILIES[spec.family]
     except KeyError:
         raise BadInput(f"backbone {spec.name!r} has an unknown family {spec.family!r}") from None
-    return cls(spec, path), identity(path, rehash=rehash)
+    return cls(spec, path, select_device(device, supported=cls.devices)), identity(path, rehash=rehash)
 
 
 __all__ = ["Backbone", "BackboneSpec", "FAMILIES", "check_modality", "family_trains", "open_backbone"]

@@ -4,6 +4,10 @@ A backbone turns raw inputs (texts, image paths) into batches (:meth:`collate`) 
 one feature vector per example (:meth:`forward_features`, differentiable, for methods that train
 the body). :meth:`embed` is the frozen, batched, no-grad path that linear probing uses: inputs are
 ordered by length so padding is minimal, and bf16 autocast is applied when asked for.
+
+A backbone does not choose its device: :func:`headstart.device.select_device` does, once, when
+the backbone is opened (:func:`headstart.backbones.open_backbone`), and the backbone carries it
+as :attr:`Backbone.device` for every method, the trainer and the plan to read.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch
 
 from .._util import progress, status
 from ..catalog import BackboneSpec
+from ..device import DEVICE_TYPES, select_device
 from ..errors import BadInput
 
 
@@ -44,10 +49,14 @@ class Backbone(ABC):
     trains: ClassVar[bool] = True
     """False for backbones that give frozen features only (ONNX, numpy): linear probing only."""
     kind: ClassVar[str] = "torch module"
+    devices: ClassVar[tuple[str, ...]] = DEVICE_TYPES
+    """Device types the family runs on, passed to :func:`~headstart.device.select_device`."""
 
-    def __init__(self, spec: BackboneSpec, path: Path):
+    def __init__(self, spec: BackboneSpec, path: Path, device: torch.device | None = None):
         self.spec = spec
         self.path = path
+        self.device: torch.device = device if device is not None else select_device(supported=self.devices)
+        """Where the module and its batches go (decided by :func:`~headstart.device.select_device`)."""
         self.module_: torch.nn.Module | None = None
 
     # -- to implement per modality -------------------------------------------------------------
@@ -116,11 +125,6 @@ class Backbone(ABC):
                 out[idx] = self.forward_features(batch).float().cpu().numpy()
                 bar.update(len(idx))
         return out
-
-    @property
-    def device(self) -> torch.device:
-        """CUDA when available (a GPU run), else the CPU."""
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     def reinitialize(self) -> None:
         """Replace the pretrained weights with a fresh random initialisation (seeded by torch's RNG).

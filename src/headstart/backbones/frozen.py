@@ -24,6 +24,8 @@ class FrozenBackbone(Backbone):
 
     trains = False
     kind: ClassVar[str] = "frozen features"
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    """onnxruntime's CPU provider and numpy: the CPU whatever ``HEADSTART_DEVICE`` asks for."""
 
     @property
     def module(self) -> torch.nn.Module:

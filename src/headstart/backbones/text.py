@@ -25,7 +25,7 @@ class TextBackbone(Backbone):
         self.tokenizer_ = AutoTokenizer.from_pretrained(self.path)
         # On the CPU, eager attention beat SDPA for sentence-length inputs (MiniLM on banking77,
         # bf16: ~750 vs ~650 sentences/s); on a GPU SDPA is the better kernel.
-        attn = "sdpa" if torch.cuda.is_available() else "eager"
+        attn = "eager" if self.device.type == "cpu" else "sdpa"
         try:
             self.module_ = AutoModel.from_pretrained(self.path, attn_implementation=attn)
         except (ValueError, ImportError):  # architectures without that attention implementation
