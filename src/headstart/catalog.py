@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import threading
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -265,8 +266,7 @@ def _local_spec(path: Path) -> BackboneSpec:
         config = path / "config.json"
         if not config.is_file():
             raise BadInput(f"backbone folder {path} has no config.json: point --backbone at a Hugging Face model folder")
-        check_model_folder(path)
-        family = "hf-image" if (path / "preprocessor_config.json").is_file() and not _has_tokenizer(path) else "hf-text"
+        family = check_model_folder(path)
         modality: Modality = "image" if family == "hf-image" else "text"
         pre = _text_preprocessing_from_folder(path) if modality == "text" else _image_preprocessing_from_folder(path)
         return BackboneSpec(name=str(path), modality=modality, family=family, source_kind="local", source=str(path), preprocessing=pre)
@@ -278,16 +278,115 @@ def _local_spec(path: Path) -> BackboneSpec:
     raise BadInput(f"backbone path {path} is a file: give the model folder (with config.json and weights), or an .onnx file")
 
 
-_UNSUPPORTED_ARCHITECTURE = ("CausalLM", "LMHeadModel", "ForConditionalGeneration", "Seq2Seq", "ForSpeech", "ForCTC")
-_UNSUPPORTED_MODEL_TYPES = ("whisper", "clip", "siglip", "clap", "blip", "wav2vec2", "hubert", "t5", "bart", "llama", "gemma",
-                            "gemma3", "gemma3_text", "qwen2", "mistral", "gpt2", "phi", "phi3")
-SUPPORTED_FOLDERS = "text encoders (BERT, RoBERTa, MPNet, XLM-R, MiniLM, ...) and image encoders (ViT, ConvNeXt, ...)"
+# -- what a model folder's config.json says, and what headstart does with it ----------------------
+
+FolderFamily = Literal["hf-text", "hf-image"]
 
 
-def check_model_folder(path: Path) -> None:
-    """Refuse, before anything is loaded, a folder headstart must not or cannot use as an encoder:
-    custom code (``auto_map``), weights only as pickles, or an architecture that is not an encoder
-    (a causal LM, Whisper, CLIP: mean-pooling one would silently give poor features). One line each."""
+@dataclass(frozen=True)
+class FolderRule:
+    """One row of :data:`FOLDER_RULES`: a kind of model folder and the family that loads it, or
+    why it is refused. A row matches ``config.json`` by an entry of its ``architectures``
+    (``classes``: a regular expression over the whole class name) or by its ``model_type``."""
+
+    name: str
+    """How messages name it (BERT, ViT...)."""
+    classes: str
+    model_type: str | None = None
+    family: FolderFamily | None = None
+    """The loader family; None: refused."""
+    why: str = ""
+    """For a refused row: what the model is, for the one-line refusal."""
+
+
+def _encoder(name: str, model_type: str, class_prefix: str, family: FolderFamily) -> FolderRule:
+    """A supported encoder: its base class (``BertModel``) and its task heads (``BertForMaskedLM``)."""
+    return FolderRule(name, rf"{class_prefix}(Model|For\w+|Backbone)", model_type, family)
+
+
+def _refused(name: str, model_type: str | None, classes: str, why: str) -> FolderRule:
+    return FolderRule(name, classes, model_type, None, why)
+
+
+_CAUSAL = "a causal language model"
+_SEQ2SEQ = "an encoder-decoder for generation"
+FOLDER_RULES: tuple[FolderRule, ...] = (
+    # Heads that make any body a generator or a speech model: refused whatever the model type.
+    _refused("causal LM head", None, r"\w+(ForCausalLM|LMHeadModel)", _CAUSAL),
+    _refused("encoder-decoder head", None, r"\w+(ForConditionalGeneration|Seq2Seq\w*|ForSpeech\w*)", _SEQ2SEQ),
+    _refused("CTC head", None, r"\w+ForCTC", "a speech recogniser"),
+    # Text encoders (MiniLM, E5, BGE and paraphrase-* models are BERT or XLM-R bodies).
+    _encoder("BERT", "bert", "Bert", "hf-text"),
+    _encoder("RoBERTa", "roberta", "Roberta", "hf-text"),
+    _encoder("XLM-R", "xlm-roberta", "XLMRoberta", "hf-text"),
+    _encoder("MPNet", "mpnet", "MPNet", "hf-text"),
+    _encoder("DeBERTa", "deberta", "Deberta", "hf-text"),
+    _encoder("DeBERTa-v2", "deberta-v2", "DebertaV2", "hf-text"),
+    _encoder("DistilBERT", "distilbert", "DistilBert", "hf-text"),
+    _encoder("ELECTRA", "electra", "Electra", "hf-text"),
+    _encoder("CamemBERT", "camembert", "Camembert", "hf-text"),
+    # Image encoders.
+    _encoder("ViT", "vit", "ViT", "hf-image"),
+    _encoder("DeiT", "deit", "DeiT", "hf-image"),
+    _encoder("BEiT", "beit", "Beit", "hf-image"),
+    _encoder("ConvNeXt", "convnext", "ConvNext", "hf-image"),
+    _encoder("ConvNeXt-v2", "convnextv2", "ConvNextV2", "hf-image"),
+    _encoder("Swin", "swin", "Swin", "hf-image"),
+    _encoder("Swin-v2", "swinv2", "Swinv2", "hf-image"),
+    _encoder("ResNet", "resnet", "ResNet", "hf-image"),
+    _encoder("EfficientNet", "efficientnet", "EfficientNet", "hf-image"),
+    _encoder("DINOv2", "dinov2", "Dinov2", "hf-image"),
+    # Known models that are not (yet) an encoder to pool features from.
+    _refused("Whisper", "whisper", r"Whisper\w*", "a speech-to-text encoder-decoder"),
+    _refused("wav2vec2", "wav2vec2", r"Wav2Vec2\w*", "a speech encoder"),
+    _refused("HuBERT", "hubert", r"Hubert\w*", "a speech encoder"),
+    _refused("CLIP", "clip", r"CLIP\w*", "an image-text dual encoder"),
+    _refused("SigLIP", "siglip", r"Siglip\w*", "an image-text dual encoder"),
+    _refused("CLAP", "clap", r"Clap\w*", "an audio-text dual encoder"),
+    _refused("BLIP", "blip", r"Blip\w*", "an image-text model"),
+    _refused("T5", "t5", r"T5\w*", _SEQ2SEQ),
+    _refused("BART", "bart", r"Bart\w*", _SEQ2SEQ),
+    _refused("Llama", "llama", r"Llama\w*", _CAUSAL),
+    _refused("Gemma", "gemma", r"Gemma\w*", _CAUSAL),
+    _refused("Gemma 3", "gemma3", r"Gemma3\w*", _CAUSAL),
+    _refused("Gemma 3 text", "gemma3_text", r"Gemma3\w*", _CAUSAL),
+    _refused("Qwen2", "qwen2", r"Qwen2\w*", _CAUSAL),
+    _refused("Mistral", "mistral", r"Mistral\w*", _CAUSAL),
+    _refused("GPT-2", "gpt2", r"GPT2\w*", _CAUSAL),
+    _refused("Phi", "phi", r"Phi\w*", _CAUSAL),
+    _refused("Phi-3", "phi3", r"Phi3\w*", _CAUSAL),
+)
+"""Every kind of model folder headstart recognises from ``config.json``: supporting a new
+architecture, or refusing one by name, is one row. A refusal wins over a supported body (a BERT
+with a causal-LM head is refused); a folder no row matches falls back to the file heuristic."""
+
+
+def _supported(family: FolderFamily) -> str:
+    return ", ".join(dict.fromkeys(r.name for r in FOLDER_RULES if r.family == family))
+
+
+SUPPORTED_FOLDERS = f"text encoders ({_supported('hf-text')}) and image encoders ({_supported('hf-image')})"
+
+
+def folder_rules_for(config: dict) -> list[tuple[str, FolderRule]]:
+    """The rows a ``config.json`` matches, each with what matched it (an architecture, or the
+    model type), architectures first."""
+    archs = [a for a in config.get("architectures") or [] if isinstance(a, str)]
+    model_type = config.get("model_type")
+    hits = [(a, r) for a in archs for r in FOLDER_RULES if re.fullmatch(r.classes, a)]
+    hits += [(f"model_type {model_type!r}", r) for r in FOLDER_RULES if model_type and r.model_type == model_type]
+    return hits
+
+
+def check_model_folder(path: Path) -> FolderFamily:
+    """The loader family of a Hugging Face model folder, or one line saying why headstart must not
+    or cannot use it as an encoder: custom code (``auto_map``), weights only as pickles, or an
+    architecture that is not an encoder (a causal LM, Whisper, CLIP: mean-pooling one would
+    silently give poor features). Nothing is loaded.
+
+    The family comes from ``config.json`` (``architectures``, then ``model_type``, through
+    :data:`FOLDER_RULES`); for a folder no row knows, from its files (an image processor and no
+    tokenizer: an image encoder; else a text encoder)."""
     try:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError, UnicodeDecodeError) as e:
@@ -305,13 +404,18 @@ def check_model_folder(path: Path) -> None:
             raise BadInput(f"backbone folder {path}: weights only as {pickles[0]} (a pickle, which can run code when read); "
                            "convert them to safetensors where you trust the file, e.g. "
                            "AutoModel.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)")
-    archs = [a for a in config.get("architectures") or [] if isinstance(a, str)]
-    model_type = str(config.get("model_type", ""))
-    bad = [a for a in archs if any(k in a for k in _UNSUPPORTED_ARCHITECTURE)]
-    if bad or model_type in _UNSUPPORTED_MODEL_TYPES or config.get("is_encoder_decoder"):
-        what = bad[0] if bad else f"model_type {model_type!r}" if model_type in _UNSUPPORTED_MODEL_TYPES else "an encoder-decoder"
-        raise BadInput(f"backbone folder {path}: {what} is not supported yet (it is not an encoder to pool features from); "
-                       f"headstart adapts {SUPPORTED_FOLDERS}")
+    hits = folder_rules_for(config)
+    refused = [f"{what} ({rule.why})" for what, rule in hits if rule.family is None]
+    if not refused and config.get("is_encoder_decoder"):
+        refused = [f"an encoder-decoder (is_encoder_decoder in config.json; {_SEQ2SEQ})"]
+    if refused:
+        raise BadInput(f"backbone folder {path}: {refused[0]} is not supported yet, it is not an encoder to pool "
+                       f"features from; headstart adapts {SUPPORTED_FOLDERS}")
+    if hits:
+        family = hits[0][1].family
+        assert family is not None
+        return family
+    return "hf-image" if (path / "preprocessor_config.json").is_file() and not _has_tokenizer(path) else "hf-text"
 
 
 def _has_tokenizer(path: Path) -> bool:
@@ -335,7 +439,11 @@ def _text_preprocessing_from_folder(path: Path) -> TextPreprocessing:
 
 def _image_preprocessing_from_folder(path: Path) -> ImagePreprocessing:
     """Input size and mean/std from a Hugging Face ``preprocessor_config.json``."""
-    cfg = json.loads((path / "preprocessor_config.json").read_text())
+    file = path / "preprocessor_config.json"
+    if not file.is_file():
+        raise BadInput(f"backbone folder {path}: an image encoder without preprocessor_config.json (its input size and "
+                       "mean/std); save the model's image processor beside it (AutoImageProcessor...save_pretrained)")
+    cfg = json.loads(file.read_text())
     size = cfg.get("size", {})
     side = size.get("height") or size.get("shortest_edge") or cfg.get("crop_size", {}).get("height") or 224
     mean = tuple(cfg.get("image_mean", (0.485, 0.456, 0.406)))
