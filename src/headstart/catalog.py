@@ -6,6 +6,9 @@ images), licence and source all live here, so a run can be reproduced from its m
 
 Names resolve in this order: a catalog name (``minilm-l6``), ``hf:<hub id>`` (downloaded with
 ``huggingface_hub``; needs a network the first time), or a path to a local model folder or file.
+A model folder's family (text or image encoder) comes from its ``config.json`` through one table,
+:data:`FOLDER_RULES`, which also names every architecture headstart refuses (a causal LM, Whisper,
+CLIP...) and why; the files in the folder decide only when no row knows the architecture.
 A backbone's *identity* is the sha256 of its weight files: "the base changed" is a fact the code
 can see. Identities are cached by (path, inode, size, mtime, ctime) so they are computed once per file.
 """
