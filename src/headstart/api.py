@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from ._util import home, parse_duration, status
+from ._util import home, status
 from .backbones import Backbone, check_modality, open_backbone
 from .catalog import BackboneSpec, resolve
 from .data import Dataset, load_dataset, stratified_split
@@ -37,7 +37,7 @@ from .runs.repair import remove_stale_tmp
 from .runs.store import Store
 from .train import PRECISIONS, resolve_precision
 from .tasks import get_task
-from .train.budget import Deadline
+from .train.budget import Deadline, parse_budget
 from .train.checkpoint import LEGACY_NAME as LEGACY_CHECKPOINT
 from .train.checkpoint import NAME as CHECKPOINT
 
@@ -82,7 +82,7 @@ def adapt(
         return _resume(resume, out=out, store=store, _on_step=_on_step)
     t_start = time.perf_counter()
     options = {**(_read_config(config) if config is not None else {}), **(method_options or {})}
-    budget_s = _parse_budget(budget)
+    budget_s = parse_budget(budget)
     chosen = None
     if backbone == "auto" or method == "auto":
         split = {"test": test, "val_fraction": val_fraction, "test_fraction": test_fraction, "fmt": fmt, "header": header}
@@ -96,7 +96,7 @@ def adapt(
         "label_col": label_col, "fmt": fmt, "header": header, "val_fraction": val_fraction, "test_fraction": test_fraction,
         "precision": precision, "budget": budget_s,
     }
-    return _adapt(recipe, method_obj, out=out, store=store, t_start=t_start, run_id=None, on_step=_on_step, plan=chosen)
+    return adapt_recipe(recipe, method_obj, out=out, store=store, t_start=t_start, run_id=None, on_step=_on_step, plan=chosen)
 
 
 def _auto(data, backbone: str, method: str, budget_s, seed, text_col, label_col, precision, split: dict, *,
@@ -107,6 +107,8 @@ def _auto(data, backbone: str, method: str, budget_s, seed, text_col, label_col,
     A saved plan of the same data and options (e.g. from `headstart plan` just before) is reused.
     The plan's time counts inside ``budget_s``: the record's ``adaptation_budget_s`` is what is left
     for the adaptation (None without a budget), and the choice is made within it."""
+    # Imported here, not at the top: plan does not import this module (no cycle), but loading it
+    # costs every `import headstart` ~40 ms (measured) for the runs that never say "auto".
     from .plan.recommend import METHODS, plan, within_budget
 
     if method != "auto" and method not in METHODS:
@@ -145,9 +147,16 @@ def _auto(data, backbone: str, method: str, budget_s, seed, text_col, label_col,
     return r.backbone, r.method, record
 
 
-def _adapt(recipe: dict, method_obj: Method, *, out, store, **kwargs) -> Run:
-    """:func:`_adapt_unguarded` in a runs folder checked writable first; the folders it had to
-    create are removed again when the adaptation fails, so a failed run leaves no empty ``runs/``."""
+def adapt_recipe(recipe: dict, method_obj: Method, *, out, store, **kwargs) -> Run:
+    """Run one resolved recipe (the ``recipe`` a manifest records: data, test, backbone, method,
+    method_options, seed, columns, format, fractions, precision, budget) with ``method_obj`` built
+    from it, and save the run. :func:`adapt` builds the recipe from its arguments; ``drift``
+    re-runs a recorded one on a new base (``lineage=``), resume continues one (``run_id=``, ``expect=``).
+
+    Keyword arguments are :func:`_adapt_unguarded`'s (``t_start``, ``run_id``, ``on_step``, and
+    optionally ``expect``, ``lineage``, ``plan``). The runs folder is checked writable first; the
+    folders it had to create are removed again when the adaptation fails, so a failed run leaves
+    no empty ``runs/``."""
     out_dir = Path(out).expanduser() if out else home() / "runs"
     created = writable_folder(out_dir, "--out" if out else "the runs folder (HEADSTART_HOME)")
     try:
@@ -375,8 +384,8 @@ def _resume(run: str, *, out, store, _on_step) -> Run:
         raise BadInput(f"--resume {run}: {matches[0] / 'recipe.json'} is damaged; remove {matches[0]} and start a new run") from None
     method_obj = get_method(recipe["method"]).from_options(recipe["method_options"])
     status(f"resuming run {saved['id']}")
-    return _adapt(recipe, method_obj, out=out, store=store, t_start=time.perf_counter(), run_id=saved["id"],
-                  on_step=_on_step, expect=saved)
+    return adapt_recipe(recipe, method_obj, out=out, store=store, t_start=time.perf_counter(), run_id=saved["id"],
+                        on_step=_on_step, expect=saved)
 
 
 def _check_resumable(saved: dict, fingerprint: str, bb_hash: str, run_id: str | None) -> None:
@@ -394,18 +403,6 @@ def require_trainable(bb: Backbone, method_obj: Method) -> None:
             f"method {method_obj.name!r} trains the backbone's weights, but {bb.spec.name!r} gives frozen features only "
             f"({bb.kind}); use --method linear-probe with it, or a torch backbone for {method_obj.name}"
         )
-
-
-def _parse_budget(budget: float | str | None) -> float | None:
-    if budget is None:
-        return None
-    if isinstance(budget, (int, float)) and not isinstance(budget, bool):
-        seconds = float(budget)
-    else:
-        seconds = parse_duration(str(budget), option="--budget")
-    if not seconds > 0:
-        raise BadInput(f"--budget must be positive (got {budget!r})")
-    return seconds
 
 
 def _read_config(path: str | Path) -> dict[str, Any]:
@@ -499,8 +496,10 @@ class Run:
     def metrics(self) -> dict:
         return self.manifest["metrics"]
 
-    def _ctx(self) -> FitContext:
-        self._ready()
+    def fit_context(self) -> FitContext:
+        """The context the run's method predicts in: the backbone hash, the precision used, seed and classes
+        (opens the model first, see :meth:`open_model`)."""
+        self.open_model()
         return FitContext(
             backbone_hash=self._backbone_hash,
             precision=self.manifest["precision"]["used"],
@@ -508,7 +507,11 @@ class Run:
             classes=self.classes,
         )
 
-    def _ready(self) -> tuple[Method, Backbone]:
+    def open_model(self) -> tuple[Method, Backbone]:
+        """The run's method (with its saved state loaded) and its backbone, opened once and kept.
+
+        Refuses (:class:`~headstart.errors.RunIntegrityError`) a backbone whose weights' sha256
+        differs from the recorded one unless the run was opened with ``allow_base_change``."""
         if self._backbone is None:
             spec = BackboneSpec.from_dict(self.manifest["backbone"]["spec"])
             bb, bb_hash = open_backbone(spec)
@@ -526,7 +529,9 @@ class Run:
             self._method = method
         return self._method, self._backbone
 
-    def _as_dataset(self, inputs, *, labels_required: bool, text_col: str | None = None, header: bool | None = None) -> Dataset:
+    def as_dataset(self, inputs, *, labels_required: bool, text_col: str | None = None, header: bool | None = None) -> Dataset:
+        """``inputs`` (a Dataset, a file or folder, or a list of texts / image paths) as a Dataset of
+        this run's modality; files are read with the training data's column names when they have them."""
         if isinstance(inputs, Dataset):
             return inputs
         if isinstance(inputs, (str, Path)):
@@ -546,9 +551,9 @@ class Run:
 
     def predict(self, inputs) -> Predictions:
         """Labels and probabilities for texts / image paths, a data file or folder, or a Dataset."""
-        ds = self._as_dataset(inputs, labels_required=False)
-        method, bb = self._ready()
-        return Predictions(self.classes, method.predict_proba(bb, ds, self._ctx()))
+        ds = self.as_dataset(inputs, labels_required=False)
+        method, bb = self.open_model()
+        return Predictions(self.classes, method.predict_proba(bb, ds, self.fit_context()))
 
     def evaluate(self, data, *, record: bool = True, text_col: str | None = None, header: bool | None = None,
                  n_resamples: int = 1000) -> dict:
@@ -559,7 +564,7 @@ class Run:
         resamples of the examples (seed 0), and ``ci_level`` / ``ci_resamples``."""
         from .evaluate.suite import evaluate_slices
 
-        ds = self._as_dataset(data, labels_required=True, text_col=text_col, header=header)
+        ds = self.as_dataset(data, labels_required=True, text_col=text_col, header=header)
         ds.require_labels()
         _check_known_labels(ds, self.classes)
         preds = self.predict(ds)

@@ -392,7 +392,7 @@ def cmd_predict(args) -> int:
             raise BadInput(f"run {run.id} takes {run.manifest['modality']}: give a folder or file, not stdin")
         data = read_lines(_stdin_text())
     else:
-        data = run._as_dataset(args.input, labels_required=False, text_col=args.text_col, header=args.header)
+        data = run.as_dataset(args.input, labels_required=False, text_col=args.text_col, header=args.header)
     preds = run.predict(data)
     records = preds.records(list(data.inputs))
 

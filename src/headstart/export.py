@@ -89,8 +89,8 @@ def export_run(run, out: str | Path, *, merge: bool = False) -> dict:
     # A fresh copy: the merge below rewrites the model in place, and a run that already predicted
     # holds a model built at its own precision (QLoRA's 4-bit layers fix their compute dtype).
     run = Run(run.path, store=run.store, allow_base_change=run.allow_base_change)
-    method, bb = run._ready()
-    ctx = run._ctx()
+    method, bb = run.open_model()
+    ctx = run.fit_context()
     ctx.precision = "fp32"
     sample = _check_inputs(run.path)
     reference = method.predict_proba(bb, _texts(sample, manifest["modality"]), ctx)

@@ -35,7 +35,8 @@ Columns = dict[str, list]
 
 ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff"
 """Characters that print as nothing; a text of only these and whitespace is empty."""
-_EDGES = re.compile(f"^[\\s{ZERO_WIDTH}]+|[\\s{ZERO_WIDTH}]+$")
+EDGE_SPACE = re.compile(f"^[\\s{ZERO_WIDTH}]+|[\\s{ZERO_WIDTH}]+$")
+"""Leading and trailing whitespace and zero-width characters: ``EDGE_SPACE.sub("", text)`` trims a cell."""
 MISSING_LABELS = {"nan"}
 """Label cells that mean "missing" (compared lower-cased), besides empty ones and JSON null: pandas
 writes a missing value as ``nan`` once the column went through ``astype(str)``. ``None``/``null``
@@ -98,14 +99,15 @@ def read_table(path: Path, fmt: str | None = None, *, header: bool | None = None
         raise BadInput(f"{path}: --no-header applies to CSV/TSV/.txt files; in {kind.upper()} the column names come with the data")
     if kind == "parquet":
         return _read_parquet(path)
-    text = _decode(path)
+    text = read_utf8(path)
     if kind == "jsonl":
         return _read_jsonl(path, text)
     quoted = path.suffix.lower() not in UNQUOTED_SUFFIXES
     return _read_delimited(path, text, "," if kind == "csv" else "\t", header=header, names=names, quoted=quoted)
 
 
-def _decode(path: Path) -> str:
+def read_utf8(path: Path) -> str:
+    """The file's text as UTF-8 (a byte-order mark dropped); BadInput naming the line of the first invalid byte."""
     raw = path.read_bytes()
     try:
         return raw.decode("utf-8-sig")
@@ -277,7 +279,7 @@ def select_columns(path: Path, columns: Columns, origin: list[str], *, text_col,
     if label == text:
         raise BadInput(f"{path}: the text and label columns are both {text!r}; name them with --text-col and --label-col")
     texts = columns[text]
-    bad = [i for i, t in enumerate(texts) if _blank(t)]
+    bad = [i for i, t in enumerate(texts) if is_blank(t)]
     if bad:
         where = origin[bad[0]]
         raise BadInput(
@@ -296,7 +298,7 @@ def select_columns(path: Path, columns: Columns, origin: list[str], *, text_col,
                 + (f" ({len(bad)} rows in all)" if len(bad) > 1 else "")
                 + "; label those rows or remove them"
             )
-        labels = [_EDGES.sub("", v) for v in labels]
+        labels = [EDGE_SPACE.sub("", v) for v in labels]
         _check_number_spellings(labels, origin, label)
     cols = {"text": text}
     if label is not None:
@@ -304,13 +306,13 @@ def select_columns(path: Path, columns: Columns, origin: list[str], *, text_col,
     return Dataset(inputs=list(texts), labels=labels, modality="text", source=str(path), origin=origin, columns=cols)
 
 
-def _blank(v) -> bool:
+def is_blank(v) -> bool:
     """Not a string, or only whitespace and zero-width characters."""
-    return not isinstance(v, str) or not _EDGES.sub("", v)
+    return not isinstance(v, str) or not EDGE_SPACE.sub("", v)
 
 
 def _missing_label(v) -> bool:
-    return _blank(v) or _EDGES.sub("", v).lower() in MISSING_LABELS
+    return is_blank(v) or EDGE_SPACE.sub("", v).lower() in MISSING_LABELS
 
 
 def _check_number_spellings(labels: list[str], origin: list[str], column: str) -> None:
@@ -422,9 +424,9 @@ def _read_text_files(files: list[Path]) -> list[str]:
         except UnicodeDecodeError as e:
             line = raw[: e.start].count(b"\n") + 1
             raise BadInput(f"{f} line {line}: not valid UTF-8 (byte 0x{raw[e.start]:02x}); re-save the file as UTF-8") from None
-        if _blank(text):
+        if is_blank(text):
             empty.append(f)
-        texts.append(_EDGES.sub("", text))
+        texts.append(EDGE_SPACE.sub("", text))
     if empty:
         more = f" ({len(empty)} files in all)" if len(empty) > 1 else ""
         raise BadInput(f"{empty[0]}: empty text file{more}; write the text in it or remove it")
@@ -434,7 +436,7 @@ def _read_text_files(files: list[Path]) -> list[str]:
 def read_lines(stream, source: str = "<stdin>") -> Dataset:
     """Texts from a stream, one per line (for `headstart predict RUN -`)."""
     lines = [(n, line.rstrip("\r\n")) for n, line in enumerate(stream, 1)]
-    lines = [(n, t) for n, t in lines if not _blank(t)]
+    lines = [(n, t) for n, t in lines if not is_blank(t)]
     if not lines:
         raise BadInput(f"{source}: no texts to predict; give one text per line")
     return Dataset(inputs=[t for _, t in lines], labels=None, modality="text", source=source,

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadInput, did_you_mean
-from .readers import _EDGES, _blank, _decode, read_table
+from .readers import EDGE_SPACE, is_blank, read_utf8, read_table
 
 QUERY_NAMES = ("query", "anchor", "question", "sentence1", "text")
 POSITIVE_NAMES = ("positive", "pos", "document", "passage", "answer", "context", "sentence2")
@@ -70,7 +70,7 @@ def _sha(text: str) -> str:
 
 def query_key(text: str) -> str:
     """What makes two query texts "the same query" for splits: case-folded, whitespace collapsed."""
-    return " ".join(_EDGES.sub("", text).split()).casefold()
+    return " ".join(EDGE_SPACE.sub("", text).split()).casefold()
 
 
 @dataclass(frozen=True, eq=False)
@@ -353,7 +353,7 @@ def read_squad(path: str | Path) -> Pairs:
     the paragraph it was asked on, its group the article title (for article-disjoint splits)."""
     p = _existing(path)
     try:
-        doc = json.loads(_decode(p))
+        doc = json.loads(read_utf8(p))
     except json.JSONDecodeError as e:
         raise BadInput(f"{p} line {e.lineno}: not valid JSON ({e.msg}); a SQuAD file is one JSON object") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
@@ -361,19 +361,19 @@ def read_squad(path: str | Path) -> Pairs:
     queries, positives, groups, origin = [], [], [], []
     for a, article in enumerate(doc["data"], 1):
         title = article.get("title") if isinstance(article, dict) else None
-        if _blank(title) or not isinstance(article.get("paragraphs"), list):
+        if is_blank(title) or not isinstance(article.get("paragraphs"), list):
             raise BadInput(f"{p}: article {a} needs a 'title' and a 'paragraphs' list (SQuAD v1.1 layout)")
         for n, para in enumerate(article["paragraphs"], 1):
             context = para.get("context") if isinstance(para, dict) else None
-            if _blank(context):
+            if is_blank(context):
                 raise BadInput(f"{p}: article {a} ({title!r}) paragraph {n}: empty or missing 'context'; fill it in or remove it")
             for qa in para.get("qas") or []:
                 question = qa.get("question") if isinstance(qa, dict) else None
                 where = f"{p.name} article {a} ({title}) paragraph {n} question {qa.get('id', '?') if isinstance(qa, dict) else '?'}"
-                if _blank(question):
+                if is_blank(question):
                     raise BadInput(f"{where}: empty or missing 'question'; fill it in or remove it")
-                queries.append(_EDGES.sub("", question))
-                positives.append(_EDGES.sub("", context))
+                queries.append(EDGE_SPACE.sub("", question))
+                positives.append(EDGE_SPACE.sub("", context))
                 groups.append(title)
                 origin.append(where)
     if not queries:
@@ -610,13 +610,13 @@ def _check_distinct(path: Path, roles: dict[str, str | None]) -> None:
 
 
 def _texts(values: list, origin: list[str], column: str, role: str) -> list[str]:
-    bad = [i for i, v in enumerate(values) if _blank(v)]
+    bad = [i for i, v in enumerate(values) if is_blank(v)]
     if bad:
         raise BadInput(
             f"{origin[bad[0]]}: empty {role} in column {column!r}" + (f" ({len(bad)} rows in all)" if len(bad) > 1 else "")
             + "; fill in or remove those rows"
         )
-    return [_EDGES.sub("", v) for v in values]
+    return [EDGE_SPACE.sub("", v) for v in values]
 
 
 def _number(v) -> float | None:
@@ -630,7 +630,7 @@ def _number(v) -> float | None:
 
 
 def _mostly_numbers(values: list) -> bool:
-    filled = [v for v in values if not _blank(v)]
+    filled = [v for v in values if not is_blank(v)]
     return bool(filled) and sum(_number(v) is not None for v in filled) >= 0.9 * len(filled)
 
 
@@ -671,10 +671,10 @@ def _read_id_jsonl(path: Path, *, with_title: bool) -> tuple[dict[str, str], dic
             raise BadInput(f"{where}: _id {i!r} appears again (first at {first[i]}); ids must be unique: rename or remove one")
         first[i] = where
         title = titles_col[n] if titles_col is not None else None
-        title = _EDGES.sub("", title) if isinstance(title, str) else ""
-        if _blank(text) and not title and not allow_empty:
+        title = EDGE_SPACE.sub("", title) if isinstance(title, str) else ""
+        if is_blank(text) and not title and not allow_empty:
             raise BadInput(f"{where}: empty 'text' for _id {i!r}; fill it in or remove the line")
-        out[i] = _EDGES.sub("", text) if isinstance(text, str) else ""
+        out[i] = EDGE_SPACE.sub("", text) if isinstance(text, str) else ""
         if title:
             titles[i] = title
     return out, titles
@@ -693,7 +693,7 @@ def _read_qrels(path: Path, query_ids: set[str], doc_ids: set[str], *, columns: 
     width = max(c for c in columns if c is not None) + 1
     qrels: dict[str, dict[str, int]] = {}
     seen: dict[tuple[str, str], tuple[int, int]] = {}
-    for n, line in enumerate(_decode(path).splitlines(), 1):
+    for n, line in enumerate(read_utf8(path).splitlines(), 1):
         fields = line.split("\t") if "\t" in line else line.split()
         fields = [f.strip() for f in fields]
         if not any(fields):
@@ -752,7 +752,7 @@ def _read_smart_records(path: Path, text_sections: tuple[str, ...], title_sectio
                            "or an empty one); add it or remove the record")
         records[rid] = (text, title, start)
 
-    for n, line in enumerate(_decode(path).splitlines(), 1):
+    for n, line in enumerate(read_utf8(path).splitlines(), 1):
         m = _MARKER.match(line.rstrip())
         if m and m.group(1) == "I":
             close()

@@ -88,7 +88,7 @@ def drift(run: str | Path, base: str, *, suite: str | Path | None = None, seeds:
 
     ``seed`` re-adapts with another seed than the recorded one (same base + new seed measures
     what re-running alone changes)."""
-    from ..api import _adapt, load
+    from ..api import adapt_recipe, load
     from ..methods import get_method
 
     if not isinstance(seeds, int) or seeds < 0:
@@ -104,8 +104,8 @@ def drift(run: str | Path, base: str, *, suite: str | Path | None = None, seeds:
     def readapt(backbone: str, seed: int, reason: str):
         r = {**recipe, "backbone": backbone, "seed": seed}
         method_obj = get_method(r["method"]).from_options(r["method_options"])
-        return _adapt(r, method_obj, out=out, store=store, t_start=time.perf_counter(), run_id=None, on_step=None,
-                      lineage={"parent": old.id, "reason": reason, "base": backbone})
+        return adapt_recipe(r, method_obj, out=out, store=store, t_start=time.perf_counter(), run_id=None, on_step=None,
+                            lineage={"parent": old.id, "reason": reason, "base": backbone})
 
     status(f"re-adapting run {old.id} ({recipe['method']}) on the new base {base} ...")
     if seed is not None and (not isinstance(seed, int) or not 0 <= seed < 2**63):

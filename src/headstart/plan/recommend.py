@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._util import parse_duration, status
+from .._util import status
 from ..backbones import family_trains, open_backbone
 from ..backbones.cache import frozen_features
 from ..catalog import CATALOG, identity, is_installed, locate, resolve
@@ -52,6 +52,7 @@ from ..data import Dataset, load_dataset, stratified_split
 from ..errors import BadInput
 from ..methods.presets import preset, regime_for
 from ..train import resolve_precision
+from ..train.budget import parse_budget
 from . import cost as cost_model
 from . import saved as saved_plans
 from .profile import detect_scripts, profile
@@ -183,18 +184,6 @@ def _scoring_order(names: list[str], builds: dict[str, str | None]) -> list[str]
     return sorted(names, key=lambda n: (builds[n] is not None, params(n)))
 
 
-def _parse_plan_budget(value) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        seconds = parse_duration(str(value), option="--plan-budget")
-    if not seconds > 0:
-        raise BadInput(f"--plan-budget must be positive (got {value!r})")
-    return seconds
-
-
 def plan(data: str | Path | Dataset, *, backbones: list[str] | None = None, methods: list[str] | None = None,
          budget: float | str | None = None, max_memory: str | float | None = None, score: str = DEFAULT_SCORE,
          sample: int = 512, per_class: int | None = None, seed: int = 0, text_col: str | None = None, label_col: str | None = None,
@@ -211,8 +200,6 @@ def plan(data: str | Path | Dataset, *, backbones: list[str] | None = None, meth
     :func:`default_plan_budget` of ``budget``), read on ``clock``. With ``reuse`` a saved plan of
     the same data and options younger than saved.REUSE_S is returned instead of planning again
     (a partial one only when ``plan_budget`` is no larger than the one it was made with)."""
-    from ..api import _parse_budget
-
     t_start = clock()
     if score not in SCORES:
         from ..errors import did_you_mean
@@ -221,8 +208,8 @@ def plan(data: str | Path | Dataset, *, backbones: list[str] | None = None, meth
     for m in methods or ():
         if m not in METHODS:
             raise BadInput(f"plan weighs the methods {', '.join(METHODS)}; {m!r} is not one of them")
-    budget_s = _parse_budget(budget) if budget is not None else DEFAULT_BUDGET_S
-    plan_budget_s = _parse_plan_budget(plan_budget) or default_plan_budget(budget_s)
+    budget_s = parse_budget(budget) if budget is not None else DEFAULT_BUDGET_S
+    plan_budget_s = parse_budget(plan_budget, option="--plan-budget") or default_plan_budget(budget_s)
     max_mb = _parse_memory(max_memory)
     if not isinstance(sample, int) or sample < 20:
         raise BadInput(f"--sample must be an integer >= 20 (got {sample!r})")

@@ -14,6 +14,28 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from .._util import parse_duration
+from ..errors import BadInput
+
+def parse_budget(value: float | str | None, option: str = "--budget") -> float | None:
+    """Seconds in a time budget given as a number of seconds or a duration such as ``"10m"``
+    (:func:`headstart._util.parse_duration`); None stays None. ``adapt``/``compare`` (``--budget``)
+    and ``plan`` (``--budget``, ``--plan-budget``) read their budgets with it.
+
+    Raises :class:`~headstart.errors.BadInput` naming ``option`` for a duration without a unit or
+    a budget that is not positive.
+    """
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        seconds = parse_duration(str(value), option=option)
+    if not seconds > 0:
+        raise BadInput(f"{option} must be positive (got {value!r})")
+    return seconds
+
+
 WRITE_S = 2.0
 """Seconds kept for writing the run folder and recording it (weights of the tiny to base-size
 models here write in well under a second; the rest is slack for a loaded disk)."""
