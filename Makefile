@@ -21,7 +21,7 @@ demo: install
 	printf 'where is my parcel? it was due on monday\nI cannot log in to my account\n' | $(BIN)/headstart predict "$$($(BIN)/headstart runs --json | $(BIN)/python -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')" -
 
 test: install
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15  # the slowest tests, to keep the unit suite under 5 minutes
 
 bench: install
 	$(BIN)/python -m pip install --quiet -e ".[weights,bench]"
