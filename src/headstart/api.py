@@ -61,6 +61,7 @@ def adapt(
     store: str | Path | None = None,
     budget: float | str | None = None,
     plan_budget: float | str | None = None,
+    task: str = "classification",
     config: str | Path | None = None,
     resume: str | None = None,
     _on_step: Callable[[int], None] | None = None,
@@ -94,7 +95,7 @@ def adapt(
         "data": str(data), "test": None if test is None else str(test),
         "backbone": backbone, "method": method, "method_options": options, "seed": seed, "text_col": text_col,
         "label_col": label_col, "fmt": fmt, "header": header, "val_fraction": val_fraction, "test_fraction": test_fraction,
-        "precision": precision, "budget": budget_s,
+        "precision": precision, "budget": budget_s, "task": task,
     }
     return adapt_recipe(recipe, method_obj, out=out, store=store, t_start=t_start, run_id=None, on_step=_on_step, plan=chosen)
 
@@ -201,6 +202,9 @@ def _adapt_unguarded(recipe: dict, method_obj: Method, *, out, store, t_start: f
     seed, precision, budget_s = recipe["seed"], recipe["precision"], recipe["budget"]
     deadline = Deadline.start(budget_s) if budget_s is not None else None  # the budget bounds the whole adaptation
     task = get_task(recipe.get("task", "classification"))  # recipes before tasks existed are classification
+    if task.name not in method_obj.tasks:
+        raise BadInput(f"method {method_obj.name!r} does not adapt for the task {task.name!r} (it supports "
+                       f"{', '.join(method_obj.tasks)}); choose another --method")
     text_col, label_col, fmt = recipe["text_col"], recipe["label_col"], recipe["fmt"]
     header = recipe.get("header")  # absent from recipes written before header= existed
     val_fraction, test_fraction = recipe["val_fraction"], recipe["test_fraction"]
@@ -554,6 +558,30 @@ class Run:
         ds = self.as_dataset(inputs, labels_required=False)
         method, bb = self.open_model()
         return Predictions(self.classes, method.predict_proba(bb, ds, self.fit_context()))
+
+    @property
+    def producer(self) -> dict:
+        """Who embeds with this run: an index built with it accepts only queries embedded by it."""
+        m = self.manifest
+        return {"run": self.id, "backbone": m["backbone"]["name"], "backbone_sha256": m["backbone"]["sha256"],
+                "method": m["method"]["name"], "manifest_sha256": m["checksum"],
+                "embedding": m["backbone"]["spec"].get("preprocessing", {})}
+
+    def embed(self, inputs) -> np.ndarray:
+        """(N, D) float32 embeddings of texts (or a data file) by the run's body as adapted (no head)."""
+        ds = self.as_dataset(inputs, labels_required=False)
+        method, bb = self.open_model()
+        return method.embed(bb, ds, self.fit_context())
+
+    def search(self, index, query: str | list[str], k: int = 10):
+        """Top-``k`` documents of ``index`` (a :class:`~headstart.index.VectorIndex` or its folder)
+        for one query (a :class:`~headstart.index.SearchResult`) or a list of them (a list)."""
+        from .index import VectorIndex
+
+        idx = index if isinstance(index, VectorIndex) else VectorIndex.open(index)
+        queries = [query] if isinstance(query, str) else list(query)
+        results = idx.search(self.embed(queries), k, self.producer)
+        return results[0] if isinstance(query, str) else results
 
     def evaluate(self, data, *, record: bool = True, text_col: str | None = None, header: bool | None = None,
                  n_resamples: int = 1000) -> dict:

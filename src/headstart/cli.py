@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", default="minilm-l6", metavar="NAME",
                    help="catalog name (see `headstart models`), hf:<hub id>, a local model folder, or auto (chosen by "
                    "`headstart plan`) (default: minilm-l6)")
+    from .tasks import TASKS
+
+    p.add_argument("--task", default="classification", choices=sorted(TASKS),
+                   help="what is learned and measured (default: classification; more tasks are being added)")
     p.add_argument("--method", default="linear-probe", metavar="NAME",
                    help="adaptation method, lightest first: linear-probe (frozen body, new head), contrastive (few-shot, "
                    "SetFit-style pair tuning + head), lora, dora, qlora "
@@ -237,6 +241,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", action="append", default=[], help="with --repair: another runs folder to scan (repeatable)")
     _common(p)
 
+    p = sub.add_parser("index", help="embed a corpus with a run into a searchable index", epilog=EPILOG,
+                       description="Embed the documents of CORPUS (CSV/TSV/JSONL/Parquet with a text column and optionally "
+                       "id and title columns, e.g. BEIR's corpus.jsonl) with RUN's body as adapted, into the index folder "
+                       "--out. An existing index of the same run is extended (new ids only); one made by another run is "
+                       "refused. Exact search below 10,000 documents, faiss HNSW above (pip install \"headstart[search]\").")
+    p.add_argument("run", metavar="RUN", help="run folder or run id (prefix) whose embeddings the index holds")
+    p.add_argument("corpus", metavar="CORPUS", help="table of documents")
+    p.add_argument("--out", required=True, metavar="INDEX", help="index folder (new, empty, or an index of the same run)")
+    p.add_argument("--text-col", metavar="COL", help="document text column (default: text, passage, document, ...)")
+    p.add_argument("--id-col", metavar="COL", help="document id column (default: _id, id, doc_id, ...; else the row number)")
+    p.add_argument("--kind", default="auto", choices=["auto", "exact", "hnsw"],
+                   help="exact (numpy), hnsw (faiss) or auto (exact below 10,000 documents) (default: auto)")
+    p.add_argument("--allow-base-change", action="store_true", help="embed even if the backbone's weights changed")
+    _common(p)
+
+    p = sub.add_parser("search", help="search an index with a query", epilog=EPILOG,
+                       description="Embed QUERY with the run that built INDEX and print the nearest documents (cosine). "
+                       "The run is found in the store by the id the index records, or given with --run; a run other than "
+                       "the index's is refused (its embeddings are not comparable).")
+    p.add_argument("index", metavar="INDEX", help="index folder made by `headstart index`")
+    p.add_argument("query", metavar="QUERY", help="query text")
+    p.add_argument("-k", type=int, default=10, metavar="K", help="documents to return (default: 10)")
+    p.add_argument("--run", metavar="RUN", help="the run that built the index, if the store does not know it (a folder)")
+    p.add_argument("--allow-base-change", action="store_true", help="search even if the backbone's weights changed")
+    _common(p)
+
     p = sub.add_parser("models", help="list catalog backbones", epilog=EPILOG)
     p.add_argument("--verify", action="store_true", help="rehash every installed backbone's weight files from scratch (no "
                    "identity cache) and compare with the sha256 pinned in the catalog; exit 1 when one differs")
@@ -310,7 +340,7 @@ def cmd_adapt(args) -> int:
             args.data, test=args.test, backbone=args.backbone, method=args.method, method_options=_parse_options(args.options),
             out=args.out, seed=args.seed, text_col=args.text_col, label_col=args.label_col, fmt=args.fmt, header=args.header,
             val_fraction=args.val_fraction, test_fraction=args.test_fraction, precision=args.precision, store=args.store,
-            budget=args.budget, plan_budget=args.plan_budget, config=args.config,
+            budget=args.budget, plan_budget=args.plan_budget, config=args.config, task=args.task,
         )
     m = run.manifest
     test = m["metrics"]["test"]["summary"]
@@ -761,7 +791,37 @@ def cmd_compare(args) -> int:
     return 0
 
 
-COMMANDS = {"adapt": cmd_adapt, "plan": cmd_plan, "compare": cmd_compare, "predict": cmd_predict, "eval": cmd_eval, "export": cmd_export,
+def cmd_index(args) -> int:
+    from .api import load
+    from .index.build import index_corpus
+
+    run = load(args.run, store=args.store, allow_base_change=args.allow_base_change)
+    if run.manifest["modality"] != "text":
+        raise BadInput(f"run {run.id} embeds {run.manifest['modality']}; `headstart index` indexes text documents")
+    index = index_corpus(run, args.corpus, args.out, text_col=args.text_col, id_col=args.id_col, kind=args.kind)
+    _emit(args, {"index": str(index.path), "documents": len(index), "kind": index.kind, "dim": index.dim, "run": run.id},
+          f"index {index.path}: {len(index)} documents ({index.kind}, {index.dim}-d), embedded by run {run.id}")
+    return 0
+
+
+def cmd_search(args) -> int:
+    from .api import load
+    from .index import VectorIndex
+
+    if args.k < 1:
+        raise BadInput(f"-k must be at least 1 (got {args.k})")
+    if not args.query.strip():
+        raise BadInput("QUERY is empty; give the text to search for")
+    index = VectorIndex.open(Path(args.index).expanduser())
+    run = load(args.run or index.producer.get("run", ""), store=args.store, allow_base_change=args.allow_base_change)
+    ids, scores = run.search(index, args.query, k=min(args.k, len(index)))
+    hits = [{"rank": r, "id": d, "score": round(float(sc), 6), "text": index.text(d)} for r, (d, sc) in enumerate(zip(ids, scores), 1)]
+    lines = [f"{h['rank']:>3}. {h['score']:.4f}  [{h['id']}] {h['text'][:160]}" for h in hits]
+    _emit(args, {"query": args.query, "index": str(index.path), "run": run.id, "hits": hits}, "\n".join(lines) or "no documents")
+    return 0
+
+
+COMMANDS = {"index": cmd_index, "search": cmd_search, "adapt": cmd_adapt, "plan": cmd_plan, "compare": cmd_compare, "predict": cmd_predict, "eval": cmd_eval, "export": cmd_export,
             "drift": cmd_drift, "watch": cmd_watch, "runs": cmd_runs, "models": cmd_models}
 
 if __name__ == "__main__":

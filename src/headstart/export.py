@@ -53,7 +53,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import BadInput, CheckFailed
+from .errors import BadInput, CheckFailed, WriteFailed
 
 TOLERANCE = 1e-4
 """Max |p_export - p_run| over the check examples, both computed in fp32."""
@@ -164,10 +164,16 @@ def export_run(run, out: str | Path, *, merge: bool = False) -> dict:
         if out.exists():
             out.rmdir()
         os.rename(tmp, out)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if not parent_existed and not any(out.parent.iterdir()):
             out.parent.rmdir()
+        from safetensors import SafetensorError
+
+        if isinstance(e, (OSError, SafetensorError)):  # a full or read-only disk: one line, nothing left
+            reason = getattr(e, "strerror", None) or str(e).split("I/O error: ")[-1]
+            raise WriteFailed(f"export of run {run.id} to {out}: cannot write ({reason}); nothing was written. "
+                              "Free space or choose another --out") from None
         raise
     return record
 

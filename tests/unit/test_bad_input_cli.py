@@ -228,3 +228,11 @@ def test_a_junit_write_that_fails_records_no_eval(cli, trained_run, tmp_path, sm
     assert_bad_input(cli("eval", trained_run.id, "--suite", suite, "--junit", mnt / "out.xml", "--store", store),
                      "--junit", "cannot write it")
     assert sqlite3.connect(store).execute("SELECT count(*) FROM evals").fetchone()[0] == 0
+
+
+def test_a_full_disk_during_the_export_leaves_no_export_folder(cli, trained_run, small_fs, assert_bad_input):
+    mnt, _ = small_fs
+    (mnt / "filler").write_bytes(b"\0" * 240_000)  # ~16 KiB left: the tiny BERT's weights do not fit
+    r = cli("export", trained_run.path, "--out", mnt / "exported")
+    assert_bad_input(r, "No space left on device")
+    assert sorted(p.name for p in mnt.iterdir()) == ["filler"]

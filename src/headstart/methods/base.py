@@ -48,6 +48,10 @@ class Method(ABC):
     config_cls: ClassVar[type]
     trains_backbone: ClassVar[bool] = True
     """Whether the method needs the body as a trainable torch module (all but linear probing)."""
+    tasks: ClassVar[tuple[str, ...]] = ("classification",)
+    """The registered tasks this method can adapt for. A method says which weights change; the
+    task puts the head, loss and metrics on top. A method whose head is itself task-specific
+    (the probe's logistic regression, contrastive's class pairs) lists only that task."""
 
     def __init__(self, config: Any | None = None):
         self.config = config if config is not None else self.config_cls()
@@ -77,6 +81,11 @@ class Method(ABC):
     @abstractmethod
     def predict_proba(self, backbone: Backbone, data: Dataset, ctx: FitContext) -> np.ndarray:
         """(N, n_classes) probabilities, columns in ``ctx.classes`` order."""
+
+    def embed(self, backbone: Backbone, data: Dataset, ctx: FitContext) -> np.ndarray:
+        """(N, D) features of the body as this method left it (the frozen body by default):
+        what an index of the run's embeddings holds."""
+        return backbone.embed(list(data.inputs), precision=ctx.precision, desc="embedding")
 
     @abstractmethod
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -241,6 +241,12 @@ class Contrastive(Method):
         logits = torch.from_numpy(feats) @ self.weight_.T + self.bias_
         return torch.softmax(logits, dim=1).numpy()
 
+    def embed(self, backbone: Backbone, data: Dataset, ctx: FitContext) -> np.ndarray:
+        """Features of the contrastively tuned body."""
+        if getattr(self, "saved_", None) is not None:
+            self._load_body(backbone)
+        return backbone.embed(list(data.inputs), precision=ctx.precision, desc="embedding")
+
     def _load_body(self, backbone: Backbone) -> None:
         module = backbone.module
         own = self._trained(module, bool(self.config.train_embeddings))
