@@ -115,7 +115,7 @@ class Backbone(ABC):
         prepared = self.prepare(inputs)
         out = np.empty((len(inputs), self.feature_dim), dtype=np.float32)
         if precision == "bf16":
-            numerics = _bf16_inference(module, device)
+            numerics = bf16_inference(module, device)
         else:
             numerics = nullcontext()
         budget, max_batch = self.batch_budget
@@ -155,8 +155,11 @@ def quiet_transformers() -> None:
 
 
 @contextmanager
-def _bf16_inference(module: torch.nn.Module, device: torch.device):
-    """bf16 autocast with every linear layer's weight cast once, up front (restored afterwards)."""
+def bf16_inference(module: torch.nn.Module, device: torch.device):
+    """bf16 autocast with every linear layer's weight cast once, up front (restored afterwards).
+
+    The inference numerics of ``precision="bf16"``: backbones use it for features, trained methods
+    (``methods.trained``) around their own forward passes."""
     from ..train.precision import linears_in_bf16
 
     with linears_in_bf16(module), torch.autocast(device.type, dtype=torch.bfloat16):

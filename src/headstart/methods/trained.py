@@ -1,0 +1,353 @@
+"""What every method that trains with the trainer shares: the task model, options, save/load.
+
+A trained method subclasses :class:`TrainedMethod` and implements :meth:`prepare` (freeze,
+inject, quantise, re-initialise) plus, where it differs, :meth:`saved_names` (what it added).
+Everything else -- batching, the head, the optimizer groups, checkpoints, prediction -- is here
+and in :mod:`headstart.train.trainer`, so the methods stay a screen long each.
+
+Options left at ``None`` come from the method's preset for the data size
+(:mod:`headstart.methods.presets`); the resolved values are written into the run manifest.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields
+from statistics import median
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._util import status
+from ..backbones import Backbone
+from ..backbones.base import bf16_inference
+from ..data import Dataset
+from ..errors import BadInput
+from ..tasks import get_task
+from ..train.trainer import RunControl, Trainer, TrainSettings, frozen_linears_in_bf16
+from ._layers import param_counts
+from .base import FitContext, Method
+from .presets import preset, regime_for
+
+HEAD_INITS = ("probe", "zero")
+
+
+@dataclass
+class TrainedConfig:
+    lr: float | None = None
+    """Peak learning rate of the trained body parameters (AdamW, linear warmup and decay)."""
+    head_lr: float | None = None
+    """Peak learning rate of the classification head."""
+    epochs: float | None = None
+    """Passes over the training split (fractions allowed)."""
+    batch_size: int | None = None
+    """Examples per optimizer step."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step (same result, less memory per forward pass)."""
+    warmup_ratio: float = 0.06
+    """Share of the steps spent warming the learning rate up from zero."""
+    weight_decay: float = 0.01
+    """AdamW decoupled weight decay (not applied to biases and norm weights)."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping threshold (0 disables)."""
+    patience: int | None = None
+    """Validation evaluations without improvement before stopping early."""
+    eval_every: float | None = None
+    """Evaluate on the validation split every this many epochs."""
+    head_init: str | None = None
+    """'probe': start the head from a linear probe on frozen features (LP-FT, Kumar et al. 2022);
+    'zero': start it at zero."""
+    dropout: float = 0.1
+    """Dropout on the pooled features before the head."""
+
+    def validate(self, method: str) -> None:
+        checks = {
+            "lr": _positive, "head_lr": _positive, "epochs": _positive, "batch_size": _positive_int,
+            "grad_accum": _positive_int, "warmup_ratio": _fraction, "weight_decay": _non_negative,
+            "max_grad_norm": _non_negative, "patience": _non_negative_int, "eval_every": _positive,
+            "dropout": _fraction,
+        }
+        for name, check in checks.items():
+            value = getattr(self, name)
+            if value is not None and not check(value):
+                raise BadInput(f"{method} option {name} must be {check.__doc__} (got {value!r})")
+        if self.head_init is not None and self.head_init not in HEAD_INITS:
+            raise BadInput(f"{method} option head_init must be one of {', '.join(HEAD_INITS)} (got {self.head_init!r})")
+        if self.batch_size is not None and self.grad_accum > self.batch_size:
+            raise BadInput(f"{method} option grad_accum={self.grad_accum} is larger than batch_size={self.batch_size}")
+
+
+def _positive(v) -> bool:
+    """a number > 0"""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 and math.isfinite(v)
+
+
+def _non_negative(v) -> bool:
+    """a number >= 0"""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 and math.isfinite(v)
+
+
+def _fraction(v) -> bool:
+    """a number in [0, 1)"""
+    return _non_negative(v) and v < 1
+
+
+def _positive_int(v) -> bool:
+    """an integer >= 1"""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _non_negative_int(v) -> bool:
+    """an integer >= 0"""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def parse_targets(value, method: str) -> list[str] | None:
+    """``targets`` option: None, a comma-separated string, or a list of block-relative names."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) for v in value):
+        raise BadInput(f"{method} option targets must be layer names relative to a block, e.g. --set targets=query,value (got {value!r})")
+    return list(value)
+
+
+class TaskModel(nn.Module):
+    """Backbone body + dropout + linear head: ``logits = head(dropout(features(batch)))``."""
+
+    def __init__(self, backbone: Backbone, n_classes: int, dropout: float):
+        super().__init__()
+        self.body = backbone.module
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(backbone.feature_dim, n_classes)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        self._backbone = [backbone]  # a list: not registered as a submodule (the body already is)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.head(self.drop(self._backbone[0].forward_features(batch)))
+
+
+class TrainedMethod(Method):
+    """A method trained by :class:`~headstart.train.trainer.Trainer` on the backbone's body."""
+
+    config_cls: ClassVar[type] = TrainedConfig
+    saves_buffers: ClassVar[bool] = False
+    """Whether the body's buffers (e.g. BatchNorm statistics) change and must be saved."""
+
+    # -- per method ------------------------------------------------------------------------------
+    def prepare(self, model: TaskModel, ctx: FitContext) -> None:
+        """Freeze / inject / quantise ``model.body`` in place (when fitting and when loading)."""
+        raise NotImplementedError
+
+    def body_param_groups(self, model: TaskModel, lr: float) -> list[dict]:
+        """Optimizer groups for the body's trainable parameters (finetune overrides: layer decay)."""
+        return _decay_groups([p for p in model.body.parameters() if p.requires_grad], lr)
+
+    def fit_details(self, model: TaskModel) -> dict[str, Any]:
+        """Extra facts for the run manifest (e.g. target layers, bytes of 4-bit weights)."""
+        return {}
+
+    def before_build(self, backbone: Backbone) -> None:
+        """Hook run before the model is built for fitting (scratch re-initialises the body)."""
+
+    # -- shared ----------------------------------------------------------------------------------
+    def resolved_config(self) -> dict[str, Any]:
+        return asdict(getattr(self, "resolved_", self.config))
+
+    def _resolve(self, train: Dataset) -> Any:
+        counts = Counter(train.labels)
+        per_class = median(counts.values())
+        values = preset(self.name, per_class)
+        cfg = self.config
+        resolved = type(cfg)(**{f.name: (getattr(cfg, f.name) if getattr(cfg, f.name) is not None else values.get(f.name))
+                                 for f in fields(cfg)})
+        missing = [f.name for f in fields(resolved) if getattr(resolved, f.name) is None and f.name in values]
+        assert not missing, missing
+        self.regime_ = regime_for(per_class)
+        return resolved
+
+    def _build(self, backbone: Backbone, n_classes: int, cfg, ctx: FitContext, *, fitting: bool) -> TaskModel:
+        if fitting:
+            self.before_build(backbone)
+        model = TaskModel(backbone, n_classes, cfg.dropout)
+        self.prepare(model, ctx)
+        model.to(backbone.device)
+        return model
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        model = self.model_
+        out = {name: p for name, p in model.named_parameters() if p.requires_grad}
+        if self.saves_buffers:
+            out.update({name: b for name, b in model.named_buffers() if name.startswith("body.")})
+        return out
+
+    def load_trainable_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        own = self.trainable_state()
+        missing = sorted(set(own) - set(tensors))
+        extra = sorted(set(tensors) - set(own))
+        if missing or extra:
+            from ..errors import RunIntegrityError
+
+            raise RunIntegrityError(
+                f"{self.name}: saved tensors do not match the model ({len(missing)} missing, e.g. {missing[:2]}; "
+                f"{len(extra)} unexpected, e.g. {extra[:2]}); the run was made with another method version or backbone"
+            )
+        with torch.no_grad():
+            for name, t in own.items():
+                src = tensors[name]
+                if src.shape != t.shape:
+                    from ..errors import RunIntegrityError
+
+                    raise RunIntegrityError(f"{self.name}: tensor {name} has shape {tuple(src.shape)}, the model expects {tuple(t.shape)}")
+                t.copy_(src.to(t.dtype))
+
+    def _set_train_mode(self) -> None:
+        self.model_.train()
+        for m in self.model_.modules():
+            # Frozen batch norms keep their statistics (train mode would overwrite them).
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters()):
+                m.eval()
+
+    def fit(self, backbone: Backbone, train: Dataset, val: Dataset, ctx: FitContext) -> dict[str, Any]:
+        cfg = self._resolve(train)
+        self.resolved_ = cfg
+        n_classes = len(ctx.classes)
+        index = {c: i for i, c in enumerate(ctx.classes)}
+        probe_head = None
+        t0 = time.perf_counter()
+        if cfg.head_init == "probe":
+            probe_head = self._probe_head(backbone, train, val, ctx)
+        t_probe = time.perf_counter() - t0
+
+        model = self._build(backbone, n_classes, cfg, ctx, fitting=True)
+        self.model_ = model
+        if probe_head is not None:
+            with torch.no_grad():
+                model.head.weight.copy_(probe_head[0])
+                model.head.bias.copy_(probe_head[1])
+        trainable, total = param_counts(model)
+        status(f"{self.name}: training {trainable:,} of {total:,} parameters ({100 * trainable / total:.2f}%); "
+               f"{total - trainable:,} frozen")
+
+        bb = self._backbone_of(model)
+        prepared_train = bb.prepare(list(train.inputs))
+        prepared_val = bb.prepare(list(val.inputs))
+        train_labels = torch.tensor([index[c] for c in train.labels], dtype=torch.long)
+        val_labels = torch.tensor([index[c] for c in val.labels], dtype=torch.long)
+        budget, max_batch = bb.batch_budget
+        settings = TrainSettings(
+            epochs=cfg.epochs, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
+            warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
+            patience=cfg.patience, eval_every=cfg.eval_every,
+        )
+        head_params = list(model.head.parameters())
+        groups = self.body_param_groups(model, cfg.lr) + _decay_groups(head_params, cfg.head_lr)
+        trainer = Trainer(
+            model, settings,
+            RunControl(precision=ctx.precision, seed=ctx.seed, deadline=ctx.deadline, checkpoint_path=ctx.checkpoint_path,
+                       on_step=ctx.on_step),
+            param_groups=[g for g in groups if g["params"]],
+            trainable_state=self.trainable_state,
+            load_trainable_state=self.load_trainable_state,
+            set_train_mode=self._set_train_mode,
+            device=bb.device,
+        )
+        objective = get_task(ctx.task).objective(
+            train_labels, bb.batches(prepared_val, budget, max_batch), val_labels,
+            lambda idx: bb.collate([prepared_val[i] for i in idx]), bb.device,
+        )
+        with frozen_linears_in_bf16(model, ctx.precision == "bf16"):
+            result = trainer.fit(
+                train_lengths=[bb.cost(p) for p in prepared_train],
+                collate_train=lambda idx: bb.collate([prepared_train[i] for i in idx]),
+                objective=objective,
+            )
+        model.eval()
+        summary = {
+            "regime": self.regime_,
+            "trainable_params": trainable,
+            "total_params": total,
+            "frozen_params": total - trainable,
+            "trainable_percent": round(100 * trainable / total, 4),
+            "steps": result.steps,
+            "epochs_done": result.epochs_done,
+            "stopped_by": result.stopped_by,
+            "best_step": result.best_step,
+            f"best_val_{result.metric}": round(result.best_val, 6),
+            "history": result.history,
+            "train_s": round(result.train_s, 3),
+            "probe_init_s": round(t_probe, 3),
+            "examples_per_s": round(result.examples_per_s, 2),
+            "examples_seen": result.examples_seen,
+        }
+        if result.padded_tokens_seen:
+            summary["tokens_seen"] = result.tokens_seen
+            summary["padded_token_ratio"] = round(result.padded_tokens_seen / max(1, result.tokens_seen), 4)
+        if result.resumed_from_step is not None:
+            summary["resumed_from_step"] = result.resumed_from_step
+        summary.update(self.fit_details(model))
+        return summary
+
+    def _probe_head(self, backbone: Backbone, train: Dataset, val: Dataset, ctx: FitContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """LP-FT: a linear probe on frozen features (cached) gives the head's starting point."""
+        from .linear_probe import LinearProbe, LinearProbeConfig
+
+        probe = LinearProbe(LinearProbeConfig(refit=False))
+        probe.fit(backbone, train, val, ctx)
+        return probe.weight_.float(), probe.bias_.float()
+
+    @staticmethod
+    def _backbone_of(model: TaskModel) -> Backbone:
+        return model._backbone[0]
+
+    def predict_proba(self, backbone: Backbone, data: Dataset, ctx: FitContext) -> np.ndarray:
+        if getattr(self, "model_", None) is None:
+            self._load_into(backbone, ctx)
+        model = self.model_
+        bb = self._backbone_of(model)
+        model.eval()
+        prepared = bb.prepare(list(data.inputs))
+        out = np.empty((len(prepared), len(ctx.classes)), dtype=np.float32)
+        budget, max_batch = bb.batch_budget
+        numerics = bf16_inference(model, bb.device) if ctx.precision == "bf16" else nullcontext()
+        with torch.inference_mode(), numerics:
+            for idx in bb.batches(prepared, budget, max_batch):
+                batch = {k: v.to(bb.device) for k, v in bb.collate([prepared[i] for i in idx]).items()}
+                out[idx] = torch.softmax(model(batch).float(), dim=-1).cpu().numpy()
+        return out
+
+    def embed(self, backbone: Backbone, data: Dataset, ctx: FitContext) -> np.ndarray:
+        """Features of the body as this method adapted it (LoRA, adapters, fine-tuned weights; no head)."""
+        if getattr(self, "model_", None) is None:
+            self._load_into(backbone, ctx)
+        self.model_.eval()
+        return self._backbone_of(self.model_).embed(list(data.inputs), precision=ctx.precision, desc="embedding")
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().to("cpu").contiguous() for k, v in self.trainable_state().items()}
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.saved_ = tensors
+        self.model_ = None
+
+    def _load_into(self, backbone: Backbone, ctx: FitContext) -> None:
+        cfg = self.config
+        self.resolved_ = cfg
+        self.model_ = self._build(backbone, len(ctx.classes), cfg, ctx, fitting=False)
+        self.load_trainable_state(self.saved_)
+        self.model_.eval()
+
+
+def _decay_groups(params: list[nn.Parameter], lr: float) -> list[dict]:
+    """AdamW groups: weight decay on matrices, none on biases and norm weights (1-D tensors)."""
+    return [
+        {"params": [p for p in params if p.ndim >= 2], "lr": lr},
+        {"params": [p for p in params if p.ndim < 2], "lr": lr, "weight_decay": 0.0},
+    ]
