@@ -11,7 +11,7 @@ import torch
 
 import headstart as hs
 from headstart.errors import BadInput
-from headstart.methods.contrastive import batch_plan, pair_loss
+from headstart.methods.contrastive import batch_plan, pair_loss, pair_loss_blocked
 from headstart.plan.recommend import plan
 
 
@@ -33,6 +33,39 @@ def test_pair_loss_by_hand():
     # Perfectly arranged embeddings cost nothing; one kind of pair only is a plain mean.
     assert float(pair_loss(torch.tensor([a, a, [0.0, 1.0]]), y)) == pytest.approx(0.0, abs=1e-7)
     assert float(pair_loss(torch.tensor([a, b]), torch.tensor([1, 1]))) == pytest.approx(0.25)
+
+
+def test_blocked_pair_loss_equals_the_pairwise_one():
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(37, 5, generator=g)
+    y = torch.randint(0, 3, (37,), generator=g)
+    for block in (1, 8, 1024):  # a block that cuts the rows unevenly, and one that holds them all
+        assert float(pair_loss_blocked(f, y, block=block)) == pytest.approx(float(pair_loss(f, y)), rel=1e-5)
+    same = torch.zeros(6, dtype=torch.long)  # one kind of pair only: the plain mean, as pair_loss
+    assert float(pair_loss_blocked(f[:6], same, block=4)) == pytest.approx(float(pair_loss(f[:6], same)), rel=1e-5)
+
+
+def test_the_old_loops_decay_is_the_trainers_schedule_without_warmup():
+    from headstart.train.trainer import linear_schedule
+
+    factor = linear_schedule(0, 7)
+    assert [factor(s) for s in range(8)] == pytest.approx([max(0.0, 1 - s / 7) for s in range(8)])
+
+
+def test_trains_through_the_trainer_exact_steps_last_state_one_validation(data, tiny_bert, tmp_path, monkeypatch):
+    from headstart.train import trainer as trainer_module
+
+    evaluations = []
+    real = trainer_module.Trainer.evaluate
+    monkeypatch.setattr(trainer_module.Trainer, "evaluate", lambda self, objective: evaluations.append(1) or real(self, objective))
+    # 80 rows, batch 16: ceil(n / 16) batches an "epoch", 7 steps do not fill a whole number of them
+    run = hs.adapt(data, backbone=str(tiny_bert), method="contrastive", out=tmp_path / "runs",
+                   method_options={"steps": 7, "batch_size": 16, "lr": 1e-3})
+    fit = run.manifest["method"]["fit"]
+    assert fit["steps"] == 7 and len(fit["pair_loss"]) == 7 and fit["stopped_by"] == "steps"
+    assert len(evaluations) == 1  # at the end only (the last state is kept: nothing to select)
+    assert 0 <= fit["val_pair_loss"] <= 2.5
+    assert not (tmp_path / "runs" / ".partial").exists()  # the checkpoint went with the finished run
 
 
 def test_batches_take_everything_when_it_fits_else_balanced_draws():

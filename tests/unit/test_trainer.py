@@ -228,3 +228,49 @@ def test_a_task_sampler_with_uneven_epochs_trains_and_resumes_exactly(tmp_path):
     resumed, w_resumed = train(ckpt=tmp_path / "c.safetensors")
     assert resumed.resumed_from_step == 19
     torch.testing.assert_close(w_full, w_resumed, rtol=0, atol=0)
+
+
+def test_keep_last_ends_with_the_final_state_and_max_steps_sets_the_schedule():
+    x, y = toy_data()
+    torch.manual_seed(0)
+    model = Toy()
+    trainer = make_trainer(model, lr=0.5, epochs=1.0, eval_every=100.0)
+    trainer.s.keep, trainer.s.max_steps = "last", 7  # 4 batches an epoch: 7 steps end inside epoch 1
+    seen = {}
+    trainer.c.on_step = lambda step: seen.update({step: [p.detach().clone() for p in model.parameters()]})
+    result = fit(trainer, x, y)
+    assert result.steps == 7 and len(result.train_losses) == 7 and sorted(seen) == list(range(1, 8))
+    assert [h["step"] for h in result.history] == [7]  # the start is not evaluated: it cannot be kept
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), seen[7], strict=True))  # the final state
+    with pytest.raises(ValueError, match="keep"):
+        TrainSettings(epochs=1, batch_size=1, grad_accum=1, warmup_ratio=0, weight_decay=0, max_grad_norm=0,
+                      patience=0, eval_every=1, keep="first")
+
+
+def test_an_interrupt_between_steps_saves_a_checkpoint_and_resumes_exactly(tmp_path):
+    """No evaluation and no timed checkpoint before the interrupt: the interrupt itself saves."""
+    x, y = toy_data()
+    ckpt = tmp_path / "c.safetensors"
+
+    def train(ckpt=None, interrupt_at=None):
+        torch.manual_seed(0)
+        model = Toy()
+        trainer = make_trainer(model, epochs=3, eval_every=100.0, ckpt=ckpt)
+        trainer.s.keep = "last"
+
+        def on_step(step):
+            if step == interrupt_at:
+                raise KeyboardInterrupt
+
+        trainer.c.on_step = on_step
+        result = fit(trainer, x, y)
+        return result, torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    full, w_full = train()
+    with pytest.raises(KeyboardInterrupt):
+        train(ckpt=ckpt, interrupt_at=5)
+    assert ckpt.is_file()
+    resumed, w_resumed = train(ckpt=ckpt)
+    assert resumed.resumed_from_step == 5
+    assert resumed.train_losses == full.train_losses  # the losses before the interrupt came back too
+    torch.testing.assert_close(w_full, w_resumed, rtol=0, atol=0)

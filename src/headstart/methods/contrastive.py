@@ -21,8 +21,15 @@ Batches: with up to ``batch_size`` training examples all of them form every step
 otherwise each step takes an equal share of examples from randomly ordered classes (at least two
 per class, so every class present has a positive pair), cycling through each class's examples.
 
-The stage-1 loop is short (seconds to a few minutes) and writes no checkpoint: an interrupted
-fit starts again. ``--budget`` stops it cleanly between steps; the head is still fitted.
+Stage 1 trains through the one :class:`~headstart.train.trainer.Trainer`, like every trained
+method: the model it trains is :class:`PairEncoder` (a batch to its pooled features), the
+objective is :func:`pair_loss` (a batch-level loss), one "epoch" is ``ceil(n / batch_size)``
+batches from :func:`batch_plan`, and the schedule is exactly ``steps`` optimizer steps (no
+warmup, ``grad_accum`` 1). The *last* state is kept (as SetFit does); the validation pair loss
+(:data:`PAIR_LOSS`, lower is better) is measured once, at the end, and recorded. Checkpoints go
+to the run's partial folder at that evaluation, every two minutes and on an interrupt between
+steps, so ``headstart adapt --resume`` continues an interrupted fit to the same weights.
+``--budget`` stops it cleanly between steps; the head is still fitted.
 Trains every body parameter except the token embeddings, plus the head; saves exactly those.
 """
 
@@ -31,18 +38,21 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
 from statistics import median
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from .._util import progress, status
+from .._util import status
 from ..backbones import Backbone
 from ..data import Dataset
 from ..errors import BadInput, RunIntegrityError
+from ..evaluate.metrics import MetricSpec
+from ..tasks.base import Objective
+from ..train.trainer import RunControl, Trainer, TrainSettings
 from .base import FitContext, Method
 from .linear_probe import LinearProbeConfig, fit_probe_head
 from .presets import preset, regime_for
@@ -102,8 +112,9 @@ def pair_loss(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return 0.5 * (err * target).sum() / pos + 0.5 * (err * (1 - target)).sum() / neg
 
 
-def batch_plan(labels: np.ndarray, batch_size: int, steps: int, seed: int) -> list[np.ndarray]:
-    """Index batches for ``steps`` steps: everything when it fits, else class-balanced draws."""
+def batch_plan(labels: np.ndarray, batch_size: int, steps: int, seed: int | np.random.Generator) -> list[np.ndarray]:
+    """Index batches for ``steps`` steps: everything when it fits, else class-balanced draws
+    (``seed``: a seed or the generator to draw from)."""
     n = len(labels)
     if n <= batch_size:
         return [np.arange(n)] * steps
@@ -126,6 +137,69 @@ def batch_plan(labels: np.ndarray, batch_size: int, steps: int, seed: int) -> li
                 cursor[c] += 1
         out.append(np.array(chosen))
     return out
+
+
+PAIR_LOSS = MetricSpec("pair_loss", higher_is_better=False, bounds=(0.0, 2.5))
+"""The validation score: :func:`pair_loss` over every validation pair. Per pair the error is at
+most 4 for a positive (cosine -1) and 1 for a negative (cosine 1); weighted half each: 0 to 2.5."""
+
+
+def pair_loss_blocked(features: torch.Tensor, labels: torch.Tensor, block: int = 1024) -> torch.Tensor:
+    """:func:`pair_loss` over every pair of a large set (a validation split), ``block`` rows of
+    the cosine matrix at a time instead of one row per pair."""
+    z = torch.nn.functional.normalize(features.float(), dim=-1)
+    n = len(z)
+    sums = torch.zeros(2, dtype=torch.float64, device=z.device)  # error over positives, negatives
+    counts = torch.zeros(2, dtype=torch.float64, device=z.device)
+    cols = torch.arange(n, device=z.device)
+    for start in range(0, n, block):
+        rows = cols[start : start + block]
+        cos = z[rows] @ z.T  # (block, n)
+        upper = cols[None, :] > rows[:, None]  # (block, n): each pair once, i < j
+        target = (labels[rows][:, None] == labels[None, :]).float()
+        err = (cos - target) ** 2
+        for k, kind in enumerate((target, 1 - target)):
+            w = kind * upper
+            sums[k] += (err * w).sum().double()
+            counts[k] += w.sum().double()
+    if counts[0] == 0 or counts[1] == 0:  # one kind of pair only: a plain mean
+        return (sums.sum() / counts.sum()).float()
+    return (0.5 * sums[0] / counts[0] + 0.5 * sums[1] / counts[1]).float()
+
+
+class PairEncoder(nn.Module):
+    """The body as the trainer sees it: a batch ``{"index": (B,)}`` of training positions maps to
+    their pooled features ``(B, D)``, computed in micro-chunks of :data:`MICRO` examples (the
+    batches come sorted by length, so each chunk pads little) and concatenated, so the loss sees
+    every pair of the batch and one backward covers them all."""
+
+    def __init__(self, backbone: Backbone, prepared: list):
+        super().__init__()
+        self.body = backbone.module
+        self._backbone = [backbone]  # a list: not registered as a submodule (the body already is)
+        self._prepared = prepared
+
+    def features(self, examples: list) -> torch.Tensor:
+        bb = self._backbone[0]
+        parts = []
+        for start in range(0, len(examples), MICRO):
+            batch = {k: v.to(bb.device) for k, v in bb.collate(examples[start : start + MICRO]).items()}
+            parts.append(bb.forward_features(batch))  # (<= MICRO, D)
+        return torch.cat(parts)  # (B, D)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.features([self._prepared[i] for i in batch["index"].tolist()])
+
+
+def _copy_into(params: dict[str, nn.Parameter], tensors: dict[str, torch.Tensor], method: str) -> None:
+    """Write checkpointed tensors into the trained parameters (same names, same shapes)."""
+    missing, extra = sorted(set(params) - set(tensors)), sorted(set(tensors) - set(params))
+    if missing or extra:
+        raise RunIntegrityError(f"{method}: checkpoint tensors do not match the backbone ({len(missing)} missing, e.g. {missing[:2]}; "
+                                f"{len(extra)} unexpected, e.g. {extra[:2]}); start a new run")
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(tensors[name].to(p.dtype))
 
 
 class Contrastive(Method):
@@ -161,54 +235,63 @@ class Contrastive(Method):
         index = {c: i for i, c in enumerate(ctx.classes)}
         y_train = np.array([index[c] for c in train.labels])
         prepared = backbone.prepare(list(train.inputs))
-        batches = batch_plan(y_train, cfg.batch_size, cfg.steps, ctx.seed)
-        optimizer = torch.optim.AdamW(_decay_groups(list(trained.values()), cfg.lr), weight_decay=cfg.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / cfg.steps))
-        autocast = torch.autocast(backbone.device.type, dtype=torch.bfloat16) if ctx.precision == "bf16" else nullcontext()
-        torch.manual_seed(ctx.seed)  # dropout masks
+        prepared_val = backbone.prepare(list(val.inputs))
+        y_train_t = torch.as_tensor(y_train, device=backbone.device)
+        y_val_t = torch.tensor([index[c] for c in val.labels], device=backbone.device)
+        costs = [backbone.cost(x) for x in prepared]
+
+        # The schedule in the trainer's terms: "epochs" of ceil(n / batch_size) class-balanced
+        # batches, exactly cfg.steps optimizer steps, linear decay to zero from the first step.
+        steps_per_epoch = math.ceil(len(prepared) / cfg.batch_size)
+
+        def batches(rng: np.random.Generator) -> list[list[int]]:
+            # Each batch sorted by length: the forward's micro-chunks of MICRO then pad little.
+            return [sorted(b.tolist(), key=lambda i: costs[i]) for b in batch_plan(y_train, cfg.batch_size, steps_per_epoch, rng)]
+
+        epochs = cfg.steps / steps_per_epoch
+        settings = TrainSettings(epochs=epochs, batch_size=cfg.batch_size, grad_accum=1, warmup_ratio=0.0,
+                                 weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
+                                 patience=cfg.steps, eval_every=epochs, keep="last", max_steps=cfg.steps)
+        encoder = PairEncoder(backbone, prepared)
+        trainer = Trainer(
+            encoder, settings,
+            RunControl(precision=ctx.precision, seed=ctx.seed, deadline=ctx.deadline, checkpoint_path=ctx.checkpoint_path,
+                       on_step=ctx.on_step),
+            param_groups=[g for g in _decay_groups(list(trained.values()), cfg.lr) if g["params"]],
+            trainable_state=lambda: dict(trained),
+            load_trainable_state=lambda tensors: _copy_into(trained, tensors, self.name),
+            set_train_mode=module.train,
+            device=backbone.device,
+        )
+        budget, max_batch = backbone.batch_budget
+
+        def evaluate(model: PairEncoder) -> dict[str, float]:
+            """The pair loss over every pair of the validation split (NaN with fewer than 2 examples)."""
+            if len(prepared_val) < 2:
+                return {"pair_loss": math.nan, "loss": math.nan}
+            feats = torch.empty(len(prepared_val), backbone.feature_dim, device=backbone.device)
+            for idx in backbone.batches(prepared_val, budget, max_batch):
+                feats[idx] = model.features([prepared_val[i] for i in idx]).float()
+            value = float(pair_loss_blocked(feats, y_val_t))
+            return {"pair_loss": value, "loss": value}
+
+        objective = Objective(loss=lambda features, idx: pair_loss(features, y_train_t[idx]), evaluate=evaluate,
+                              metric=PAIR_LOSS, val_examples=len(prepared_val), per_example=False)
+        torch.manual_seed(ctx.seed)  # dropout masks (a resumed fit restores the checkpoint's generator)
         n_trained = sum(p.numel() for p in trained.values())
-        status(f"{self.name}: training {n_trained:,} body parameters on pairs of {len(batches[0])} examples per step")
-        losses: list[float] = []
-        stopped_by = "steps"
-        t0 = time.perf_counter()
-        module.train()
+        per_step = len(batches(np.random.default_rng([ctx.seed, 0]))[0])
+        status(f"{self.name}: training {n_trained:,} body parameters on pairs of {per_step} examples per step")
         try:
-            with progress(cfg.steps, "contrastive", unit="step") as bar:
-                for step, idx in enumerate(batches):
-                    # The next step (at the mean step time so far) and the head fit, prediction and
-                    # writing after it must fit in the adaptation's deadline.
-                    step_s = (time.perf_counter() - t0) / step if step else 0.0
-                    if ctx.deadline is not None and not ctx.deadline.allows(step_s):
-                        stopped_by = "budget"
-                        break
-                    # Length-sorted micro-batches of MICRO: less padding than one batch of mixed
-                    # lengths; the loss still sees every pair (one backward over all features).
-                    idx = sorted(idx, key=lambda i: backbone.cost(prepared[i]))
-                    parts = []
-                    for start in range(0, len(idx), MICRO):
-                        chunk = [prepared[i] for i in idx[start : start + MICRO]]
-                        batch = {k: v.to(backbone.device) for k, v in backbone.collate(chunk).items()}
-                        with autocast:
-                            parts.append(backbone.forward_features(batch))
-                    loss = pair_loss(torch.cat(parts), torch.as_tensor(y_train[idx], device=backbone.device))
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if cfg.max_grad_norm > 0:
-                        torch.nn.utils.clip_grad_norm_(list(trained.values()), cfg.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    losses.append(float(loss.detach()))
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
-                    if ctx.on_step is not None:
-                        ctx.on_step(step + 1)
+            result = trainer.fit(train_lengths=costs, collate_train=lambda idx: {"index": torch.tensor(idx)},
+                                 objective=objective, batches=batches)
         finally:
             module.eval()
             for p in trained.values():
                 p.requires_grad_(False)
-        t_train = time.perf_counter() - t0
+        losses = result.train_losses
         if not math.isfinite(losses[-1] if losses else 0.0):
             raise BadInput(f"{self.name}: the loss became {losses[-1]}; lower --set lr (was {cfg.lr:g})")
+        val_loss = result.history[-1].get("val_pair_loss", math.nan) if result.history else math.nan
 
         t1 = time.perf_counter()
         both = Dataset.concat(train, val)
@@ -219,13 +302,14 @@ class Contrastive(Method):
         self.body_ = {name: p.detach() for name, p in trained.items()}
         head = self.weight_.numel() + self.bias_.numel()
         total = sum(p.numel() for p in module.parameters())
-        return {
+        summary = {
             "regime": self.regime_,
-            "steps": len(losses),
-            "stopped_by": stopped_by,
-            "examples_per_step": len(batches[0]),
+            "steps": result.steps,
+            "stopped_by": "steps" if result.stopped_by == "epochs" else result.stopped_by,
+            "examples_per_step": per_step,
             "pair_loss": [round(v, 5) for v in losses],
-            "train_s": round(t_train, 3),
+            "train_s": round(result.train_s, 3),
+            "examples_per_s": round(result.examples_per_s, 2),
             "head_s": round(time.perf_counter() - t1, 3),
             "C": chosen,
             "val_accuracy_by_C": val_scores,
@@ -233,6 +317,11 @@ class Contrastive(Method):
             "total_params": int(total + head),
             "frozen_params": int(total - n_trained),
         }
+        if math.isfinite(val_loss):
+            summary["val_pair_loss"] = round(val_loss, 6)
+        if result.resumed_from_step is not None:
+            summary["resumed_from_step"] = result.resumed_from_step
+        return summary
 
     def predict_proba(self, backbone: Backbone, data: Dataset, ctx: FitContext) -> np.ndarray:
         if getattr(self, "saved_", None) is not None:

@@ -12,14 +12,15 @@ What it does, in order of how much it matters on a CPU:
   (sum of per-example losses / step size), so micro-batches of unequal size weigh correctly.
 - **Early stopping** on the task's selection metric in its direction (ties broken by the
   validation loss), evaluated every ``eval_every`` epochs; the best trainable state is kept and
-  restored at the end. The loop knows no task: the loss and the validation score come from the
+  restored at the end (``keep="last"``: the final state, as SetFit does). The loop knows no task: the loss and the validation score come from the
   task's :class:`~headstart.tasks.Objective` (targets, pairs, corpora stay inside it).
 - **A time budget** checked before every step: the loop stops cleanly, evaluates, and keeps the
   best state seen.
 - **Checkpoints** every ``checkpoint_every_s`` seconds and at every evaluation: trainable tensors,
   optimizer, scheduler, RNG, position in the epoch, best state and history. Resuming recomputes
   the epoch's batch order from the seed and continues from the saved step, so an interrupted and
-  resumed fit ends with the same weights as an uninterrupted one.
+  resumed fit ends with the same weights as an uninterrupted one. An interrupt between two steps
+  (Ctrl-C, or ``on_step`` raising ``KeyboardInterrupt``) saves a checkpoint of that step first.
 """
 
 from __future__ import annotations
@@ -58,6 +59,22 @@ class TrainSettings:
     max_grad_norm: float
     patience: int
     eval_every: float
+    keep: str = "best"
+    """Which trainable state the fit ends with: ``"best"`` (the best validation state, restored at
+    the end) or ``"last"`` (the final one, as SetFit keeps; the starting point is then not
+    evaluated, since it cannot be chosen)."""
+    max_steps: int | None = None
+    """Optimizer steps of the whole schedule when given (a recipe counted in steps, not epochs);
+    otherwise ``ceil(epochs x steps per epoch)``."""
+
+    def __post_init__(self) -> None:
+        if self.keep not in KEEP:
+            raise ValueError(f"TrainSettings.keep={self.keep!r}: expected one of {', '.join(KEEP)}")
+        if self.max_steps is not None and not (isinstance(self.max_steps, int) and self.max_steps >= 1):
+            raise ValueError(f"TrainSettings.max_steps={self.max_steps!r}: expected an integer >= 1 or None")
+
+
+KEEP = ("best", "last")
 
 
 @dataclass
@@ -92,6 +109,8 @@ class TrainResult:
     tokens_seen: int = 0
     padded_tokens_seen: int = 0
     resumed_from_step: int | None = None
+    train_losses: list[float] = field(default_factory=list)
+    """The training loss of every optimizer step (kept across a resume)."""
 
     @property
     def examples_per_s(self) -> float:
@@ -191,7 +210,7 @@ class Trainer:
         if batches is None:
             batches = lambda rng: bucketed_batches(train_lengths, s.batch_size, rng)  # noqa: E731
         steps_per_epoch = math.ceil(n / s.batch_size)
-        total_steps = max(1, math.ceil(steps_per_epoch * s.epochs))
+        total_steps = s.max_steps if s.max_steps is not None else max(1, math.ceil(steps_per_epoch * s.epochs))
         warmup = int(round(s.warmup_ratio * total_steps))
         eval_interval = max(1, int(round(s.eval_every * steps_per_epoch)))
 
@@ -201,7 +220,7 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(warmup, total_steps))
 
         state = {"step": 0, "epoch": 0, "in_epoch": 0, "best": (-math.inf, -math.inf), "best_step": 0, "bad_evals": 0, "history": [], "elapsed_s": 0.0,
-                 "examples": 0, "tokens": 0, "padded": 0, "best_state": None}
+                 "examples": 0, "tokens": 0, "padded": 0, "best_state": None, "train_losses": []}
         resumed_from = None
         if c.checkpoint_path is not None and c.checkpoint_path.is_file():
             ckpt = load_checkpoint(c.checkpoint_path)
@@ -214,7 +233,8 @@ class Trainer:
             state.update(ckpt["state"])
             resumed_from = state["step"]
             status(f"resuming from step {resumed_from} of {total_steps} ({c.checkpoint_path})")
-        if state["best_state"] is None:
+        keep_best = s.keep == "best"
+        if keep_best and state["best_state"] is None:
             state["best_state"] = _clone(self.trainable_state())
 
         def save_checkpoint() -> None:
@@ -241,7 +261,8 @@ class Trainer:
             key = objective.key(scores)
             if key > tuple(state["best"]):
                 state["best"], state["best_step"], state["bad_evals"] = key, state["step"], 0
-                state["best_state"] = _clone(self.trainable_state())
+                if keep_best:
+                    state["best_state"] = _clone(self.trainable_state())
             else:
                 state["bad_evals"] += 1
             return state["bad_evals"] > s.patience
@@ -249,7 +270,7 @@ class Trainer:
         stopped_by = "epochs"
         t_start = time.perf_counter() - state["elapsed_s"]
         last_ckpt = time.perf_counter()
-        if not state["history"]:
+        if keep_best and not state["history"]:
             run_eval()  # the starting point counts: a probe-initialised head may already be the best
         bar = progress(total_steps, "training", unit="step")
         bar.update(state["step"])
@@ -260,6 +281,10 @@ class Trainer:
             evals = (state["step"] + 1) % eval_interval == 0 and c.deadline.s_per_example is not None
             return step_s + (c.deadline.s_per_example * n_val if evals else 0.0)
 
+        # Between steps (after one step's bookkeeping, evaluation and checkpoint, before the next
+        # step starts) the state is whole: an interrupt there (Ctrl-C, or on_step raising
+        # KeyboardInterrupt) saves a checkpoint first, so the fit resumes from that very step.
+        boundary = True
         try:
             while state["step"] < total_steps:
                 order = batches(np.random.default_rng([c.seed, state["epoch"]]))
@@ -270,6 +295,7 @@ class Trainer:
                     if c.deadline is not None and not c.deadline.allows(next_needs()):
                         stopped_by = "budget"
                         break
+                    boundary = False
                     t_step = time.perf_counter()
                     loss_value = self._step(idx, objective, collate_train, optimizer, state)
                     done_here = state["step"] + 1 - (resumed_from or 0)
@@ -277,6 +303,7 @@ class Trainer:
                     scheduler.step()
                     state["step"] += 1
                     state["in_epoch"] += 1
+                    state["train_losses"].append(round(loss_value, 6))
                     state["elapsed_s"] = time.perf_counter() - t_start
                     if c.deadline is not None:  # the ETA of the steps that fit, not of the whole schedule
                         fits = min(total_steps, state["step"] + 1 + c.deadline.steps_left(step_s))
@@ -293,6 +320,7 @@ class Trainer:
                     elif time.perf_counter() - last_ckpt >= c.checkpoint_every_s:
                         save_checkpoint()
                         last_ckpt = time.perf_counter()
+                    boundary = True
                     if c.on_step is not None:
                         c.on_step(state["step"])
                     if stop and state["step"] < total_steps:
@@ -305,12 +333,17 @@ class Trainer:
                     state["in_epoch"] = 0
                     continue
                 break
+        except KeyboardInterrupt:
+            if boundary:
+                save_checkpoint()
+            raise
         finally:
             bar.close()
         if not state["history"] or state["history"][-1]["step"] != state["step"]:
             run_eval()
         state["elapsed_s"] = time.perf_counter() - t_start
-        self.load_trainable_state(state["best_state"])
+        if keep_best:
+            self.load_trainable_state(state["best_state"])
         return TrainResult(
             steps=state["step"],
             epochs_done=round(state["step"] / steps_per_epoch, 3),
@@ -324,6 +357,7 @@ class Trainer:
             tokens_seen=state["tokens"],
             padded_tokens_seen=state["padded"],
             resumed_from_step=resumed_from,
+            train_losses=list(state["train_losses"]),
         )
 
     def _step(self, idx: list[int], objective: Objective, collate, optimizer, state: dict) -> float:
@@ -372,6 +406,7 @@ __all__ = [
     "TrainSettings",
     "Trainer",
     "bucketed_batches",
+    "KEEP",
     "frozen_linears_in_bf16",
     "linear_schedule",
 ]
