@@ -310,7 +310,9 @@ class Trainer:
                         if fits != bar.total:
                             bar.total = fits
                     bar.update(1)
-                    bar.set_postfix({"loss": f"{loss_value:.4f}", f"best val {metric.name}": f"{_best_value(state, metric):.4f}"},
+                    best_val = _best_value(state, metric)  # NaN until a first evaluation (keep="last" starts without one)
+                    bar.set_postfix({"loss": f"{loss_value:.4f}",
+                                     **({f"best val {metric.name}": f"{best_val:.4f}"} if math.isfinite(best_val) else {})},
                                     refresh=False)
                     stop = False
                     if state["step"] % eval_interval == 0 or state["step"] == total_steps:
