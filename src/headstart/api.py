@@ -33,9 +33,10 @@ from .errors import BadInput, HeadstartError, RunIntegrityError, WriteFailed
 from .evaluate import classification_metrics
 from .methods import FitContext, Method, get_method
 from .runs.run import FORMAT, MANIFEST, Predictions, read_run_folder, validate_manifest, write_run_folder
+from .recipe import Recipe
 from .runs.repair import remove_stale_tmp
 from .runs.store import Store
-from .train import PRECISIONS, resolve_precision
+from .train import resolve_precision
 from .tasks import get_task
 from .train.budget import Deadline, parse_budget
 from .train.checkpoint import LEGACY_NAME as LEGACY_CHECKPOINT
@@ -90,14 +91,11 @@ def adapt(
         backbone, method, chosen = _auto(data, backbone, method, budget_s, seed, text_col, label_col, precision, split,
                                          plan_budget=plan_budget)
         budget_s = chosen["adaptation_budget_s"]  # what the plan left of the budget
-    method_obj = get_method(method).from_options(options)
-    recipe = {
-        "data": str(data), "test": None if test is None else str(test),
-        "backbone": backbone, "method": method, "method_options": options, "seed": seed, "text_col": text_col,
-        "label_col": label_col, "fmt": fmt, "header": header, "val_fraction": val_fraction, "test_fraction": test_fraction,
-        "precision": precision, "budget": budget_s, "task": task,
-    }
-    return adapt_recipe(recipe, method_obj, out=out, store=store, t_start=t_start, run_id=None, on_step=_on_step, plan=chosen)
+    recipe = Recipe(data=str(data), test=None if test is None else str(test), backbone=backbone, method=method,
+                    method_options=options, task=task, seed=seed, text_col=text_col, label_col=label_col, fmt=fmt,
+                    header=header, val_fraction=val_fraction, test_fraction=test_fraction, precision=precision,
+                    budget=budget_s)
+    return adapt_recipe(recipe, out=out, store=store, t_start=t_start, run_id=None, on_step=_on_step, plan=chosen)
 
 
 def _auto(data, backbone: str, method: str, budget_s, seed, text_col, label_col, precision, split: dict, *,
@@ -148,16 +146,17 @@ def _auto(data, backbone: str, method: str, budget_s, seed, text_col, label_col,
     return r.backbone, r.method, record
 
 
-def adapt_recipe(recipe: dict, method_obj: Method, *, out, store, **kwargs) -> Run:
-    """Run one resolved recipe (the ``recipe`` a manifest records: data, test, backbone, method,
-    method_options, seed, columns, format, fractions, precision, budget) with ``method_obj`` built
-    from it, and save the run. :func:`adapt` builds the recipe from its arguments; ``drift``
+def adapt_recipe(recipe: Recipe, *, out, store, **kwargs) -> Run:
+    """Validate and run one :class:`~headstart.recipe.Recipe` (what a manifest records), and save
+    the run. :func:`adapt` builds the recipe from its arguments; ``drift``
     re-runs a recorded one on a new base (``lineage=``), resume continues one (``run_id=``, ``expect=``).
 
     Keyword arguments are :func:`_adapt_unguarded`'s (``t_start``, ``run_id``, ``on_step``, and
     optionally ``expect``, ``lineage``, ``plan``). The runs folder is checked writable first; the
     folders it had to create are removed again when the adaptation fails, so a failed run leaves
     no empty ``runs/``."""
+    recipe.validate()  # every option problem at once, before any folder or model
+    method_obj = recipe.method_object()
     out_dir = Path(out).expanduser() if out else home() / "runs"
     created = writable_folder(out_dir, "--out" if out else "the runs folder (HEADSTART_HOME)")
     try:
@@ -194,25 +193,17 @@ def writable_folder(folder: Path, what: str) -> list[Path]:
     return list(reversed(missing))
 
 
-def _adapt_unguarded(recipe: dict, method_obj: Method, *, out, store, t_start: float, run_id: str | None, on_step,
+def _adapt_unguarded(recipe: Recipe, method_obj: Method, *, out, store, t_start: float, run_id: str | None, on_step,
                      expect: dict | None = None, lineage: dict | None = None, plan: dict | None = None) -> Run:
     """The pipeline proper. ``run_id``/``expect`` are set when resuming an interrupted run;
     ``lineage`` ({"parent": run id, "reason": ...}) when a run is re-adapted from another."""
-    data, test, backbone = recipe["data"], recipe["test"], recipe["backbone"]
-    seed, precision, budget_s = recipe["seed"], recipe["precision"], recipe["budget"]
+    data, test, backbone = recipe.data, recipe.test, recipe.backbone
+    seed, precision, budget_s = recipe.seed, recipe.precision, recipe.budget
     deadline = Deadline.start(budget_s) if budget_s is not None else None  # the budget bounds the whole adaptation
-    task = get_task(recipe.get("task", "classification"))  # recipes before tasks existed are classification
-    if task.name not in method_obj.tasks:
-        raise BadInput(f"method {method_obj.name!r} does not adapt for the task {task.name!r} (it supports "
-                       f"{', '.join(method_obj.tasks)}); choose another --method")
-    text_col, label_col, fmt = recipe["text_col"], recipe["label_col"], recipe["fmt"]
-    header = recipe.get("header")  # absent from recipes written before header= existed
-    val_fraction, test_fraction = recipe["val_fraction"], recipe["test_fraction"]
+    task = get_task(recipe.task)
+    text_col, label_col, fmt, header = recipe.text_col, recipe.label_col, recipe.fmt, recipe.header
+    val_fraction, test_fraction = recipe.val_fraction, recipe.test_fraction
     spec = resolve(backbone)
-    if precision not in PRECISIONS:
-        raise BadInput(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
-        raise BadInput(f"--seed must be an integer from 0 to 2**63-1 (got {seed!r}); the store records it as a 64-bit integer")
 
     out_dir = Path(out).expanduser() if out else home() / "runs"
     if out_dir.exists() and not out_dir.is_dir():
@@ -267,9 +258,9 @@ def _adapt_unguarded(recipe: dict, method_obj: Method, *, out, store, t_start: f
     partial = out_dir / PARTIAL / run_id
     partial.mkdir(parents=True, exist_ok=True)
     absolute = {"data": str(Path(data).expanduser().resolve()), "test": None if test is None else str(Path(test).expanduser().resolve())}
-    recipe = {**recipe, **absolute}
+    recipe = recipe.replace(**absolute)
     if expect is None:
-        _write_json_atomic(partial / "recipe.json", {"id": run_id, "recipe": recipe, "data_fingerprint": full.fingerprint,
+        _write_json_atomic(partial / "recipe.json", {"id": run_id, "recipe": recipe.to_dict(), "data_fingerprint": full.fingerprint,
                                                       "backbone_sha256": bb_hash, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                                       "lineage": lineage})
     lineage = lineage if expect is None else expect.get("lineage")
@@ -312,7 +303,7 @@ def _adapt_unguarded(recipe: dict, method_obj: Method, *, out, store, t_start: f
                 "split": {"val_fraction": val_fraction, "test_fraction": 0.0 if test_data else test_fraction, "seed": seed, **split.sizes(), "test": len(test_set)},
             },
             "metrics": {"test": {"summary": _summary(test_metrics)}},
-            "recipe": recipe,
+            "recipe": recipe.to_dict(),
             "lineage": lineage,
             "plan": plan,
             "versions": _versions(),
@@ -382,19 +373,18 @@ def _resume(run: str, *, out, store, _on_step) -> Run:
                        f"<= 0.2, which can run code when read, so it is not read; remove {matches[0]} and start a new run")
     try:
         saved = json.loads((matches[0] / "recipe.json").read_text(encoding="utf-8"))
-        recipe = saved["recipe"]
-        saved["id"], recipe["method"], recipe["method_options"]  # noqa: B018 - the keys resume needs
-    except (ValueError, UnicodeDecodeError, KeyError, TypeError):
+        recipe = Recipe.from_dict(saved["recipe"])
+        saved["id"]  # noqa: B018 - the key resume needs
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError, BadInput):
         raise BadInput(f"--resume {run}: {matches[0] / 'recipe.json'} is damaged; remove {matches[0]} and start a new run") from None
-    method_obj = get_method(recipe["method"]).from_options(recipe["method_options"])
     status(f"resuming run {saved['id']}")
-    return adapt_recipe(recipe, method_obj, out=out, store=store, t_start=time.perf_counter(), run_id=saved["id"],
+    return adapt_recipe(recipe, out=out, store=store, t_start=time.perf_counter(), run_id=saved["id"],
                         on_step=_on_step, expect=saved)
 
 
 def _check_resumable(saved: dict, fingerprint: str, bb_hash: str, run_id: str | None) -> None:
     if saved["data_fingerprint"] != fingerprint:
-        raise BadInput(f"--resume {run_id}: {saved['recipe']['data']} changed since the run started (fingerprint differs); "
+        raise BadInput(f"--resume {run_id}: {saved['recipe'].get('data')} changed since the run started (fingerprint differs); "
                        "start a new run instead")
     if saved["backbone_sha256"] != bb_hash:
         raise BadInput(f"--resume {run_id}: the backbone's weights changed since the run started; start a new run instead")

@@ -102,23 +102,21 @@ def drift(run: str | Path, base: str, *, suite: str | Path | None = None, seeds:
     old_preds = {es.name: predict_indices(old, es) for es in sets}
 
     def readapt(backbone: str, seed: int, reason: str):
-        r = {**recipe, "backbone": backbone, "seed": seed}
-        method_obj = get_method(r["method"]).from_options(r["method_options"])
-        return adapt_recipe(r, method_obj, out=out, store=store, t_start=time.perf_counter(), run_id=None, on_step=None,
-                            lineage={"parent": old.id, "reason": reason, "base": backbone})
+        return adapt_recipe(recipe.replace(backbone=backbone, seed=seed), out=out, store=store, t_start=time.perf_counter(),
+                            run_id=None, on_step=None, lineage={"parent": old.id, "reason": reason, "base": backbone})
 
-    status(f"re-adapting run {old.id} ({recipe['method']}) on the new base {base} ...")
-    if seed is not None and (not isinstance(seed, int) or not 0 <= seed < 2**63):
-        raise BadInput(f"--seed must be a non-negative integer (got {seed!r})")
-    new = readapt(base, recipe["seed"] if seed is None else seed, "drift")
+    status(f"re-adapting run {old.id} ({recipe.method}) on the new base {base} ...")
+    if seed is not None:
+        recipe.replace(seed=seed).validate()  # a bad --seed is refused before anything re-adapts
+    new = readapt(base, recipe.seed if seed is None else seed, "drift")
     # The spread of re-adapting with other seeds is measured on the old base; when that base is
     # gone (its weights changed in place, the case `watch` finds), on the new one.
     old_base_here = all(src == "live" for _, src in old_preds.values())
     noise_base = old.manifest["backbone"]["name"] if old_base_here else base
     noise_runs = []
     for k in range(1, seeds + 1):
-        status(f"noise floor: re-adapting {noise_base} with seed {recipe['seed'] + k} ({k}/{seeds}) ...")
-        noise_runs.append(readapt(noise_base, recipe["seed"] + k, "noise-floor"))
+        status(f"noise floor: re-adapting {noise_base} with seed {recipe.seed + k} ({k}/{seeds}) ...")
+        noise_runs.append(readapt(noise_base, recipe.seed + k, "noise-floor"))
 
     checks, per_class, flipped, sources = [], [], [], {}
     noise_values: dict[str, list[float]] = {}
@@ -144,7 +142,7 @@ def drift(run: str | Path, base: str, *, suite: str | Path | None = None, seeds:
         "old_run": old.id, "new_run": new.id,
         "old_base": {"name": old.manifest["backbone"]["name"], "sha256": old.manifest["backbone"]["sha256"]},
         "new_base": {"name": new.manifest["backbone"]["name"], "sha256": new.manifest["backbone"]["sha256"]},
-        "method": recipe["method"],
+        "method": recipe.method,
         "config": {"old": old.manifest["method"]["config"], "new": new.manifest["method"]["config"]},
         "suite": {"name": suite_obj.name, "sha256": suite_obj.sha256} if suite_obj else {"name": "the run's test set", "sha256": None},
         "old_predictions": sources,

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..data import Dataset, load_dataset, stratified_split
 from ..errors import BadInput, RunIntegrityError
+from ..recipe import Recipe
 
 
 @dataclass
@@ -49,18 +50,18 @@ def run_test_set(run) -> EvalSet:
     m = run.manifest
     recipe = recipe_of(m)
     hint = m["data"]["train"].get("columns", {})
-    if recipe["test"]:
-        es = load_eval_set("test", recipe["test"], text_col=recipe["text_col"], label_col=recipe["label_col"], hint=hint,
-                           header=recipe.get("header"))
+    if recipe.test:
+        es = load_eval_set("test", recipe.test, text_col=recipe.text_col, label_col=recipe.label_col, hint=hint,
+                           header=recipe.header)
     else:
         full = _training_data(run)
-        split = stratified_split(full, val_fraction=recipe["val_fraction"], test_fraction=recipe["test_fraction"], seed=recipe["seed"])
+        split = stratified_split(full, val_fraction=recipe.val_fraction, test_fraction=recipe.test_fraction, seed=recipe.seed)
         columns = {}
-        src = Path(recipe["data"])
+        src = Path(recipe.data)
         if src.is_file():
             from ..data.readers import read_table
 
-            raw, _ = read_table(src, fmt=recipe["fmt"], header=recipe.get("header"))
+            raw, _ = read_table(src, fmt=recipe.fmt, header=recipe.header)
             index = {o: i for i, o in enumerate(full.origin)}
             rows = [index[o] for o in split.test.origin]
             columns = {k: [v[i] for i in rows] for k, v in raw.items()}
@@ -73,30 +74,28 @@ def run_test_set(run) -> EvalSet:
 
 def _training_data(run) -> Dataset:
     recipe = recipe_of(run.manifest)
-    full = load_dataset(recipe["data"], text_col=recipe["text_col"], label_col=recipe["label_col"], fmt=recipe["fmt"],
-                        header=recipe.get("header"))
+    full = load_dataset(recipe.data, text_col=recipe.text_col, label_col=recipe.label_col, fmt=recipe.fmt,
+                        header=recipe.header)
     if full.fingerprint != run.manifest["data"]["train"]["fingerprint"]:
-        raise BadInput(f"run {run.id}: its training data {recipe['data']} changed since the run was made (fingerprint differs); "
+        raise BadInput(f"run {run.id}: its training data {recipe.data} changed since the run was made (fingerprint differs); "
                        "the recipe cannot be re-run on the same data")
     return full
 
 
-def recipe_of(manifest: dict) -> dict:
+def recipe_of(manifest: dict) -> Recipe:
     """The recorded recipe (runs from headstart >= 0.3), or one rebuilt from an older manifest."""
     if manifest.get("recipe"):
-        recipe = dict(manifest["recipe"])
-        recipe["method_options"] = {k: tuple(v) if isinstance(v, list) else v for k, v in recipe["method_options"].items()}
-        return recipe
+        return Recipe.from_dict(manifest["recipe"])
     data, split = manifest["data"], manifest["data"]["split"]
     cols = data["train"].get("columns", {})
     test_src = data["test"]["source"]
-    return {
-        "data": data["train"]["source"], "test": None if test_src == "held out from train" else test_src,
-        "backbone": manifest["backbone"]["name"], "method": manifest["method"]["name"], "method_options": {},
-        "seed": manifest["seed"], "text_col": cols.get("text"), "label_col": cols.get("label"), "fmt": None,
-        "val_fraction": split["val_fraction"], "test_fraction": split["test_fraction"],
-        "precision": manifest["precision"]["requested"], "budget": manifest.get("budget_s"),
-    }
+    return Recipe(
+        data=data["train"]["source"], test=None if test_src == "held out from train" else test_src,
+        backbone=manifest["backbone"]["name"], method=manifest["method"]["name"], method_options={},
+        seed=manifest["seed"], text_col=cols.get("text"), label_col=cols.get("label"), fmt=None,
+        val_fraction=split["val_fraction"], test_fraction=split["test_fraction"],
+        precision=manifest["precision"]["requested"], budget=manifest.get("budget_s"),
+    )
 
 
 def class_indices(labels: list[str], classes: list[str], source: str) -> np.ndarray:
