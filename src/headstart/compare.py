@@ -46,7 +46,7 @@ from ._util import home, parse_duration, peak_rss, status
 from .errors import BadInput, HeadstartError
 from .report import compare_table
 from .report.frontier import frontier_figure, pareto_frontier, plot_frontier
-from .train.precision import PRECISIONS
+from .recipe import Recipe
 
 __all__ = ["FORMAT", "Comparison", "SplitMismatch", "compare", "frontier_figure", "pareto_frontier", "parse_set_options", "plot_frontier"]
 
@@ -306,11 +306,11 @@ def _validate(
             problems.append(f"--set {name}.*: {e}")
         options[name] = dict(opts or {})
 
-    if precision not in PRECISIONS:
-        problems.append(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-    seed_ok = isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0
-    if not seed_ok:
-        problems.append(f"--seed must be a non-negative integer (got {seed!r})")
+    # The run-wide checks every adapt makes (precision, seed, split fractions), once for all runs.
+    shared = Recipe(data=str(data), test=None if test is None else str(test), seed=seed, precision=precision,
+                    val_fraction=val_fraction, test_fraction=test_fraction).field_problems()
+    problems += shared
+    fields_ok = not shared  # the split below needs a valid seed and fractions
 
     budget_s: float | None = None
     if budget is not None:
@@ -338,7 +338,7 @@ def _validate(
     else:
         if len(full.classes) < 2:
             problems.append(f"{full.source}: only one class ({full.classes[0]!r}); a classifier needs at least two labels")
-        elif seed_ok:
+        elif fields_ok:
             try:
                 stratified_split(full, val_fraction=val_fraction, test_fraction=0.0 if test is not None else test_fraction, seed=seed)
             except BadInput as e:

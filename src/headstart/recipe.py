@@ -48,6 +48,25 @@ class Recipe:
         all problems at once, in one line."""
         from .methods import get_method
         from .tasks import get_task
+
+        problems = self.field_problems()
+        for check in (lambda: get_task(self.task), self.method_object):
+            try:
+                check()
+            except BadInput as e:
+                problems.append(str(e))
+        if not problems:
+            method, task = get_method(self.method), get_task(self.task)
+            if task.name not in method.tasks:
+                problems.append(f"method {method.name!r} does not adapt for the task {task.name!r} (it supports "
+                                f"{', '.join(method.tasks)}); choose another --method")
+        if problems:
+            more = f" (and {len(problems) - 1} more: {'; '.join(problems[1:])})" if len(problems) > 1 else ""
+            raise BadInput(problems[0] + more)
+
+    def field_problems(self) -> list[str]:
+        """What is wrong with the run-wide fields (precision, seed, split fractions, budget): the
+        checks ``compare`` shares for its many recipes."""
         from .train import PRECISIONS
 
         problems: list[str] = []
@@ -64,19 +83,7 @@ class Recipe:
         if self.budget is not None and (isinstance(self.budget, bool) or not isinstance(self.budget, (int, float))
                                         or not math.isfinite(self.budget) or self.budget <= 0):
             problems.append(f"--budget must be a positive number of seconds (got {self.budget!r})")
-        for check in (lambda: get_task(self.task), self.method_object):
-            try:
-                check()
-            except BadInput as e:
-                problems.append(str(e))
-        if not problems:
-            method, task = get_method(self.method), get_task(self.task)
-            if task.name not in method.tasks:
-                problems.append(f"method {method.name!r} does not adapt for the task {task.name!r} (it supports "
-                                f"{', '.join(method.tasks)}); choose another --method")
-        if problems:
-            more = f" (and {len(problems) - 1} more: {'; '.join(problems[1:])})" if len(problems) > 1 else ""
-            raise BadInput(problems[0] + more)
+        return problems
 
     def method_object(self):
         """The method, built from ``method`` and ``method_options`` (options validated)."""

@@ -242,7 +242,7 @@ def test_every_problem_is_reported_at_once(tmp_path, train_csv, tiny_bert):
         "no option 'CC'",
         "--set finetune.*: 'finetune' is not among --methods",
         "--precision 'fp16'",
-        "--seed must be a non-negative integer",
+        "--seed must be an integer from 0 to 2**63-1",
         "--budget '10x': use a number with s, m or h, e.g. 10m",
     ):
         assert needle in message, (needle, message)
