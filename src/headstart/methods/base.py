@@ -43,6 +43,25 @@ class FitContext:
     """Called after each optimizer step (tests use it to interrupt a fit)."""
 
 
+def copy_tensors(own: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], *, who: str, mismatch: str) -> None:
+    """Copy saved ``tensors`` into the live ``own`` ones (same names, same shapes; cast to each
+    one's dtype), refusing any difference in one line; ``mismatch`` says what a difference means
+    and what to do (e.g. "the run was made with another backbone")."""
+    from ..errors import RunIntegrityError
+
+    missing, extra = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
+    if missing or extra:
+        raise RunIntegrityError(f"{who}: saved tensors do not match the model ({len(missing)} missing, e.g. {missing[:2]}; "
+                                f"{len(extra)} unexpected, e.g. {extra[:2]}); {mismatch}")
+    with torch.no_grad():
+        for name, t in own.items():
+            src = tensors[name]
+            if src.shape != t.shape:
+                raise RunIntegrityError(f"{who}: tensor {name} has shape {tuple(src.shape)}, the model expects "
+                                        f"{tuple(t.shape)}; {mismatch}")
+            t.copy_(src.to(t.dtype))
+
+
 class Method(ABC):
     name: ClassVar[str]
     config_cls: ClassVar[type]

@@ -49,11 +49,11 @@ from torch import nn
 from .._util import status
 from ..backbones import Backbone
 from ..data import Dataset
-from ..errors import BadInput, RunIntegrityError
+from ..errors import BadInput
 from ..evaluate.metrics import MetricSpec
 from ..tasks.base import Objective
 from ..train.trainer import RunControl, Trainer, TrainSettings
-from .base import FitContext, Method
+from .base import FitContext, Method, copy_tensors
 from .linear_probe import LinearProbeConfig, fit_probe_head
 from .presets import preset, regime_for
 from .trained import _decay_groups, _non_negative, _positive, _positive_int
@@ -191,17 +191,6 @@ class PairEncoder(nn.Module):
         return self.features([self._prepared[i] for i in batch["index"].tolist()])
 
 
-def _copy_into(params: dict[str, nn.Parameter], tensors: dict[str, torch.Tensor], method: str) -> None:
-    """Write checkpointed tensors into the trained parameters (same names, same shapes)."""
-    missing, extra = sorted(set(params) - set(tensors)), sorted(set(tensors) - set(params))
-    if missing or extra:
-        raise RunIntegrityError(f"{method}: checkpoint tensors do not match the backbone ({len(missing)} missing, e.g. {missing[:2]}; "
-                                f"{len(extra)} unexpected, e.g. {extra[:2]}); start a new run")
-    with torch.no_grad():
-        for name, p in params.items():
-            p.copy_(tensors[name].to(p.dtype))
-
-
 class Contrastive(Method):
     """SetFit-style: contrastive body fine-tuning, then a logistic-regression head."""
 
@@ -259,7 +248,7 @@ class Contrastive(Method):
                        on_step=ctx.on_step),
             param_groups=[g for g in _decay_groups(list(trained.values()), cfg.lr) if g["params"]],
             trainable_state=lambda: dict(trained),
-            load_trainable_state=lambda tensors: _copy_into(trained, tensors, self.name),
+            load_trainable_state=lambda tensors: copy_tensors(trained, tensors, who=self.name, mismatch="start a new run"),
             set_train_mode=module.train,
             device=backbone.device,
         )
@@ -340,16 +329,7 @@ class Contrastive(Method):
         module = backbone.module
         own = self._trained(module, bool(self.config.train_embeddings))
         saved = {k[len("body."):]: v for k, v in self.saved_.items() if k.startswith("body.")}
-        missing, extra = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
-        if missing or extra:
-            raise RunIntegrityError(f"{self.name}: saved tensors do not match the backbone ({len(missing)} missing, e.g. {missing[:2]}; "
-                                    f"{len(extra)} unexpected, e.g. {extra[:2]}); the run was made with another backbone")
-        with torch.no_grad():
-            for name, p in own.items():
-                if saved[name].shape != p.shape:
-                    raise RunIntegrityError(f"{self.name}: tensor {name} has shape {tuple(saved[name].shape)}, "
-                                            f"the backbone expects {tuple(p.shape)}")
-                p.copy_(saved[name].to(p.dtype))
+        copy_tensors(own, saved, who=self.name, mismatch="the run was made with another backbone")
         self.body_ = {name: p.detach() for name, p in own.items()}
         self.saved_ = None
 

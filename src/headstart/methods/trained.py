@@ -31,7 +31,7 @@ from ..errors import BadInput
 from ..tasks import get_task
 from ..train.trainer import RunControl, Trainer, TrainSettings, frozen_linears_in_bf16
 from ._layers import param_counts
-from .base import FitContext, Method
+from .base import FitContext, Method, copy_tensors
 from .presets import preset, regime_for
 
 HEAD_INITS = ("probe", "zero")
@@ -189,24 +189,8 @@ class TrainedMethod(Method):
         return out
 
     def load_trainable_state(self, tensors: dict[str, torch.Tensor]) -> None:
-        own = self.trainable_state()
-        missing = sorted(set(own) - set(tensors))
-        extra = sorted(set(tensors) - set(own))
-        if missing or extra:
-            from ..errors import RunIntegrityError
-
-            raise RunIntegrityError(
-                f"{self.name}: saved tensors do not match the model ({len(missing)} missing, e.g. {missing[:2]}; "
-                f"{len(extra)} unexpected, e.g. {extra[:2]}); the run was made with another method version or backbone"
-            )
-        with torch.no_grad():
-            for name, t in own.items():
-                src = tensors[name]
-                if src.shape != t.shape:
-                    from ..errors import RunIntegrityError
-
-                    raise RunIntegrityError(f"{self.name}: tensor {name} has shape {tuple(src.shape)}, the model expects {tuple(t.shape)}")
-                t.copy_(src.to(t.dtype))
+        copy_tensors(self.trainable_state(), tensors, who=self.name,
+                     mismatch="the run was made with another method version or backbone")
 
     def _set_train_mode(self) -> None:
         self.model_.train()
