@@ -8,22 +8,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from safetensors.torch import load_file, save_file
 
 import headstart as hs
+from headstart.backbones.testing import break_token_embeddings
 from headstart.errors import BadInput
 from headstart.evaluate.drift import drift
 from headstart.runs import Store
-
-
-def break_base(folder: Path) -> None:
-    """Replace every token embedding by one shared vector: the body can no longer tell words
-    apart, whatever head is trained on it."""
-    weights = folder / "model.safetensors"
-    tensors = load_file(str(weights))
-    key = next(k for k in tensors if k.endswith("word_embeddings.weight"))
-    tensors[key] = tensors[key][:1].expand_as(tensors[key]).clone()
-    save_file(tensors, str(weights), metadata={"format": "pt"})
 
 
 @pytest.fixture
@@ -58,7 +48,7 @@ def test_identical_base_is_no_change(tmp_path, old_run, base):
 
 def test_broken_base_is_flagged_as_a_regression(tmp_path, old_run, base, cli):
     broken = Path(shutil.copytree(base, tmp_path / "broken"))
-    break_base(broken)
+    break_token_embeddings(broken)
     r = cli("drift", old_run.id, "--base", broken, "--out", tmp_path / "runs", "--report", tmp_path / "rep", "--json")
     assert r.rc == 1, r.err
     out = json.loads(r.out)
@@ -105,7 +95,7 @@ def test_watch_drifts_deployed_runs_whose_base_changed(tmp_path, old_run, base, 
     assert cli("runs", old_run.id, "--deploy").rc == 0
     r = cli("watch", "--json")
     assert r.rc == 0 and json.loads(r.out)[0]["status"] == "unchanged"
-    break_base(base)  # the vendor overwrote the weights in place
+    break_token_embeddings(base)  # the vendor overwrote the weights in place
     r = cli("watch", "--out", tmp_path / "runs", "--json")
     assert r.rc == 1, r.err
     (row,) = json.loads(r.out)

@@ -22,7 +22,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from safetensors.torch import load_file, save_file
+
+from headstart.backbones.testing import break_token_embeddings
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -62,15 +63,6 @@ def page(browser):
         context.close()
 
 
-def _break_base(folder: Path) -> None:
-    """Every token embedding replaced by one shared vector: the body can no longer tell words apart."""
-    weights = folder / "model.safetensors"
-    tensors = load_file(str(weights))
-    key = next(k for k in tensors if k.endswith("word_embeddings.weight"))
-    tensors[key] = tensors[key][:1].expand_as(tensors[key]).clone()
-    save_file(tensors, str(weights), metadata={"format": "pt"})
-
-
 @pytest.fixture
 def drift_report(tmp_path, tiny_bert) -> Path:
     """report.html of a real drift (linear probe, 12 labels, one key word each) onto a broken base."""
@@ -89,7 +81,7 @@ def drift_report(tmp_path, tiny_bert) -> Path:
             writer.writerow([" ".join([*rng.sample(filler, 3), keys[i % len(LABELS)]]), LABELS[i % len(LABELS)]])
     base = Path(shutil.copytree(tiny_bert, tmp_path / "base"))
     broken = Path(shutil.copytree(tiny_bert, tmp_path / "broken"))
-    _break_base(broken)
+    break_token_embeddings(broken)
     run = hs.adapt(data, backbone=str(base), out=tmp_path / "runs")
     res = drift(run.id, str(broken), out=tmp_path / "runs", report=tmp_path / "report")
     assert res.verdict == "regression"

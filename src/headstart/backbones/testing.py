@@ -99,3 +99,15 @@ def tiny_onnx_text_model(folder: str | Path, *, source: str | Path | None = None
     if source is None:
         shutil.rmtree(src)
     return folder / "model.onnx"
+
+
+def break_token_embeddings(folder: str | Path) -> None:
+    """Replace every token embedding of a text model folder by one shared vector: the body can no
+    longer tell words apart, whatever head is trained on it (a "worse base" for drift tests)."""
+    from safetensors.torch import load_file, save_file
+
+    weights = Path(folder) / "model.safetensors"
+    tensors = load_file(str(weights))
+    key = next(k for k in tensors if k.endswith("word_embeddings.weight"))
+    tensors[key] = tensors[key][:1].expand_as(tensors[key]).clone()
+    save_file(tensors, str(weights), metadata={"format": "pt"})
