@@ -91,3 +91,9 @@ def _index(run, folder, texts):
     index = VectorIndex.create(folder, run.embed(texts[:1]).shape[1], run.producer, kind="exact")
     index.add([d for d, _ in DOCS], texts, run.embed(texts), producer=run.producer)
     return index
+
+
+def test_a_corpus_that_is_a_folder_or_missing_is_one_line(cli, trained_run, tmp_path, assert_bad_input):
+    assert_bad_input(cli("index", trained_run.path, tmp_path, "--out", tmp_path / "idx"), "a folder", "corpus.jsonl")
+    assert_bad_input(cli("index", trained_run.path, tmp_path / "none.csv", "--out", tmp_path / "idx"), "no such file")
+    assert not (tmp_path / "idx").exists()

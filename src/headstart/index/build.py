@@ -28,7 +28,8 @@ def read_corpus(path: str | Path, *, text_col: str | None = None, id_col: str | 
 
     p = Path(path).expanduser()
     if not p.is_file():
-        raise BadInput(f"corpus {p}: no such file; give a CSV/TSV/JSONL/Parquet table with a text column")
+        what = "a folder" if p.is_dir() else "no such file"
+        raise BadInput(f"corpus {p}: {what}; give a CSV/TSV/JSONL/Parquet table with a text column (BEIR: its corpus.jsonl)")
     columns, origin = read_table(p, fmt=fmt, names=(text_col, id_col))
 
     def pick(given: str | None, names: tuple[str, ...], what: str, option: str, required: bool) -> str | None:
