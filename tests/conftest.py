@@ -80,6 +80,31 @@ def sentiment_rows(n: int = 40, seed: int = 0, labels: tuple[str, str] = ("pos",
     return rows
 
 
+# Retrieval toy: a query names a topic word, its document a different word (a relation a random
+# encoder does not know and a trained one learns), so zero-shot nDCG is low and training lifts it.
+TOPICS = (("cat", "red"), ("dog", "blue"), ("bird", "green"), ("fish", "big"), ("money", "small"),
+          ("refund", "fast"), ("login", "slow"), ("password", "happy"), ("account", "sad"), ("parcel", "movie"))
+QUERY_FILLER = ("the", "a", "is", "was", "my", "your", "it", "this", "that", "and", "very", "please", "help", "where",
+                "when", "why", "how")
+
+
+def retrieval_rows(per_topic: int = 12, seed: int = 0, negatives: bool = False) -> list[tuple[str, ...]]:
+    """(query, positive[, negative]) rows: ``per_topic`` distinct queries per topic document."""
+    rng = random.Random(seed)
+    rows: list[tuple[str, ...]] = []
+    for t, (query_word, doc_word) in enumerate(TOPICS):
+        doc = f"{doc_word} {doc_word} food price"
+        seen: set[str] = set()
+        while len(seen) < per_topic:
+            text = " ".join([query_word, *rng.sample(QUERY_FILLER, 3)])
+            if text in seen:
+                continue
+            seen.add(text)
+            other = TOPICS[(t + 1) % len(TOPICS)][1]
+            rows.append((text, doc, f"{other} {other} food price") if negatives else (text, doc))
+    return rows
+
+
 def write_table(path: Path, rows: list[tuple], columns: tuple[str, ...] = ("text", "label")) -> Path:
     """Write rows as CSV / TSV / JSONL / Parquet, chosen by the file's extension."""
     path = Path(path)
@@ -111,6 +136,12 @@ def data_helpers():
     return sentiment_rows, write_table
 
 
+@pytest.fixture(scope="session")
+def retrieval_helpers():
+    """``retrieval_rows`` for wider fixtures (see :func:`data_helpers`)."""
+    return retrieval_rows
+
+
 @pytest.fixture(name="sentiment_rows")
 def _sentiment_rows():
     return sentiment_rows
@@ -125,6 +156,12 @@ def _write_table():
 def train_csv(tmp_path) -> Path:
     """40 labelled texts (pos/neg), columns text,label."""
     return write_table(tmp_path / "train.csv", sentiment_rows(40))
+
+
+@pytest.fixture
+def pairs_csv(tmp_path) -> Path:
+    """120 (query, positive) pairs over 10 topic documents, columns query,positive."""
+    return write_table(tmp_path / "pairs.csv", retrieval_rows(), ("query", "positive"))
 
 
 # -- the command line --------------------------------------------------------------------------

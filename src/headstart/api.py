@@ -16,7 +16,6 @@ import secrets
 import sys
 import time
 import warnings
-from collections import Counter
 from pathlib import Path
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,9 +27,8 @@ from . import __version__
 from ._util import home, status
 from .backbones import Backbone, check_modality, open_backbone
 from .catalog import BackboneSpec, resolve
-from .data import Dataset, load_dataset, stratified_split
+from .data import Dataset, load_dataset
 from .errors import BadInput, HeadstartError, RunIntegrityError, WriteFailed
-from .evaluate import classification_metrics
 from .methods import FitContext, Method, get_method
 from .runs.run import FORMAT, MANIFEST, Predictions, read_run_folder, validate_manifest, write_run_folder
 from .recipe import Recipe
@@ -38,6 +36,7 @@ from .runs.repair import remove_stale_tmp
 from .runs.store import Store
 from .train import resolve_precision
 from .tasks import get_task
+from .tasks.classification import load_with_hint
 from .train.budget import Deadline, parse_budget
 from .train.checkpoint import LEGACY_NAME as LEGACY_CHECKPOINT
 from .train.checkpoint import NAME as CHECKPOINT
@@ -47,8 +46,8 @@ def adapt(
     data: str | Path,
     *,
     test: str | Path | None = None,
-    backbone: str = "minilm-l6",
-    method: str = "linear-probe",
+    backbone: str | None = None,
+    method: str | None = None,
     method_options: dict[str, Any] | None = None,
     out: str | Path | None = None,
     seed: int = 0,
@@ -79,9 +78,20 @@ def adapt(
     that was interrupted (every other argument then comes from the interrupted run's recipe).
     ``header`` is for CSV/TSV/.txt files: None reads the first row as the header unless it looks
     like data (then refuses), False reads every row as data (columns ``0``, ``1``, ...).
+
+    ``task`` is a registered task (:mod:`headstart.tasks`): "classification" (labelled
+    examples) or "retrieval" (query/positive pairs or a collection; see
+    :mod:`headstart.tasks.retrieval`). ``backbone``/``method`` left at None take the task's
+    defaults: minilm-l6 + linear-probe for classification; for retrieval minilm-l6 + finetune, or
+    use-multilingual + frozen when the data is mostly not English.
     """
     if resume is not None:
         return _resume(resume, out=out, store=store, _on_step=_on_step)
+    task_obj = get_task(task)
+    if backbone is None:
+        backbone = task_obj.default_backbone(data)
+    if method is None:
+        method = task_obj.default_method(backbone)
     t_start = time.perf_counter()
     options = {**(_read_config(config) if config is not None else {}), **(method_options or {})}
     budget_s = parse_budget(budget)
@@ -201,8 +211,6 @@ def _adapt_unguarded(recipe: Recipe, method_obj: Method, *, out, store, t_start:
     seed, precision, budget_s = recipe.seed, recipe.precision, recipe.budget
     deadline = Deadline.start(budget_s) if budget_s is not None else None  # the budget bounds the whole adaptation
     task = get_task(recipe.task)
-    text_col, label_col, fmt, header = recipe.text_col, recipe.label_col, recipe.fmt, recipe.header
-    val_fraction, test_fraction = recipe.val_fraction, recipe.test_fraction
     spec = resolve(backbone)
 
     out_dir = Path(out).expanduser() if out else home() / "runs"
@@ -215,35 +223,21 @@ def _adapt_unguarded(recipe: Recipe, method_obj: Method, *, out, store, t_start:
         # Resuming a run that finished writing its folder but was not recorded (killed in between):
         # adopt the folder instead of training again, and only then let the checkpoint go.
         return _adopt_finished(out_dir / run_id, store_obj, out_dir / PARTIAL / run_id)
-    full = load_dataset(data, text_col=text_col, label_col=label_col, fmt=fmt, header=header)
-    classes = full.classes
-    if len(classes) < 2:
-        raise BadInput(f"{full.source}: only one class ({classes[0]!r}); a classifier needs at least two labels")
-    test_data = None
-    if test is not None:
-        test_path = Path(test).expanduser()
-        if test_path.is_file() and full.modality == "text" and not (text_col or label_col):
-            test_data = _load_with_hint(test_path, full.columns, labels_required=True, fmt=fmt, header=header)
-        else:
-            test_data = load_dataset(test, text_col=text_col, label_col=label_col, fmt=fmt, header=header)
-        if test_data.modality != full.modality:
-            raise BadInput(f"{test_data.source} holds {test_data.modality} but {full.source} holds {full.modality}")
-        _check_known_labels(test_data, classes)
+    td = task.read(recipe)  # the task's splits, or one line naming the file, row and fix
+    source = td.train_record["source"]
     if spec.family != "hf-auto":
-        check_modality(spec, full.modality, full.source)
-    split = stratified_split(full, val_fraction=val_fraction, test_fraction=0.0 if test_data else test_fraction, seed=seed)
-    test_set = test_data if test_data is not None else split.test
+        check_modality(spec, td.modality, source)
     if deadline is not None:
-        deadline.examples_after = len(split.val) + len(test_set)  # predicted once training stops
+        deadline.examples_after = task.examples(td.val) + task.examples(td.test)  # predicted once training stops
     t_read = time.perf_counter() - t_start
 
     bb, bb_hash = open_backbone(spec)
     spec = bb.spec
-    check_modality(spec, full.modality, full.source)
+    check_modality(spec, td.modality, source)
     require_trainable(bb, method_obj)
     from .plan.profile import language_warning
 
-    if (language := language_warning(full, spec)) is not None:  # e.g. Thai data, an English-only backbone
+    if td.texts is not None and (language := language_warning(td.texts, spec)) is not None:  # e.g. Thai data, an English-only backbone
         warnings.warn(language, stacklevel=2)
     if spec.pinned_sha256 and bb_hash != spec.pinned_sha256:
         warnings.warn(
@@ -253,32 +247,29 @@ def _adapt_unguarded(recipe: Recipe, method_obj: Method, *, out, store, t_start:
         )
     used_precision = resolve_precision(precision, spec)
     if expect is not None:
-        _check_resumable(expect, full.fingerprint, bb_hash, run_id)
+        _check_resumable(expect, td.fingerprint, bb_hash, run_id)
     run_id = run_id or _run_id(spec, method_obj.name)
     partial = out_dir / PARTIAL / run_id
     partial.mkdir(parents=True, exist_ok=True)
     absolute = {"data": str(Path(data).expanduser().resolve()), "test": None if test is None else str(Path(test).expanduser().resolve())}
     recipe = recipe.replace(**absolute)
     if expect is None:
-        _write_json_atomic(partial / "recipe.json", {"id": run_id, "recipe": recipe.to_dict(), "data_fingerprint": full.fingerprint,
+        _write_json_atomic(partial / "recipe.json", {"id": run_id, "recipe": recipe.to_dict(), "data_fingerprint": td.fingerprint,
                                                       "backbone_sha256": bb_hash, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                                       "lineage": lineage})
     lineage = lineage if expect is None else expect.get("lineage")
-    ctx = FitContext(backbone_hash=bb_hash, precision=used_precision, seed=seed, classes=classes, task=task.name,
+    ctx = FitContext(backbone_hash=bb_hash, precision=used_precision, seed=seed, task=task.name,
                      budget_s=budget_s, deadline=deadline,
-                     checkpoint_path=partial / CHECKPOINT, on_step=on_step)
+                     checkpoint_path=partial / CHECKPOINT, on_step=on_step, **task.context(td))
     _seed_everything(seed)
 
     with _partial_guard(partial, run_id, out, out_dir / run_id):
         t0 = time.perf_counter()
-        fit_summary = method_obj.fit(bb, split.train, split.val, ctx)
+        fit_summary = method_obj.fit(bb, td.train, td.val, ctx)
         t_fit = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        probs = method_obj.predict_proba(bb, test_set, ctx)
-        preds = Predictions(classes, probs)
-        index = {c: i for i, c in enumerate(classes)}
-        test_metrics = classification_metrics(np.array([index[c] for c in test_set.labels]), preds.indices, classes)
+        scored = task.score(method_obj, bb, td.test, ctx)
         t_eval = time.perf_counter() - t0
 
         manifest = {
@@ -286,23 +277,15 @@ def _adapt_unguarded(recipe: Recipe, method_obj: Method, *, out, store, t_start:
             "id": run_id,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "task": task.name,
-            "modality": full.modality,
+            "modality": td.modality,
             "backbone": {"name": spec.name, "sha256": bb_hash, "spec": spec.to_dict()},
             "method": {"name": method_obj.name, "config": method_obj.resolved_config(), "fit": fit_summary},
-            "classes": classes,
+            **td.info,
             "seed": seed,
             "precision": {"requested": precision, "used": used_precision},
             "budget_s": budget_s,
-            "data": {
-                "train": {"source": str(full.source), "fingerprint": full.fingerprint, "examples": len(full), "columns": full.columns},
-                "test": {
-                    "source": str(test_set.source) if test_data is not None else "held out from train",
-                    "fingerprint": test_set.fingerprint,
-                    "examples": len(test_set),
-                },
-                "split": {"val_fraction": val_fraction, "test_fraction": 0.0 if test_data else test_fraction, "seed": seed, **split.sizes(), "test": len(test_set)},
-            },
-            "metrics": {"test": {"summary": _summary(test_metrics)}},
+            "data": {"train": td.train_record, "test": td.test_record, "split": td.split_record},
+            "metrics": {"test": {"summary": scored.summary}},
             "recipe": recipe.to_dict(),
             "lineage": lineage,
             "plan": plan,
@@ -310,10 +293,7 @@ def _adapt_unguarded(recipe: Recipe, method_obj: Method, *, out, store, t_start:
             "timings": {"read_s": round(t_read, 3), "fit_s": round(t_fit, 3), "eval_s": round(t_eval, 3)},
         }
         manifest["timings"]["total_s"] = round(time.perf_counter() - t_start, 3)
-        records = preds.records(list(test_set.inputs))
-        for rec, truth in zip(records, test_set.labels, strict=True):
-            rec["true_label"] = truth
-        path = write_run_folder(out_dir, run_id, manifest, method_obj.state_dict(), {"test": test_metrics}, records)
+        path = write_run_folder(out_dir, run_id, manifest, method_obj.state_dict(), {"test": scored.detail}, scored.records)
         run = Run(path, store=store_obj)
         try:
             store_obj.add_run(run.manifest, path, run.manifest["checksum"])
@@ -484,7 +464,12 @@ class Run:
 
     @property
     def classes(self) -> list[str]:
-        return list(self.manifest["classes"])
+        return list(self.manifest.get("classes", []))
+
+    @property
+    def task(self):
+        """The run's registered :class:`~headstart.tasks.Task` (classification for runs made before tasks)."""
+        return get_task(self.manifest.get("task", "classification"))
 
     @property
     def metrics(self) -> dict:
@@ -499,6 +484,7 @@ class Run:
             precision=self.manifest["precision"]["used"],
             seed=self.manifest["seed"],
             classes=self.classes,
+            task=self.task.name,
         )
 
     def open_model(self) -> tuple[Method, Backbone]:
@@ -531,7 +517,7 @@ class Run:
         if isinstance(inputs, (str, Path)):
             cols = self.manifest["data"]["train"].get("columns", {})
             ds = load_dataset(inputs, labels_required=labels_required, header=header) if Path(inputs).is_dir() else \
-                _load_with_hint(Path(inputs).expanduser(), cols, labels_required, text_col=text_col, header=header)
+                load_with_hint(Path(inputs).expanduser(), cols, labels_required, text_col=text_col, header=header)
         else:
             items = list(inputs)
             if not items:
@@ -545,6 +531,9 @@ class Run:
 
     def predict(self, inputs) -> Predictions:
         """Labels and probabilities for texts / image paths, a data file or folder, or a Dataset."""
+        if not self.task.predicts:
+            raise BadInput(f"run {self.id} is a {self.task.name} run: it embeds rather than labels; use run.embed(texts), "
+                           "or `headstart index` and `headstart search`")
         ds = self.as_dataset(inputs, labels_required=False)
         method, bb = self.open_model()
         return Predictions(self.classes, method.predict_proba(bb, ds, self.fit_context()))
@@ -575,53 +564,24 @@ class Run:
 
     def evaluate(self, data, *, record: bool = True, text_col: str | None = None, header: bool | None = None,
                  n_resamples: int = 1000) -> dict:
-        """Metrics on labelled data (file, folder or Dataset); recorded in the store by default.
+        """The task's metrics on labelled data (file, folder or Dataset; a retrieval run: pairs or a
+        collection); recorded in the store by default.
 
-        Besides :func:`~.evaluate.metrics.classification_metrics`' keys: ``accuracy_ci`` and
-        ``macro_f1_ci``, 95% percentile-bootstrap intervals ``[low, high]`` over ``n_resamples``
-        resamples of the examples (seed 0), and ``ci_level`` / ``ci_resamples``."""
-        from .evaluate.suite import evaluate_slices
-
-        ds = self.as_dataset(data, labels_required=True, text_col=text_col, header=header)
-        ds.require_labels()
-        _check_known_labels(ds, self.classes)
-        preds = self.predict(ds)
-        index = {c: i for i, c in enumerate(self.classes)}
-        y = np.array([index[c] for c in ds.labels])
-        metrics = classification_metrics(y, preds.indices, self.classes)
-        whole = evaluate_slices(y, preds.indices, self.classes, {}, ("accuracy", "macro_f1"), n_resamples=n_resamples)["all"]
-        metrics.update(accuracy_ci=whole["accuracy"]["ci"], macro_f1_ci=whole["macro_f1"]["ci"], ci_level=0.95,
-                       ci_resamples=n_resamples)
+        Classification: :func:`~.evaluate.metrics.classification_metrics`' keys plus
+        ``accuracy_ci`` and ``macro_f1_ci``; retrieval: nDCG/MRR/Recall/MAP at the cutoffs with
+        ``<metric>_ci``. Intervals are 95% percentile-bootstrap intervals over ``n_resamples``
+        resamples of the examples (queries), seed 0, with ``ci_level`` / ``ci_resamples``."""
+        task = self.task
+        test, source, fingerprint = task.read_eval(self, data, text_col=text_col, header=header)
+        method, bb = self.open_model()
+        scored = task.score(method, bb, test, self.fit_context(), n_resamples=n_resamples, intervals=True)
         if record and self.store.find(self.id) is not None:
-            self.store.add_eval(self.id, str(ds.source), ds.fingerprint, _summary(metrics))
-        return metrics
+            self.store.add_eval(self.id, source, fingerprint, scored.summary)
+        return scored.detail
 
 
 def _plain_ref(ref: str) -> bool:
     return bool(ref) and "/" not in ref and not ref.startswith(".")
-
-
-def _load_with_hint(path: Path, cols: dict, labels_required: bool, fmt: str | None = None, text_col: str | None = None,
-                    header: bool | None = None) -> Dataset:
-    """Read with the training data's column names when the file has them, else infer."""
-    from .data.readers import read_with_hint
-
-    if not path.is_file():
-        return load_dataset(path, fmt=fmt, labels_required=labels_required, header=header)  # raises the one-line error
-    return read_with_hint(path, cols, labels_required=labels_required, fmt=fmt, text_col=text_col, header=header)[0]
-
-
-def _check_known_labels(data: Dataset, classes: list[str]) -> None:
-    known = set(classes)
-    unseen = Counter(label for label in data.labels if label not in known)
-    if unseen:
-        first = next(i for i, label in enumerate(data.labels) if label not in known)
-        where = data.origin[first] if data.origin else data.source
-        shown = ", ".join(f"{c!r} ({n} rows)" for c, n in unseen.most_common(5))
-        raise BadInput(
-            f"{data.source}: labels never seen in training: {shown}, first at {where}; "
-            "remove those rows or add training examples of them"
-        )
 
 
 def _summary(metrics: dict) -> dict:

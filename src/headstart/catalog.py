@@ -40,6 +40,10 @@ class TextPreprocessing:
     """How token states become one vector."""
     normalize: bool = True
     """L2-normalise the pooled vector (as sentence-transformers' Normalize module does)."""
+    query_prefix: str = ""
+    """Text put before every query when the backbone embeds for retrieval (e5: ``"query: "``)."""
+    document_prefix: str = ""
+    """Text put before every document (e5: ``"passage: "``)."""
 
 
 @dataclass(frozen=True)
@@ -239,6 +243,40 @@ register(
         pinned_sha256="0db566fd0af82cbf9f3a7eac3920ede5fb784a6882398563ca9b1bbd66fb37c9",
         languages=("multi",),
         description="Universal Sentence Encoder multilingual v3, int8 numpy (512-d, 16 languages; frozen features only)",
+    )
+)
+
+# Multilingual encoders that train (torch): from the Hugging Face Hub where a network exists (no
+# package carries them). Their preprocessing is what their sentence-transformers folders declare.
+register(
+    BackboneSpec(
+        name="multilingual-minilm",
+        modality="text",
+        family="hf-text",
+        source_kind="hub",
+        source="sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2",
+        licence="Apache-2.0",
+        params=117_653_760,
+        size_mb=471.0,
+        preprocessing=TextPreprocessing(max_length=128, pooling="mean", normalize=False),
+        languages=("multi",),
+        description="paraphrase-multilingual-MiniLM-L12-v2 (50+ languages, 384-d; from the Hub, trains)",
+    )
+)
+register(
+    BackboneSpec(
+        name="multilingual-e5-small",
+        modality="text",
+        family="hf-text",
+        source_kind="hub",
+        source="intfloat/multilingual-e5-small",
+        licence="MIT",
+        params=117_653_760,
+        size_mb=471.0,
+        preprocessing=TextPreprocessing(max_length=512, pooling="mean", normalize=True, query_prefix="query: ",
+                                        document_prefix="passage: "),
+        languages=("multi",),
+        description="multilingual-e5-small (~100 languages, 384-d; 'query: '/'passage: ' prefixes; from the Hub, trains)",
     )
 )
 

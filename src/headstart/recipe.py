@@ -58,8 +58,16 @@ class Recipe:
         if not problems:
             method, task = get_method(self.method), get_task(self.task)
             if task.name not in method.tasks:
+                from .methods import METHODS
+
+                fits = [m for m, cls in METHODS.items() if task.name in cls.tasks]
                 problems.append(f"method {method.name!r} does not adapt for the task {task.name!r} (it supports "
-                                f"{', '.join(method.tasks)}); choose another --method")
+                                f"{', '.join(method.tasks)}); for {task.name} choose one of {', '.join(fits)}")
+            else:
+                try:
+                    self.method_object().check_task(task)
+                except BadInput as e:
+                    problems.append(str(e))
         if problems:
             more = f" (and {len(problems) - 1} more: {'; '.join(problems[1:])})" if len(problems) > 1 else ""
             raise BadInput(problems[0] + more)

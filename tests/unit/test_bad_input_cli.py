@@ -20,14 +20,19 @@ FAST = {"contrastive": ["--set", "steps=4", "--set", "batch_size=8"], "linear-pr
 TRAINED_FAST = ["--set", "epochs=1", "--set", "batch_size=8"]
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
-def test_every_method_prints_its_human_readable_summary(cli, train_csv, tiny_bert, method):
-    r = cli("adapt", train_csv, "--backbone", tiny_bert, "--method", method, "--out", "runs", *FAST.get(method, TRAINED_FAST))
+@pytest.mark.parametrize("task, method", [(t, m) for m, cls in sorted(METHODS.items()) for t in cls.tasks])
+def test_every_method_prints_its_human_readable_summary(cli, train_csv, pairs_csv, tiny_bert, task, method):
+    from headstart.tasks import get_task
+
+    data = train_csv if task == "classification" else pairs_csv
+    r = cli("adapt", data, "--task", task, "--backbone", tiny_bert, "--method", method, "--out", "runs",
+            *FAST.get(method, [] if method == "frozen" else TRAINED_FAST))
     assert r.rc == 0, r
     lines = r.out.splitlines()
     assert lines[0].startswith("run ") and lines[-1].startswith("saved to ")
     assert any(line.strip().startswith("trained ") for line in lines), r.out
-    assert any(line.strip().startswith("test accuracy ") for line in lines), r.out
+    first = next(iter(get_task(task).shown.values()))
+    assert any(line.strip().startswith(f"test {first} ") for line in lines), r.out
     assert "Traceback" not in r.err
 
 

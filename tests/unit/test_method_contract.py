@@ -1,9 +1,10 @@
-"""One contract, every registered method (scikit-learn's parametrize_with_checks idea).
+"""One contract, every registered (task, method) pair (scikit-learn's parametrize_with_checks idea).
 
-For each method on a tiny random BERT: it learns a learnable toy task, save -> load predicts
-identically, a backbone with other weights is refused, the trainable count is what the method
-documents, and (for trained methods) an interrupted + resumed fit ends with the same weights as
-an uninterrupted one.
+For each method, on each task it declares, on a tiny random BERT: it learns a learnable toy task
+(classification: sentiment words; retrieval: queries naming a topic whose document uses another
+word), save -> load predicts / embeds identically, a backbone with other weights is refused, the
+trainable count is what the method documents, and (for trained methods) an interrupted + resumed
+fit ends with the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -20,29 +21,35 @@ from headstart.errors import RunIntegrityError
 from headstart.methods import METHODS
 from headstart.methods.trained import TrainedMethod
 
-ALL = sorted(METHODS)
-TRAINED = [m for m in ALL if issubclass(METHODS[m], TrainedMethod)]
-RESUMABLE = sorted([*TRAINED, "contrastive"])  # contrastive trains through the same trainer
+ALL = [(task, m) for m in sorted(METHODS) for task in METHODS[m].tasks]
+TRAINED = [(t, m) for t, m in ALL if issubclass(METHODS[m], TrainedMethod)]
+RESUMABLE = sorted([*TRAINED, ("classification", "contrastive")])  # contrastive trains through the same trainer
 FAST = {"epochs": 4, "batch_size": 8, "head_init": "zero", "lr": 3e-3, "head_lr": 3e-2, "eval_every": 1.0}
+RETRIEVAL_FAST = {"epochs": 4, "batch_size": 10, "lr": 1e-2, "eval_every": 1.0}
+RETRIEVAL_LR = {"finetune": 1e-3, "scratch": 1e-3}
+"""Rates that learn the toy retrieval task on the tiny body (full fine-tuning diverges at 1e-2)."""
+TEXTS = ["good movie", "the food was awful", "i love this film", "bad delivery"]
 
 
 CONTRASTIVE = {"steps": 8, "batch_size": 16, "lr": 1e-3}
 
 
-def options(method: str, **extra) -> dict:
-    if method == "linear-probe":
+def options(method: str, task: str = "classification", **extra) -> dict:
+    if method in ("linear-probe", "frozen"):
         return {}
+    if task == "retrieval":
+        return {**RETRIEVAL_FAST, "lr": RETRIEVAL_LR.get(method, RETRIEVAL_FAST["lr"]), **extra}
     if method == "contrastive":  # no epochs: a number of contrastive steps
         return {**CONTRASTIVE, **({"steps": 2 * extra["epochs"]} if "epochs" in extra else {})}
     return {**FAST, **extra}
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory, data_helpers):
+def datasets(tmp_path_factory, data_helpers, retrieval_helpers):
     sentiment_rows, write_table = data_helpers
-
     root = tmp_path_factory.mktemp("contract")
-    return write_table(root / "train.csv", sentiment_rows(80, seed=3))
+    return {"classification": write_table(root / "train.csv", sentiment_rows(80, seed=3)),
+            "retrieval": write_table(root / "pairs.csv", retrieval_helpers(seed=3), ("query", "positive"))}
 
 
 @pytest.fixture
@@ -53,38 +60,55 @@ def backbone(tiny_bert, tmp_path):
     return dst
 
 
-def adapt(data, backbone, method, **kw):
-    return hs.adapt(data, backbone=str(backbone), method=method, method_options=options(method, **kw.pop("opts", {})), **kw)
+def adapt(datasets, task, backbone, method, **kw):
+    return hs.adapt(datasets[task], task=task, backbone=str(backbone), method=method,
+                    method_options=options(method, task, **kw.pop("opts", {})), **kw)
 
 
-@pytest.mark.parametrize("method", ALL)
-def test_learns_the_toy_task(method, data, backbone):
-    run = adapt(data, backbone, method, opts={"epochs": 8})
+def outputs(run) -> np.ndarray:
+    """What the run gives for TEXTS: class probabilities, or embeddings for a task without labels."""
+    return run.predict(TEXTS).probabilities if run.task.predicts else run.embed(TEXTS)
+
+
+@pytest.mark.parametrize("task, method", ALL)
+def test_learns_the_toy_task(task, method, datasets, backbone):
+    # Bottleneck adapters move a random 32-d body slowly: more epochs, no early stop.
+    slow = {"epochs": 20, "patience": 100} if (task, method) == ("retrieval", "adapter") else {}
+    run = adapt(datasets, task, backbone, method, opts={"epochs": 8, **slow})
     fit = run.manifest["method"]["fit"]
+    if task == "retrieval":
+        ndcg = run.metrics["test"]["summary"]["ndcg@10"]
+        zero_shot = adapt(datasets, task, backbone, "frozen").metrics["test"]["summary"]["ndcg@10"]
+        if method == "frozen":  # the zero-shot baseline: a random body ranks ten topics near chance
+            assert 0 < ndcg < 0.8 and fit["steps"] == 0
+        elif method == "scratch":  # a re-initialised body: only ask that training lowered the loss
+            assert fit["history"][-1]["val_loss"] < fit["history"][0]["val_loss"] or fit["best_step"] > 0
+        elif method == "adapter":
+            assert ndcg > zero_shot + 0.1, (ndcg, zero_shot, fit["history"])
+        else:
+            assert ndcg >= 0.9 and ndcg > zero_shot + 0.2, (ndcg, zero_shot, fit["history"])
+        return
     if method == "scratch":
         # No pretrained features to lean on: only ask that training lowered the loss.
         assert fit["history"][-1]["val_loss"] < fit["history"][0]["val_loss"] or fit["best_step"] > 0
         return
     assert run.metrics["test"]["summary"]["accuracy"] >= 0.75, fit
-    if method in TRAINED:
+    if (task, method) in TRAINED:
         losses = [h["val_loss"] for h in fit["history"]]
         assert min(losses[1:]) < losses[0], losses  # the loss went down from the zero-initialised head
 
 
-@pytest.mark.parametrize("method", ALL)
-def test_save_load_predicts_identically(method, data, backbone):
-    run = adapt(data, backbone, method)
-    texts = ["good movie", "the food was awful", "i love this film", "bad delivery"]
-    before = run.predict(texts).probabilities
-    again = hs.load(run.path).predict(texts).probabilities
-    np.testing.assert_array_equal(before, again)
+@pytest.mark.parametrize("task, method", ALL)
+def test_save_load_predicts_identically(task, method, datasets, backbone):
+    run = adapt(datasets, task, backbone, method)
+    np.testing.assert_array_equal(outputs(run), outputs(hs.load(run.path)))
     # The test predictions written at fit time agree with a fresh load too.
     assert run.manifest["files"]["weights.safetensors"]
 
 
-@pytest.mark.parametrize("method", ALL)
-def test_other_backbone_weights_are_refused(method, data, backbone):
-    run = adapt(data, backbone, method)
+@pytest.mark.parametrize("task, method", ALL)
+def test_other_backbone_weights_are_refused(task, method, datasets, backbone):
+    run = adapt(datasets, task, backbone, method)
     from safetensors.torch import load_file as load, save_file
 
     weights = backbone / "model.safetensors"
@@ -93,15 +117,17 @@ def test_other_backbone_weights_are_refused(method, data, backbone):
     tensors[name] = tensors[name] + 0.01
     save_file(tensors, str(weights))
     with pytest.raises(RunIntegrityError, match="the base changed"):
-        hs.load(run.path).predict(["good movie"])
+        outputs(hs.load(run.path))
 
 
 def _expected_trainable(method: str, run, backbone) -> int:
     """The counts each method's docstring promises, recomputed from the architecture."""
     h, inter, layers = 32, 64, 2  # tiny_text_model(hidden=32, layers=2, intermediate=2*hidden)
     n_classes = len(run.classes)
-    head = h * n_classes + n_classes
+    head = h * n_classes + n_classes if run.task.has_head else 0
     conf = run.manifest["method"]["config"]
+    if method == "frozen":
+        return 0
     if method == "linear-probe":
         return head
     if method in ("lora", "dora", "qlora"):
@@ -125,9 +151,9 @@ def _expected_trainable(method: str, run, backbone) -> int:
     raise AssertionError(f"no documented count for {method}")
 
 
-@pytest.mark.parametrize("method", ALL)
-def test_trainable_count_is_documented(method, data, backbone):
-    run = adapt(data, backbone, method, opts={"epochs": 1})
+@pytest.mark.parametrize("task, method", ALL)
+def test_trainable_count_is_documented(task, method, datasets, backbone):
+    run = adapt(datasets, task, backbone, method, opts={"epochs": 1})
     fit = run.manifest["method"]["fit"]
     assert fit["trainable_params"] == _expected_trainable(method, run, backbone)
     saved = load_file(str(run.path / "weights.safetensors"))
@@ -139,19 +165,23 @@ class _Interrupt(Exception):
     pass
 
 
-@pytest.mark.parametrize("method", RESUMABLE)
-def test_resume_reaches_the_same_weights(method, data, backbone, tmp_path):
+@pytest.mark.parametrize("task, method", RESUMABLE)
+def test_resume_reaches_the_same_weights(task, method, datasets, backbone, tmp_path):
     opts = {"epochs": 3, "batch_size": 8, "head_init": "zero", "patience": 100}
     if method == "contrastive":  # 12 steps of 16 (4 per "epoch"): the interrupt falls inside epoch 1
         opts = {**CONTRASTIVE, "steps": 12}
-    full = hs.adapt(data, backbone=str(backbone), method=method, method_options=opts, out=tmp_path / "a")
+    if task == "retrieval":  # ~10 batches of <= 8 distinct documents per epoch: step 7 is inside epoch 1
+        opts = {"epochs": 3, "batch_size": 8, "patience": 100}
+    data = datasets[task]
+    full = hs.adapt(data, task=task, backbone=str(backbone), method=method, method_options=opts, out=tmp_path / "a")
 
     def crash(step: int) -> None:
         if step == 7:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        hs.adapt(data, backbone=str(backbone), method=method, method_options=opts, out=tmp_path / "b", _on_step=crash)
+        hs.adapt(data, task=task, backbone=str(backbone), method=method, method_options=opts, out=tmp_path / "b",
+                 _on_step=crash)
     partial = list((tmp_path / "b" / ".partial").iterdir())
     assert len(partial) == 1 and (partial[0] / "checkpoint.safetensors").is_file()
     resumed = hs.adapt(None, resume=partial[0].name[:22], out=tmp_path / "b")

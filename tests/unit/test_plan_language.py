@@ -41,7 +41,9 @@ def test_a_language_no_catalog_backbone_covers_says_so(monkeypatch):
     assert "use-multilingual" in language_warning(_texts(GREEK), resolve("minilm-l6"))  # 'multi' covers any
     # With a multilingual entry that lists its languages (and not Greek), none is named.
     listed = ("ar", "zh", "en", "fr", "de", "it", "ja", "ko", "nl", "pl", "pt", "es", "th", "tr", "ru")
-    monkeypatch.setitem(CATALOG, "use-multilingual", replace(CATALOG["use-multilingual"], languages=listed))
+    for name, spec in list(CATALOG.items()):
+        if "multi" in spec.languages:
+            monkeypatch.setitem(CATALOG, name, replace(spec, languages=listed))
     message = language_warning(_texts(GREEK), resolve("minilm-l6"))
     assert message is not None and "Greek" in message
     assert "no catalog backbone covers them" in message and "hf:<hub id>" in message

@@ -13,9 +13,9 @@ from headstart.runs import Predictions
 from headstart.runs.run import FORMAT, manifest_checksum, read_run_folder, write_run_folder
 
 TENSORS = {"head.weight": torch.arange(6, dtype=torch.float32).reshape(2, 3), "head.bias": torch.tensor([0.5, -0.5])}
-RECORDS = [
-    {"input": "good movie", "label": "pos", "probabilities": {"neg": 0.1, "pos": 0.9}, "true_label": "pos"},
-    {"input": "bad, movie", "label": "neg", "probabilities": {"neg": 0.8, "pos": 0.2}, "true_label": "pos"},
+RECORDS = [  # as the classification task writes them: the true label, the prediction, the probabilities
+    {"input": "good movie", "label": "pos", "predicted": "pos", "p[neg]": 0.1, "p[pos]": 0.9},
+    {"input": "bad, movie", "label": "pos", "predicted": "neg", "p[neg]": 0.8, "p[pos]": 0.2},
 ]
 
 

@@ -4,6 +4,7 @@ from .adapter import AdapterMethod
 from .base import FitContext, Method
 from .contrastive import Contrastive
 from .finetune import Finetune
+from .frozen import Frozen
 from .linear_probe import LinearProbe
 from .lora import DoRA, LoRA
 from .qlora import QLoRA
@@ -11,6 +12,7 @@ from .registry import METHODS, get_method, register_method
 from .scratch import Scratch
 
 register_method(LinearProbe)
+register_method(Frozen)
 register_method(LoRA)
 register_method(DoRA)
 register_method(QLoRA)

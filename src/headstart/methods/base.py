@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,7 +29,8 @@ class FitContext:
     backbone_hash: str
     precision: str
     seed: int
-    classes: list[str]
+    classes: list[str] = field(default_factory=list)
+    """Classification: the class names, in the head's order (empty for other tasks)."""
     task: str = "classification"
     """The registered task (:mod:`headstart.tasks`) whose loss and selection metric training uses."""
     budget_s: float | None = None
@@ -92,6 +93,10 @@ class Method(ABC):
         if hasattr(config, "validate"):
             config.validate(cls.name)
         return cls(config)
+
+    def check_task(self, task) -> None:
+        """Refuse (BadInput) options that make no sense for ``task`` (e.g. head options where the
+        task adds no head); called by :meth:`headstart.recipe.Recipe.validate` before any work."""
 
     @abstractmethod
     def fit(self, backbone: Backbone, train: Dataset, val: Dataset, ctx: FitContext) -> dict[str, Any]:

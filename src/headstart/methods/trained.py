@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import Counter
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
-from statistics import median
 from typing import Any, ClassVar
 
 import numpy as np
@@ -25,14 +22,12 @@ from torch import nn
 
 from .._util import status
 from ..backbones import Backbone
-from ..backbones.base import bf16_inference
 from ..data import Dataset
 from ..errors import BadInput
 from ..tasks import get_task
 from ..train.trainer import RunControl, Trainer, TrainSettings, frozen_linears_in_bf16
 from ._layers import param_counts
 from .base import FitContext, Method, copy_tensors
-from .presets import preset, regime_for
 
 HEAD_INITS = ("probe", "zero")
 
@@ -118,26 +113,19 @@ def parse_targets(value, method: str) -> list[str] | None:
     return list(value)
 
 
-class TaskModel(nn.Module):
-    """Backbone body + dropout + linear head: ``logits = head(dropout(features(batch)))``."""
+TaskModel = nn.Module
+"""What a task builds for a trained method (:meth:`headstart.tasks.Task.build_model`): ``.body``
+is the backbone's module, which the method freezes, injects into or re-initialises; the task adds
+the rest (a classification head, the pooled embedding of a retrieval encoder)."""
 
-    def __init__(self, backbone: Backbone, n_classes: int, dropout: float):
-        super().__init__()
-        self.body = backbone.module
-        self.drop = nn.Dropout(dropout)
-        self.head = nn.Linear(backbone.feature_dim, n_classes)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
-        self._backbone = [backbone]  # a list: not registered as a submodule (the body already is)
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.head(self.drop(self._backbone[0].forward_features(batch)))
+HEAD_OPTIONS = ("head_lr", "head_init")
 
 
 class TrainedMethod(Method):
     """A method trained by :class:`~headstart.train.trainer.Trainer` on the backbone's body."""
 
     config_cls: ClassVar[type] = TrainedConfig
+    tasks: ClassVar[tuple[str, ...]] = ("classification", "retrieval")
     saves_buffers: ClassVar[bool] = False
     """Whether the body's buffers (e.g. BatchNorm statistics) change and must be saved."""
 
@@ -161,22 +149,26 @@ class TrainedMethod(Method):
     def resolved_config(self) -> dict[str, Any]:
         return asdict(getattr(self, "resolved_", self.config))
 
-    def _resolve(self, train: Dataset) -> Any:
-        counts = Counter(train.labels)
-        per_class = median(counts.values())
-        values = preset(self.name, per_class)
+    def check_task(self, task) -> None:
+        if not task.has_head:
+            given = [name for name in HEAD_OPTIONS if getattr(self.config, name, None) is not None]
+            if given:
+                raise BadInput(f"{self.name} option {given[0]} sets the head, but the task {task.name!r} adds no head on "
+                               "the body; leave it out")
+
+    def _resolve(self, train, task) -> Any:
+        self.regime_, values = task.preset(self.name, train)
         cfg = self.config
         resolved = type(cfg)(**{f.name: (getattr(cfg, f.name) if getattr(cfg, f.name) is not None else values.get(f.name))
                                  for f in fields(cfg)})
         missing = [f.name for f in fields(resolved) if getattr(resolved, f.name) is None and f.name in values]
         assert not missing, missing
-        self.regime_ = regime_for(per_class)
         return resolved
 
-    def _build(self, backbone: Backbone, n_classes: int, cfg, ctx: FitContext, *, fitting: bool) -> TaskModel:
+    def _build(self, backbone: Backbone, cfg, ctx: FitContext, *, fitting: bool) -> TaskModel:
         if fitting:
             self.before_build(backbone)
-        model = TaskModel(backbone, n_classes, cfg.dropout)
+        model = get_task(ctx.task).build_model(backbone, cfg, ctx)
         self.prepare(model, ctx)
         model.to(backbone.device)
         return model
@@ -199,40 +191,31 @@ class TrainedMethod(Method):
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters()):
                 m.eval()
 
-    def fit(self, backbone: Backbone, train: Dataset, val: Dataset, ctx: FitContext) -> dict[str, Any]:
-        cfg = self._resolve(train)
+    def fit(self, backbone: Backbone, train, val, ctx: FitContext) -> dict[str, Any]:
+        task = get_task(ctx.task)
+        cfg = self._resolve(train, task)
         self.resolved_ = cfg
-        n_classes = len(ctx.classes)
-        index = {c: i for i, c in enumerate(ctx.classes)}
-        probe_head = None
         t0 = time.perf_counter()
-        if cfg.head_init == "probe":
-            probe_head = self._probe_head(backbone, train, val, ctx)
+        start = task.model_start(backbone, train, val, cfg, ctx)  # on the body as loaded, before the method changes it
         t_probe = time.perf_counter() - t0
-
-        model = self._build(backbone, n_classes, cfg, ctx, fitting=True)
+        model = self._build(backbone, cfg, ctx, fitting=True)
         self.model_ = model
-        if probe_head is not None:
-            with torch.no_grad():
-                model.head.weight.copy_(probe_head[0])
-                model.head.bias.copy_(probe_head[1])
+        if start is not None:
+            start(model)
         trainable, total = param_counts(model)
         status(f"{self.name}: training {trainable:,} of {total:,} parameters ({100 * trainable / total:.2f}%); "
                f"{total - trainable:,} frozen")
 
         bb = self._backbone_of(model)
-        prepared_train = bb.prepare(list(train.inputs))
-        prepared_val = bb.prepare(list(val.inputs))
-        train_labels = torch.tensor([index[c] for c in train.labels], dtype=torch.long)
-        val_labels = torch.tensor([index[c] for c in val.labels], dtype=torch.long)
-        budget, max_batch = bb.batch_budget
         settings = TrainSettings(
             epochs=cfg.epochs, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
             warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
             patience=cfg.patience, eval_every=cfg.eval_every,
         )
-        head_params = list(model.head.parameters())
-        groups = self.body_param_groups(model, cfg.lr) + _decay_groups(head_params, cfg.head_lr)
+        groups = self.body_param_groups(model, cfg.lr)
+        head_params = task.head_parameters(model)
+        if head_params:
+            groups += _decay_groups(head_params, cfg.head_lr)
         trainer = Trainer(
             model, settings,
             RunControl(precision=ctx.precision, seed=ctx.seed, deadline=ctx.deadline, checkpoint_path=ctx.checkpoint_path,
@@ -243,16 +226,10 @@ class TrainedMethod(Method):
             set_train_mode=self._set_train_mode,
             device=bb.device,
         )
-        objective = get_task(ctx.task).objective(
-            train_labels, bb.batches(prepared_val, budget, max_batch), val_labels,
-            lambda idx: bb.collate([prepared_val[i] for i in idx]), bb.device,
-        )
+        plan = task.training(model, train, val, cfg, ctx)
         with frozen_linears_in_bf16(model, ctx.precision == "bf16"):
-            result = trainer.fit(
-                train_lengths=[bb.cost(p) for p in prepared_train],
-                collate_train=lambda idx: bb.collate([prepared_train[i] for i in idx]),
-                objective=objective,
-            )
+            result = trainer.fit(train_lengths=plan.lengths, collate_train=plan.collate, objective=plan.objective,
+                                 batches=plan.batches)
         model.eval()
         summary = {
             "regime": self.regime_,
@@ -279,14 +256,6 @@ class TrainedMethod(Method):
         summary.update(self.fit_details(model))
         return summary
 
-    def _probe_head(self, backbone: Backbone, train: Dataset, val: Dataset, ctx: FitContext) -> tuple[torch.Tensor, torch.Tensor]:
-        """LP-FT: a linear probe on frozen features (cached) gives the head's starting point."""
-        from .linear_probe import LinearProbe, LinearProbeConfig
-
-        probe = LinearProbe(LinearProbeConfig(refit=False))
-        probe.fit(backbone, train, val, ctx)
-        return probe.weight_.float(), probe.bias_.float()
-
     @staticmethod
     def _backbone_of(model: TaskModel) -> Backbone:
         return model._backbone[0]
@@ -294,18 +263,7 @@ class TrainedMethod(Method):
     def predict_proba(self, backbone: Backbone, data: Dataset, ctx: FitContext) -> np.ndarray:
         if getattr(self, "model_", None) is None:
             self._load_into(backbone, ctx)
-        model = self.model_
-        bb = self._backbone_of(model)
-        model.eval()
-        prepared = bb.prepare(list(data.inputs))
-        out = np.empty((len(prepared), len(ctx.classes)), dtype=np.float32)
-        budget, max_batch = bb.batch_budget
-        numerics = bf16_inference(model, bb.device) if ctx.precision == "bf16" else nullcontext()
-        with torch.inference_mode(), numerics:
-            for idx in bb.batches(prepared, budget, max_batch):
-                batch = {k: v.to(bb.device) for k, v in bb.collate([prepared[i] for i in idx]).items()}
-                out[idx] = torch.softmax(model(batch).float(), dim=-1).cpu().numpy()
-        return out
+        return get_task(ctx.task).predict_proba(self.model_, data, ctx)
 
     def embed(self, backbone: Backbone, data: Dataset, ctx: FitContext) -> np.ndarray:
         """Features of the body as this method adapted it (LoRA, adapters, fine-tuned weights; no head)."""
@@ -324,7 +282,7 @@ class TrainedMethod(Method):
     def _load_into(self, backbone: Backbone, ctx: FitContext) -> None:
         cfg = self.config
         self.resolved_ = cfg
-        self.model_ = self._build(backbone, len(ctx.classes), cfg, ctx, fitting=False)
+        self.model_ = self._build(backbone, cfg, ctx, fitting=False)
         self.load_trainable_state(self.saved_)
         self.model_.eval()
 

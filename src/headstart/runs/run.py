@@ -96,14 +96,17 @@ def write_run_folder(out_dir: Path, run_id: str, manifest: dict, tensors: dict, 
 
 
 def _write_predictions(path: Path, records: list[dict]) -> None:
+    """One row per test example as the task wrote it (flat dicts with the same keys; the task
+    decides the columns: classification ``input,label,predicted,p[<class>]...``, retrieval one
+    row per query with its per-query metrics)."""
     with open(path, "w", newline="", encoding="utf-8") as f:
         if not records:
             return
-        classes = list(records[0]["probabilities"])
+        columns = list(records[0])
         writer = csv.writer(f)
-        writer.writerow(["input", "label", "predicted", *(f"p[{c}]" for c in classes)])
+        writer.writerow(columns)
         for r in records:
-            writer.writerow([r["input"], r.get("true_label", ""), r["label"], *(r["probabilities"][c] for c in classes)])
+            writer.writerow([r[c] for c in columns])
 
 
 def read_run_folder(path: Path) -> tuple[dict, dict]:

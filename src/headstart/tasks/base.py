@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from abc import ABC
+from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
 from ..evaluate.metrics import MetricSpec
+
+if TYPE_CHECKING:
+    from ..backbones import Backbone
+    from ..methods.base import FitContext, Method
+    from ..recipe import Recipe
 
 
 @dataclass
@@ -43,15 +48,138 @@ class Objective:
         return (value if self.metric.higher_is_better else -value, -scores["loss"])
 
 
+@dataclass
+class TaskData:
+    """What a task read from a recipe's files: the three splits (in the task's own types) and
+    what the manifest records about them."""
+
+    train: Any
+    val: Any
+    test: Any
+    modality: str
+    train_record: dict
+    """``manifest["data"]["train"]``: source, fingerprint, examples, columns."""
+    test_record: dict
+    """``manifest["data"]["test"]``: source ("held out from train" or the file), fingerprint, examples."""
+    split_record: dict
+    """``manifest["data"]["split"]``: fractions, seed, sizes, and how the split was made."""
+    info: dict = field(default_factory=dict)
+    """Task facts the manifest keeps at its top level (classification: ``classes``)."""
+    separate_test: bool = False
+    """Whether the test split came from its own file."""
+    texts: Any = None
+    """A :class:`~headstart.data.Dataset` of texts whose languages ``adapt`` checks against the
+    backbone's (None: nothing to check)."""
+
+    @property
+    def fingerprint(self) -> str:
+        return self.train_record["fingerprint"]
+
+
+@dataclass
+class Scored:
+    """A model scored on a test split: ``summary`` (metric -> value, with ``<metric>_ci``
+    intervals where defined) is what the manifest and store keep; ``detail`` the full metrics
+    (per class, per query); ``records`` one row per example for ``predictions.csv`` (flat dicts,
+    the same keys in every row) carrying each example's per-example metric values."""
+
+    summary: dict
+    detail: dict
+    records: list[dict]
+
+
+@dataclass
+class Training:
+    """What a task hands a trained method to run :meth:`headstart.train.trainer.Trainer.fit`."""
+
+    lengths: list[int]
+    collate: Callable[[list[int]], dict[str, torch.Tensor]]
+    objective: Objective
+    batches: Callable | None = None
+    """A per-epoch batch sampler ``batches(rng)`` (None: length-bucketed batches)."""
+
+
 class Task(ABC):
-    """A kind of problem: what a model adds on the body, its loss, its metrics.
+    """A kind of problem: what its data looks like, what a model adds on the body, its loss, its
+    metrics, what a run stores as predictions, and the export form.
 
     Subclasses set ``name``, ``primary`` (the metric selection and reports lead with) and
-    ``metrics`` (every metric a run records, with direction and bounds)."""
+    ``metrics`` (every metric a run records, with direction and bounds), and implement the hooks
+    below; the pipeline (:mod:`headstart.api`), the trained methods and the reports call only
+    these, so none of them names a task."""
 
     name: ClassVar[str]
     primary: ClassVar[MetricSpec]
     metrics: ClassVar[tuple[MetricSpec, ...]]
+    has_head: ClassVar[bool] = True
+    """Whether the model adds a trained head on the body (head options apply)."""
+    predicts: ClassVar[bool] = True
+    """Whether ``Run.predict`` gives labels (classification) rather than embeddings only."""
+    shown: ClassVar[dict[str, str]] = {}
+    """Metrics the command line prints for a run, name -> label, primary first."""
+
+    def default_backbone(self, data) -> str:
+        """The backbone ``adapt`` uses when none is named (may look at the data's language)."""
+        return "minilm-l6"
+
+    def default_method(self, backbone: str) -> str:
+        """The method ``adapt`` uses when none is named."""
+        return "linear-probe"
+
+    def describe_data(self, manifest: dict) -> str:
+        """One line on a run's data for the command line."""
+        split = manifest["data"]["split"]
+        return f"{split['train']} train / {split['val']} validation / {split['test']} test"
+
+    # -- the pipeline ---------------------------------------------------------------------------
+    @abstractmethod
+    def read(self, recipe: Recipe) -> TaskData:
+        """Read and check the recipe's data and test files and split them (seeded), or raise a
+        one-line BadInput naming the file, row and fix."""
+
+    def context(self, data: TaskData) -> dict:
+        """Extra :class:`~headstart.methods.base.FitContext` fields (classification: classes)."""
+        return {}
+
+    @abstractmethod
+    def score(self, method: Method, backbone: Backbone, test: Any, ctx: FitContext, *, n_resamples: int = 1000) -> Scored:
+        """The adapted model's metrics on ``test`` with per-example values and intervals."""
+
+    @abstractmethod
+    def read_eval(self, run, data, *, text_col: str | None = None, header: bool | None = None) -> tuple[Any, str, str]:
+        """Labelled data for ``headstart eval``: (the task's test object, its source, fingerprint)."""
+
+    # -- trained methods ------------------------------------------------------------------------
+    @abstractmethod
+    def preset(self, method: str, train: Any) -> tuple[str, dict]:
+        """(regime, option values) a trained method starts from for this training data."""
+
+    @abstractmethod
+    def build_model(self, backbone: Backbone, cfg: Any, ctx: FitContext) -> nn.Module:
+        """The module the trainer trains: ``.body`` is the backbone's module (the method
+        freezes/injects into it), plus whatever the task adds (``.head`` when ``has_head``)."""
+
+    def head_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        return list(model.head.parameters()) if self.has_head else []
+
+    def model_start(self, backbone: Backbone, train: Any, val: Any, cfg: Any,
+                    ctx: FitContext) -> Callable[[nn.Module], None] | None:
+        """Work on the body as loaded (before the method changes it) that gives the added weights
+        their start, as a function applied to the built model (classification: a probe head for
+        LP-FT); None: they start as built."""
+        return None
+
+    @abstractmethod
+    def training(self, model: nn.Module, train: Any, val: Any, cfg: Any, ctx: FitContext) -> Training:
+        """Lengths, collate, the objective and the sampler for the trainer."""
+
+    def examples(self, data: Any) -> int:
+        return len(data)
+
+    def export(self, run, out, *, merge: bool = False) -> dict:
+        from ..errors import BadInput
+
+        raise BadInput(f"export: runs of the task {self.name!r} cannot be exported yet; use the run folder itself")
 
     def metric(self, name: str) -> MetricSpec:
         for m in self.metrics:
@@ -63,4 +191,4 @@ class Task(ABC):
                        f"Its metrics: {', '.join(m.name for m in self.metrics)}")
 
 
-__all__ = ["Objective", "Task"]
+__all__ = ["Objective", "Scored", "Task", "TaskData", "Training"]

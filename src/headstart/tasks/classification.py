@@ -1,21 +1,156 @@
 """Classification: one label per example (text, image; later audio), a linear head on the pooled
-body, cross-entropy, accuracy to select on."""
+body, cross-entropy, accuracy to select on; a run stores each test example's probabilities."""
 
 from __future__ import annotations
 
+from collections import Counter
+from contextlib import nullcontext
+from pathlib import Path
+from statistics import median
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..evaluate.metrics import MetricSpec
-from .base import Objective, Task
+from .base import Objective, Scored, Task, TaskData, Training
+
+
+class ClassifierModel(nn.Module):
+    """Backbone body + dropout + linear head: ``logits = head(dropout(features(batch)))``."""
+
+    def __init__(self, backbone, n_classes: int, dropout: float):
+        super().__init__()
+        self.body = backbone.module
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(backbone.feature_dim, n_classes)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        self._backbone = [backbone]  # a list: not registered as a submodule (the body already is)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.head(self.drop(self._backbone[0].forward_features(batch)))
 
 
 class Classification(Task):
     name: ClassVar[str] = "classification"
     primary: ClassVar[MetricSpec] = MetricSpec("accuracy")
     metrics: ClassVar[tuple[MetricSpec, ...]] = (MetricSpec("accuracy"), MetricSpec("macro_f1"))
+    shown: ClassVar[dict[str, str]] = {"accuracy": "accuracy", "macro_f1": "macro-F1"}
+
+    def describe_data(self, manifest: dict) -> str:
+        return f"{super().describe_data(manifest)}, {len(manifest['classes'])} classes"
+
+    # -- data ------------------------------------------------------------------------------------
+    def read(self, recipe) -> TaskData:
+        from ..data import load_dataset, stratified_split
+        from ..errors import BadInput
+
+        text_col, label_col, fmt, header = recipe.text_col, recipe.label_col, recipe.fmt, recipe.header
+        full = load_dataset(recipe.data, text_col=text_col, label_col=label_col, fmt=fmt, header=header)
+        classes = full.classes
+        if len(classes) < 2:
+            raise BadInput(f"{full.source}: only one class ({classes[0]!r}); a classifier needs at least two labels")
+        test_data = None
+        if recipe.test is not None:
+            test_path = Path(recipe.test).expanduser()
+            if test_path.is_file() and full.modality == "text" and not (text_col or label_col):
+                test_data = load_with_hint(test_path, full.columns, labels_required=True, fmt=fmt, header=header)
+            else:
+                test_data = load_dataset(recipe.test, text_col=text_col, label_col=label_col, fmt=fmt, header=header)
+            if test_data.modality != full.modality:
+                raise BadInput(f"{test_data.source} holds {test_data.modality} but {full.source} holds {full.modality}")
+            check_known_labels(test_data, classes)
+        test_fraction = 0.0 if test_data is not None else recipe.test_fraction
+        split = stratified_split(full, val_fraction=recipe.val_fraction, test_fraction=test_fraction, seed=recipe.seed)
+        test_set = test_data if test_data is not None else split.test
+        return TaskData(
+            train=split.train, val=split.val, test=test_set, modality=full.modality,
+            train_record={"source": str(full.source), "fingerprint": full.fingerprint, "examples": len(full),
+                          "columns": full.columns},
+            test_record={"source": str(test_set.source) if test_data is not None else "held out from train",
+                         "fingerprint": test_set.fingerprint, "examples": len(test_set)},
+            split_record={"val_fraction": recipe.val_fraction, "test_fraction": test_fraction, "seed": recipe.seed,
+                          **split.sizes(), "test": len(test_set)},
+            info={"classes": classes}, separate_test=test_data is not None, texts=full,
+        )
+
+    def context(self, data: TaskData) -> dict:
+        return {"classes": data.info["classes"]}
+
+    def read_eval(self, run, data, *, text_col=None, header=None):
+        ds = run.as_dataset(data, labels_required=True, text_col=text_col, header=header)
+        ds.require_labels()
+        check_known_labels(ds, run.classes)
+        return ds, str(ds.source), ds.fingerprint
+
+    # -- scoring ---------------------------------------------------------------------------------
+    def score(self, method, backbone, test, ctx, *, n_resamples: int = 1000, intervals: bool = False) -> Scored:
+        """Accuracy, macro-F1 and per-class scores of the method's predictions on ``test``;
+        ``intervals`` adds 95% bootstrap intervals over examples (``accuracy_ci``, ...)."""
+        from ..evaluate import classification_metrics
+        from ..runs.run import Predictions
+
+        classes = ctx.classes
+        preds = Predictions(classes, method.predict_proba(backbone, test, ctx))
+        index = {c: i for i, c in enumerate(classes)}
+        y = np.array([index[c] for c in test.labels])
+        metrics = classification_metrics(y, preds.indices, classes)
+        if intervals:
+            from ..evaluate.suite import evaluate_slices
+
+            whole = evaluate_slices(y, preds.indices, classes, {}, ("accuracy", "macro_f1"), n_resamples=n_resamples)["all"]
+            metrics.update(accuracy_ci=whole["accuracy"]["ci"], macro_f1_ci=whole["macro_f1"]["ci"], ci_level=0.95,
+                           ci_resamples=n_resamples)
+        records = []
+        for rec, truth in zip(preds.records(list(test.inputs)), test.labels, strict=True):
+            row = {"input": rec["input"], "label": truth, "predicted": rec["label"]}
+            row.update({f"p[{c}]": p for c, p in rec["probabilities"].items()})
+            records.append(row)
+        summary = {k: v for k, v in metrics.items() if k != "per_class"}
+        return Scored(summary=summary, detail=metrics, records=records)
+
+    # -- trained methods -------------------------------------------------------------------------
+    def preset(self, method: str, train) -> tuple[str, dict]:
+        from ..methods.presets import preset, regime_for
+
+        per_class = median(Counter(train.labels).values())
+        return regime_for(per_class), preset(method, per_class)
+
+    def build_model(self, backbone, cfg, ctx) -> nn.Module:
+        return ClassifierModel(backbone, len(ctx.classes), cfg.dropout)
+
+    def model_start(self, backbone, train, val, cfg, ctx):
+        """LP-FT (Kumar et al. 2022): with ``head_init="probe"`` the head starts from a linear
+        probe on the frozen body's features (cached)."""
+        if cfg.head_init != "probe":
+            return None
+        from ..methods.linear_probe import LinearProbe, LinearProbeConfig
+
+        probe = LinearProbe(LinearProbeConfig(refit=False))
+        probe.fit(backbone, train, val, ctx)
+        weight, bias = probe.weight_.float(), probe.bias_.float()
+
+        def start(model: nn.Module) -> None:
+            with torch.no_grad():
+                model.head.weight.copy_(weight)
+                model.head.bias.copy_(bias)
+
+        return start
+
+    def training(self, model, train, val, cfg, ctx) -> Training:
+        bb = model._backbone[0]
+        index = {c: i for i, c in enumerate(ctx.classes)}
+        prepared_train = bb.prepare(list(train.inputs))
+        prepared_val = bb.prepare(list(val.inputs))
+        train_labels = torch.tensor([index[c] for c in train.labels], dtype=torch.long)
+        val_labels = torch.tensor([index[c] for c in val.labels], dtype=torch.long)
+        budget, max_batch = bb.batch_budget
+        objective = self.objective(train_labels, bb.batches(prepared_val, budget, max_batch), val_labels,
+                                   lambda idx: bb.collate([prepared_val[i] for i in idx]), bb.device)
+        return Training(lengths=[bb.cost(p) for p in prepared_train],
+                        collate=lambda idx: bb.collate([prepared_train[i] for i in idx]), objective=objective)
 
     def objective(self, train_labels: torch.Tensor, val_batches: list[list[int]], val_labels: torch.Tensor,
                   collate_val, device: torch.device) -> Objective:
@@ -38,5 +173,52 @@ class Classification(Task):
 
         return Objective(loss=loss, evaluate=evaluate, metric=self.primary, val_examples=sum(len(b) for b in val_batches))
 
+    def predict_proba(self, model: nn.Module, data, ctx) -> np.ndarray:
+        """(N, n_classes) softmax probabilities of a :class:`ClassifierModel` on ``data``."""
+        from ..backbones.base import bf16_inference
 
-__all__ = ["Classification"]
+        bb = model._backbone[0]
+        model.eval()
+        prepared = bb.prepare(list(data.inputs))
+        out = np.empty((len(prepared), len(ctx.classes)), dtype=np.float32)
+        budget, max_batch = bb.batch_budget
+        numerics = bf16_inference(model, bb.device) if ctx.precision == "bf16" else nullcontext()
+        with torch.inference_mode(), numerics:
+            for idx in bb.batches(prepared, budget, max_batch):
+                batch = {k: v.to(bb.device) for k, v in bb.collate([prepared[i] for i in idx]).items()}
+                out[idx] = torch.softmax(model(batch).float(), dim=-1).cpu().numpy()
+        return out
+
+    def export(self, run, out, *, merge: bool = False) -> dict:
+        from ..export import export_classifier
+
+        return export_classifier(run, out, merge=merge)
+
+
+def load_with_hint(path: Path, cols: dict, labels_required: bool, fmt: str | None = None, text_col: str | None = None,
+                   header: bool | None = None):
+    """Read with the training data's column names when the file has them, else infer."""
+    from ..data import load_dataset
+    from ..data.readers import read_with_hint
+
+    if not path.is_file():
+        return load_dataset(path, fmt=fmt, labels_required=labels_required, header=header)  # raises the one-line error
+    return read_with_hint(path, cols, labels_required=labels_required, fmt=fmt, text_col=text_col, header=header)[0]
+
+
+def check_known_labels(data, classes: list[str]) -> None:
+    from ..errors import BadInput
+
+    known = set(classes)
+    unseen = Counter(label for label in data.labels if label not in known)
+    if unseen:
+        first = next(i for i, label in enumerate(data.labels) if label not in known)
+        where = data.origin[first] if data.origin else data.source
+        shown = ", ".join(f"{c!r} ({n} rows)" for c, n in unseen.most_common(5))
+        raise BadInput(
+            f"{data.source}: labels never seen in training: {shown}, first at {where}; "
+            "remove those rows or add training examples of them"
+        )
+
+
+__all__ = ["Classification", "ClassifierModel", "check_known_labels", "load_with_hint"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..errors import BadInput, did_you_mean
 from .base import Task
 from .classification import Classification
+from .retrieval import Retrieval
 
 TASKS: dict[str, Task] = {}
 
@@ -24,3 +25,4 @@ def get_task(name: str) -> Task:
 
 
 register_task(Classification())
+register_task(Retrieval())
