@@ -546,10 +546,20 @@ class Run:
                 "method": m["method"]["name"], "manifest_sha256": m["checksum"],
                 "embedding": m["backbone"]["spec"].get("preprocessing", {})}
 
-    def embed(self, inputs) -> np.ndarray:
-        """(N, D) float32 embeddings of texts (or a data file) by the run's body as adapted (no head)."""
+    def embed(self, inputs, *, role: str = "query") -> np.ndarray:
+        """(N, D) float32 embeddings of texts (or a data file) by the run's body as adapted (no head).
+
+        ``role`` is "query" or "document": the backbone's prefix for it goes in front of each text
+        (e5's ``"query: "`` / ``"passage: "``; most backbones have none), as in training."""
+        from .tasks.retrieval import prefixed
+
+        if role not in ("query", "document"):
+            raise BadInput(f"embed: role must be 'query' or 'document' (got {role!r})")
         ds = self.as_dataset(inputs, labels_required=False)
         method, bb = self.open_model()
+        if ds.modality == "text":
+            ds = Dataset(inputs=prefixed(bb.spec.preprocessing, list(ds.inputs), role), labels=None, modality="text",
+                         source=ds.source)
         return method.embed(bb, ds, self.fit_context())
 
     def search(self, index, query: str | list[str], k: int = 10):
@@ -559,7 +569,7 @@ class Run:
 
         idx = index if isinstance(index, VectorIndex) else VectorIndex.open(index)
         queries = [query] if isinstance(query, str) else list(query)
-        results = idx.search(self.embed(queries), k, self.producer)
+        results = idx.search(self.embed(queries, role="query"), k, self.producer)
         return results[0] if isinstance(query, str) else results
 
     def evaluate(self, data, *, record: bool = True, text_col: str | None = None, header: bool | None = None,

@@ -430,6 +430,9 @@ def cmd_predict(args) -> int:
 
     output = _output_file(args.output, "--output") if args.output else None
     run = load(args.run, store=args.store, allow_base_change=args.allow_base_change)
+    if not run.task.predicts:
+        raise BadInput(f"run {run.id} is a {run.task.name} run: it embeds rather than labels; build an index with "
+                       f"`headstart index {run.id} CORPUS --out INDEX`, then `headstart search INDEX \"query\"`")
     if args.input == "-":
         if run.manifest["modality"] != "text":
             raise BadInput(f"run {run.id} takes {run.manifest['modality']}: give a folder or file, not stdin")

@@ -89,7 +89,7 @@ def index_corpus(run, corpus: str | Path, out: str | Path, *, text_col: str | No
             raise BadInput(f"--out {folder} exists and is neither an index nor an empty folder; choose a new folder")
         index = None
     for start in range(0, len(texts), CHUNK):
-        vectors = run.embed(texts[start : start + CHUNK])
+        vectors = run.embed(texts[start : start + CHUNK], role="document")
         if index is None:
             index = VectorIndex.create(folder, int(vectors.shape[1]), run.producer, kind=kind)
         index.add(ids[start : start + CHUNK], texts[start : start + CHUNK], vectors, producer=run.producer)

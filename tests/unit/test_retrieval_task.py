@@ -1,0 +1,171 @@
+"""The retrieval task end to end on a tiny random encoder: data forms, query-disjoint splits, the
+zero-shot baseline, per-query records, eval gates, refusals, export to sentence-transformers,
+and index + search with the adapted encoder."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+import headstart as hs
+from headstart.errors import BadInput
+from headstart.recipe import Recipe
+from headstart.tasks import get_task
+
+FAST = ["--set", "epochs=4", "--set", "batch_size=10", "--set", "lr=1e-2"]
+
+
+def _beir(folder, rows):
+    """A BEIR folder from (query, document) rows: one judgement per row."""
+    folder.mkdir(parents=True, exist_ok=True)
+    docs = list(dict.fromkeys(d for _, d in rows))
+    queries = list(dict.fromkeys(q for q, _ in rows))
+    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(docs)))
+    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i}", "text": t}) + "\n" for i, t in enumerate(queries)))
+    (folder / "qrels").mkdir()
+    lines = ["query-id\tcorpus-id\tscore"] + [f"q{queries.index(q)}\td{docs.index(d)}\t1" for q, d in rows]
+    (folder / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_adapt_prints_ranking_metrics_and_writes_one_row_per_test_query(cli, pairs_csv, tiny_bert):
+    r = cli("adapt", pairs_csv, "--task", "retrieval", "--backbone", tiny_bert, "--method", "lora", "--out", "runs", *FAST)
+    assert r.rc == 0, r
+    assert "training pairs" in r.out and "test queries over 10 documents" in r.out
+    assert any(line.strip().startswith("test nDCG@10 ") and "MRR@10" in line for line in r.out.splitlines()), r.out
+    assert "best validation ndcg@10" in r.out
+    run = hs.load(r.out.splitlines()[0].split()[1])
+    summary = run.metrics["test"]["summary"]
+    lo, hi = summary["ndcg@10_ci"]
+    assert 0 <= lo <= summary["ndcg@10"] <= hi <= 1 and summary["queries"] == run.manifest["data"]["split"]["test"]
+    with open(run.path / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == summary["queries"]
+    assert {"query_id", "input", "ndcg@10", "mrr@10", "recall@10", "relevant", "top10"} <= set(rows[0])
+    assert np.mean([float(r["ndcg@10"]) for r in rows]) == pytest.approx(summary["ndcg@10"], abs=1e-5)
+    assert run.manifest["task"] == "retrieval" and "classes" not in run.manifest
+
+
+def test_the_split_is_query_disjoint_and_val_test_search_the_whole_corpus(pairs_csv):
+    td = get_task("retrieval").read(Recipe(data=str(pairs_csv), task="retrieval", seed=3))
+    train = {q.casefold() for q in td.train.queries}
+    assert not train & {q.casefold() for q in td.val.queries.values()}
+    assert not train & {q.casefold() for q in td.test.queries.values()}
+    assert len(td.test.corpus) == len(td.val.corpus) == 10  # every document, not only the split's own positives
+    assert td.split_record["by"] == "query" and td.split_record["train"] == len(td.train)
+
+
+def test_squad_groups_split_by_article(tmp_path):
+    articles = [{"title": f"art{a}", "paragraphs": [{"context": f"context {a} {p}", "qas": [
+        {"id": f"{a}-{p}-{k}", "question": f"question {a} {p} {k}"} for k in range(3)]} for p in range(2)]} for a in range(10)]
+    path = tmp_path / "squad.json"
+    path.write_text(json.dumps({"data": articles}))
+    td = get_task("retrieval").read(Recipe(data=str(path), task="retrieval"))
+    train_articles = {q.split()[1] for q in td.train.queries}
+    test_articles = {q.split()[1] for q in td.test.queries.values()}
+    assert td.split_record["by"] == "group" and not train_articles & test_articles
+
+
+def test_triplets_train_with_hard_negatives(tmp_path, tiny_bert, retrieval_helpers, data_helpers):
+    _, write_table = data_helpers
+    data = write_table(tmp_path / "triplets.jsonl", retrieval_helpers(negatives=True), ("query", "positive", "negative"))
+    run = hs.adapt(data, task="retrieval", backbone=str(tiny_bert), method="lora", out=tmp_path / "runs",
+                   method_options={"epochs": 2, "batch_size": 10, "lr": 1e-2})
+    assert run.manifest["data"]["train"]["kind"] == "triplets"
+    assert run.manifest["method"]["fit"]["steps"] > 0
+
+
+def test_a_beir_folder_is_data_and_a_separate_test_must_ask_unseen_queries(cli, tmp_path, tiny_bert, retrieval_helpers,
+                                                                           assert_bad_input):
+    rows = retrieval_helpers()
+    data = _beir(tmp_path / "train", rows[:100])
+    r = cli("adapt", data, "--task", "retrieval", "--backbone", tiny_bert, "--method", "frozen", "--out", "runs", "--json")
+    assert r.rc == 0, r
+    assert r.json()["manifest"]["data"]["split"]["corpus"] == 9  # the first 100 rows cover 9 topic documents
+    held = _beir(tmp_path / "held", rows[100:])
+    r = cli("adapt", data, "--test", held, "--task", "retrieval", "--backbone", tiny_bert, "--method", "frozen",
+            "--out", "runs", "--json")
+    assert r.rc == 0 and r.json()["manifest"]["data"]["test"]["examples"] == 20
+    leaky = _beir(tmp_path / "leaky", rows[90:110])
+    assert_bad_input(cli("adapt", data, "--test", leaky, "--task", "retrieval", "--backbone", tiny_bert, "--method", "frozen",
+                         "--out", "runs"), "test queries are also training queries")
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["--method", "linear-probe"], ["does not adapt for the task 'retrieval'", "frozen"]),
+    (["--method", "lora", "--set", "head_lr=1e-3"], ["head_lr", "adds no head"]),
+])
+def test_options_that_do_not_fit_the_task_are_refused_before_any_work(cli, pairs_csv, tiny_bert, argv, needles,
+                                                                      assert_bad_input):
+    assert_bad_input(cli("adapt", pairs_csv, "--task", "retrieval", "--backbone", tiny_bert, "--out", "runs", *argv),
+                     *needles)
+
+
+def test_frozen_is_not_a_classification_method(cli, train_csv, tiny_bert, assert_bad_input):
+    assert_bad_input(cli("adapt", train_csv, "--backbone", tiny_bert, "--method", "frozen", "--out", "runs"),
+                     "does not adapt for the task 'classification'", "linear-probe")
+
+
+@pytest.fixture
+def zero_shot(cli, pairs_csv, tiny_bert, tmp_path):
+    r = cli("adapt", pairs_csv, "--task", "retrieval", "--backbone", tiny_bert, "--method", "frozen", "--out", tmp_path / "runs",
+            "--json")
+    assert r.rc == 0, r
+    return hs.load(r.json()["path"])
+
+
+def test_eval_gates_on_ranking_metrics(cli, zero_shot, pairs_csv, assert_bad_input):
+    ok = cli("eval", zero_shot.path, pairs_csv, "--min", "ndcg@10=0.01")
+    assert ok.rc == 0 and "nDCG@10" in ok.out and "check ndcg@10 >= 0.01: passed" in ok.out, ok
+    failed = cli("eval", zero_shot.path, pairs_csv, "--min", "ndcg@10=0.99")
+    assert failed.rc == 1 and "FAILED" in failed.out and "--min ndcg@10=0.99" in failed.err
+    assert_bad_input(cli("eval", zero_shot.path, pairs_csv, "--min-accuracy", "0.5"), "--min-accuracy", "--min ndcg@10")
+    assert_bad_input(cli("eval", zero_shot.path, pairs_csv, "--min", "ndgc@10=0.5"), "no metric 'ndgc@10'", "ndcg@10")
+
+
+def test_predict_on_a_retrieval_run_says_to_embed_or_search(cli, zero_shot, assert_bad_input):
+    assert_bad_input(cli("predict", zero_shot.path, "cat the a"), "retrieval run", "headstart search")
+    with pytest.raises(BadInput, match="embed"):
+        zero_shot.predict(["cat"])
+
+
+def test_export_loads_in_sentence_transformers_with_the_runs_embeddings(cli, pairs_csv, tiny_bert, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    r = cli("adapt", pairs_csv, "--task", "retrieval", "--backbone", tiny_bert, "--method", "lora", "--out", tmp_path / "runs",
+            "--json", *FAST)
+    run = hs.load(r.json()["path"])
+    assert cli("export", run.path, "--out", tmp_path / "enc").rc == 2  # LoRA needs --merge
+    r = cli("export", run.path, "--out", tmp_path / "enc", "--merge")
+    assert r.rc == 0 and "SentenceTransformer" in r.out and "checked" in r.out, r
+    texts = ["cat where is it", "red red food price", "my refund please"]
+    model = SentenceTransformer(str(tmp_path / "enc"), device="cpu")
+    np.testing.assert_allclose(model.encode(texts, prompt_name="query"), run.embed(texts), atol=1e-4)
+    record = json.loads((tmp_path / "enc" / "headstart.json").read_text())
+    assert record["task"] == "retrieval" and record["check"]["max_abs_diff"] <= 1e-4
+
+
+def test_index_and_search_with_the_adapted_encoder(cli, pairs_csv, tiny_bert, tmp_path, retrieval_helpers):
+    r = cli("adapt", pairs_csv, "--task", "retrieval", "--backbone", tiny_bert, "--method", "finetune", "--out",
+            tmp_path / "runs", "--json", "--set", "epochs=8", "--set", "batch_size=10", "--set", "lr=1e-3")
+    run = hs.load(r.json()["path"])
+    docs = sorted({d for _, d in retrieval_helpers()})
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(docs)))
+    assert cli("index", run.path, corpus, "--out", tmp_path / "idx").rc == 0
+    hits = cli("search", tmp_path / "idx", "cat where is my", "-k", "1", "--run", run.path, "--json").json()["hits"]
+    assert hits[0]["text"] == "red red food price"  # the topic's document, learnt (no word in common)
+
+
+def test_non_english_pairs_default_to_the_multilingual_encoder(tmp_path, data_helpers):
+    _, write_table = data_helpers
+    korean = [("배송은 언제 오나요", "배송 안내 문서"), ("환불하고 싶어요", "환불 정책 문서")] * 5
+    data = write_table(tmp_path / "ko.csv", korean, ("query", "positive"))
+    task = get_task("retrieval")
+    assert task.default_backbone(data) == "use-multilingual"
+    assert task.default_method("use-multilingual") == "frozen" and task.default_method("minilm-l6") == "finetune"
+    english = write_table(tmp_path / "en.csv", [("where is my parcel", "delivery times")] * 4, ("query", "positive"))
+    assert task.default_backbone(english) == "minilm-l6"
