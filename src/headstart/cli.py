@@ -178,9 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "compare", help="run several methods (x backbones) on the same split and tabulate quality vs cost", epilog=EPILOG,
         description="Adapt every METHOD x BACKBONE to DATA on the same train/validation/test split (same seed and fractions; "
-        "checked), then print test accuracy and macro-F1 with 95% bootstrap intervals, trainable parameters (count and % of "
+        "checked), then print the task's two metrics (classification: test accuracy and macro-F1; retrieval: nDCG@10 and "
+        "MRR@10) with 95% bootstrap intervals, trainable parameters (count and % of "
         "all), wall time and peak memory; a run that --budget stopped is marked with its steps (budget: 3/30 steps). Saves "
-        "table.md, comparison.json and frontier.png (accuracy vs wall time and vs trainable %, Pareto frontier drawn) in a "
+        "table.md, comparison.json and frontier.png (the first metric vs wall time and vs trainable %, Pareto frontier drawn) in a "
         "comparison folder recorded in the store; each run is an ordinary run.",
     )
     p.add_argument("data", metavar="DATA", help="training data: table file or image folder (as for `headstart adapt`)")
@@ -189,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbones", default="minilm-l6", metavar="B1,B2",
                    help="comma-separated backbones: catalog names, hf:<hub id> or model folders (default: minilm-l6)")
     p.add_argument("--test", metavar="DATA", help="separate labelled test data (then DATA is split into train/validation only)")
+    p.add_argument("--task", default="classification", choices=sorted(TASKS),
+                   help="the task every run adapts for (default: classification; retrieval compares e.g. frozen,lora,finetune)")
     p.add_argument("--seed", type=int, default=0, help="seed for the split, training and the bootstrap (default: 0)")
     p.add_argument("--set", dest="options", action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="option for one method, repeatable, e.g. --set linear-probe.C=0.5 --set lora.rank=8 (the options of each "
@@ -832,7 +835,7 @@ def cmd_compare(args) -> int:
         args.data, methods=args.methods, backbones=args.backbones, test=args.test, seed=args.seed, method_options=options,
         out=args.out, runs_out=args.runs_out, store=args.store, text_col=args.text_col, label_col=args.label_col, fmt=args.fmt,
         val_fraction=args.val_fraction, test_fraction=args.test_fraction, precision=args.precision, budget=args.budget,
-        _problems=problems,
+        task=args.task, _problems=problems,
     )
     _emit(args, result.to_dict(), result.to_text())
     return 0

@@ -29,7 +29,6 @@ by :mod:`headstart.report.frontier`; the ``headstart compare`` command is in :mo
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -45,6 +44,7 @@ from typing import Any
 from ._util import home, parse_duration, peak_rss, status
 from .errors import BadInput, HeadstartError
 from .report import compare_table
+from .tasks import get_task
 from .report.frontier import frontier_figure, pareto_frontier, plot_frontier
 from .recipe import Recipe
 
@@ -86,8 +86,13 @@ class Comparison:
 
     @property
     def frontier(self) -> list[dict[str, Any]]:
-        """Rows not beaten on both accuracy (higher) and wall time (lower), fastest first."""
+        """Rows not beaten on both the primary metric (higher) and wall time (lower), fastest first."""
         return sorted((r for r in self.rows if r["on_frontier"]), key=lambda r: r["wall_s"])
+
+    @property
+    def metrics(self) -> list[list[str]]:
+        """The two compared metrics as ``[name, label]``, the primary (the frontier's) first."""
+        return self.data.get("metrics") or [["accuracy", "accuracy"], ["macro_f1", "macro-F1"]]
 
     @property
     def run_ids(self) -> list[str]:
@@ -144,6 +149,7 @@ def compare(
     test_fraction: float = 0.2,
     precision: str = "auto",
     budget: float | str | None = None,
+    task: str = "classification",
     _problems: list[str] | None = None,
 ) -> Comparison:
     """Adapt every backbone x method on the same split of ``data`` and tabulate quality vs cost.
@@ -154,7 +160,9 @@ def compare(
     method's options (as ``adapt(method_options=)``). ``out`` is the parent of the comparison
     folder (default ``<headstart home>/comparisons``); ``runs_out`` the parent of the run folders
     (``adapt(out=)``). ``budget`` (seconds, or a duration such as ``"10m"``) is passed to each
-    ``adapt(budget=)``: each run's training stops cleanly at that time.
+    ``adapt(budget=)``: each run's training stops cleanly at that time. ``task`` is the
+    registered task every run adapts for; the table shows its two compared metrics (classification:
+    accuracy and macro-F1; retrieval: nDCG@10 and MRR@10) and the frontier is drawn on the first.
 
     Runs go backbone by backbone, methods in the order given; each is an ordinary run in the
     store. Raises :class:`SplitMismatch` if the runs did not all see the same split, and the
@@ -168,8 +176,9 @@ def compare(
     plan = _validate(
         data, methods=methods, backbones=backbones, test=test, seed=seed, method_options=method_options, out=out,
         runs_out=runs_out, text_col=text_col, label_col=label_col, fmt=fmt, val_fraction=val_fraction,
-        test_fraction=test_fraction, precision=precision, budget=budget, problems=list(_problems or []),
+        test_fraction=test_fraction, precision=precision, budget=budget, problems=list(_problems or []), task=task,
     )
+    task_obj = get_task(task)
     store_obj = Store(store)
     _warm_up(plan.backbones)
     runs: list[Any] = []
@@ -188,6 +197,7 @@ def compare(
                         data, test=test, backbone=backbone, method=method, method_options=plan.options.get(method),
                         out=runs_out, seed=seed, text_col=text_col, label_col=label_col, fmt=fmt,
                         val_fraction=val_fraction, test_fraction=test_fraction, precision=precision, store=store, budget=plan.budget_s,
+                        task=task,
                     )
             except HeadstartError as e:
                 raise _failed(e, label, runs, labels) from e
@@ -200,7 +210,7 @@ def compare(
             rows.append(_row(run, method, backbone, wall, mem.peak_mb, mem.how, gpu.read(), seed))
 
     _check_same_split(runs, labels)
-    _mark_frontier(rows)
+    _mark_frontier(rows, task_obj.compared[0])
 
     first = runs[0].manifest
     created = time.strftime("%Y-%m-%dT%H:%M:%S%z")  # as run manifests
@@ -213,7 +223,9 @@ def compare(
             "source": first["data"]["train"]["source"],
             "fingerprint": first["data"]["train"]["fingerprint"],
             "modality": first["modality"],
-            "classes": first["classes"],
+            "task": task_obj.name,
+            "metrics": [[name, task_obj.shown.get(name, name)] for name in task_obj.compared],
+            **({"classes": first["classes"]} if "classes" in first else {}),
             "test_source": first["data"]["test"]["source"],
             "test_fingerprint": first["data"]["test"]["fingerprint"],
             "split": {k: first["data"]["split"][k] for k in ("train", "val", "test")},
@@ -222,7 +234,7 @@ def compare(
             "data": str(data), "test": None if test is None else str(test), "methods": plan.methods, "backbones": plan.backbones,
             "seed": seed, "method_options": {m: _jsonable(o) for m, o in plan.options.items()}, "val_fraction": val_fraction,
             "test_fraction": test_fraction, "precision": precision, "budget_s": plan.budget_s, "text_col": text_col,
-            "label_col": label_col, "format": fmt, "runs_out": None if runs_out is None else str(runs_out),
+            "label_col": label_col, "format": fmt, "task": task, "runs_out": None if runs_out is None else str(runs_out),
             "store": str(store_obj.path),
         },
         bootstrap={"n_resamples": N_RESAMPLES, "level": LEVEL, "seed": seed, "method": "percentile (Efron & Tibshirani 1993)"},
@@ -265,22 +277,32 @@ def _validate(
     precision: str,
     budget: float | str | None,
     problems: list[str],
+    task: str = "classification",
 ) -> _Plan:
     """Check every input that can be checked without training; raise one BadInput naming them all."""
     from .backbones import check_modality
     from .catalog import CATALOG, resolve
-    from .data import load_dataset, stratified_split
     from .methods import METHODS, get_method
 
     problems = list(problems)
+    try:
+        task_obj = get_task(task)
+    except BadInput as e:
+        problems.append(f"--task: {e}")
+        task_obj = None
     method_list = _names(methods, "--methods", problems, f"e.g. --methods linear-probe; available: {', '.join(METHODS)}")
     backbone_list = _names(backbones, "--backbones", problems, f"e.g. --backbones minilm-l6; catalog: {', '.join(CATALOG)}")
 
     for name in method_list:
         try:
-            get_method(name)
+            cls = get_method(name)
         except BadInput as e:
             problems.append(f"--methods: {e}")
+            continue
+        if task_obj is not None and task_obj.name not in cls.tasks:
+            fits = [m for m, c in METHODS.items() if task_obj.name in c.tasks]
+            problems.append(f"--methods: {name!r} does not adapt for the task {task_obj.name!r}; for {task_obj.name} "
+                            f"choose among {', '.join(fits)}")
 
     specs = []
     for name in backbone_list:
@@ -331,24 +353,21 @@ def _validate(
 
     if test is not None and not Path(test).expanduser().exists():
         problems.append(f"--test {Path(test).expanduser()}: no such file or folder; check the path")
-    try:
-        full = load_dataset(data, text_col=text_col, label_col=label_col, fmt=fmt)
-    except BadInput as e:
-        problems.append(str(e))
-    else:
-        if len(full.classes) < 2:
-            problems.append(f"{full.source}: only one class ({full.classes[0]!r}); a classifier needs at least two labels")
-        elif fields_ok:
-            try:
-                stratified_split(full, val_fraction=val_fraction, test_fraction=0.0 if test is not None else test_fraction, seed=seed)
-            except BadInput as e:
-                problems.append(str(e))
-        for spec in specs:
-            if spec.family != "hf-auto":
-                try:
-                    check_modality(spec, full.modality, str(full.source))
-                except BadInput as e:
-                    problems.append(f"--backbones: {e}")
+    if task_obj is not None and fields_ok:  # the task reads and splits the data as each adapt will
+        recipe = Recipe(data=str(data), test=None if test is None else str(test), seed=seed, precision=precision,
+                        val_fraction=val_fraction, test_fraction=test_fraction, text_col=text_col, label_col=label_col,
+                        fmt=fmt, task=task_obj.name)
+        try:
+            td = task_obj.read(recipe)
+        except BadInput as e:
+            problems.append(str(e))
+        else:
+            for spec in specs:
+                if spec.family != "hf-auto":
+                    try:
+                        check_modality(spec, td.modality, td.train_record["source"])
+                    except BadInput as e:
+                        problems.append(f"--backbones: {e}")
 
     if problems:
         raise BadInput("; ".join(" ".join(p.split()).rstrip(".") for p in problems))
@@ -451,8 +470,9 @@ class _GpuPeak:
 
 
 def _row(run: Any, method: str, backbone: str, wall_s: float, peak_mb: float, peak_how: str, peak_gpu_mb: float | None, seed: int) -> dict:
-    """One table row from a finished run: its metrics, intervals, parameter counts and costs."""
-    from .evaluate.bootstrap import MacroF1, accuracy, bootstrap_ci
+    """One table row from a finished run: the task's two compared metrics with intervals over the
+    test examples (queries), parameter counts and costs."""
+    from .evaluate.bootstrap import bootstrap_ci
 
     m = run.manifest
     summary = m["metrics"]["test"]["summary"]
@@ -466,25 +486,23 @@ def _row(run: Any, method: str, backbone: str, wall_s: float, peak_mb: float, pe
         total = trainable + frozen
     pct = 100.0 * trainable / total if trainable is not None and total else None
 
-    acc_low = acc_high = f1_low = f1_high = None
-    truth_pred = _read_predictions(run.path / "predictions.csv", list(m["classes"]))
-    if truth_pred is not None:
-        y_true, y_pred = truth_pred
-        _, acc_low, acc_high = bootstrap_ci(y_true, y_pred, accuracy, n_resamples=N_RESAMPLES, level=LEVEL, seed=seed)
-        _, f1_low, f1_high = bootstrap_ci(y_true, y_pred, MacroF1(len(m["classes"])), n_resamples=N_RESAMPLES, level=LEVEL, seed=seed)
+    task = run.task
+    values = task.run_values(run.path, m)
+    metrics: dict[str, Any] = {}
+    for name in task.compared:
+        low = high = None
+        if values is not None:
+            y_true, y_pred, statistic = values[name]
+            _, low, high = bootstrap_ci(y_true, y_pred, statistic, n_resamples=N_RESAMPLES, level=LEVEL, seed=seed)
+        metrics.update({name: float(summary[name]), f"{name}_low": low, f"{name}_high": high})
     return {
         "method": method,
         "backbone": backbone,
         "backbone_label": _backbone_label(backbone),
         "run_id": run.id,
         "run_path": str(run.path),
-        "accuracy": float(summary["accuracy"]),
-        "accuracy_low": acc_low,
-        "accuracy_high": acc_high,
-        "macro_f1": float(summary["macro_f1"]),
-        "macro_f1_low": f1_low,
-        "macro_f1_high": f1_high,
-        "n_test": int(summary.get("n", m["data"]["test"]["examples"])),
+        **metrics,
+        "n_test": int(summary.get("n", summary.get("queries", m["data"]["test"]["examples"]))),
         "trainable_params": trainable,
         "total_params": total,
         "trainable_pct": pct,
@@ -548,28 +566,8 @@ def _int_or_none(value: Any) -> int | None:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
 
 
-def _read_predictions(path: Path, classes: list[str]):
-    """(true, predicted) class indices from a run's predictions.csv; None when it lacks true labels."""
-    import numpy as np
-
-    index = {c: i for i, c in enumerate(classes)}
-    truth, pred = [], []
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            for rec in csv.DictReader(f):
-                if rec.get("label") not in index or rec.get("predicted") not in index:
-                    return None
-                truth.append(index[rec["label"]])
-                pred.append(index[rec["predicted"]])
-    except OSError:
-        return None
-    if not truth:
-        return None
-    return np.array(truth, dtype=np.int64), np.array(pred, dtype=np.int64)
-
-
-def _mark_frontier(rows: list[dict[str, Any]]) -> None:
-    for i in pareto_frontier([(r["wall_s"], r["accuracy"]) for r in rows]):
+def _mark_frontier(rows: list[dict[str, Any]], metric: str = "accuracy") -> None:
+    for i in pareto_frontier([(r["wall_s"], r[metric]) for r in rows]):
         rows[i]["on_frontier"] = True
 
 
@@ -585,7 +583,8 @@ def _write_folder(comparison: Comparison, out_dir: Path) -> Path:
     tmp = out_dir / f".tmp-{comparison.id}-{os.getpid()}"
     try:
         tmp.mkdir()
-        comparison.plot = "frontier.png" if plot_frontier(comparison.rows, tmp / "frontier.png", title=comparison.id) else None
+        comparison.plot = "frontier.png" if plot_frontier(comparison.rows, tmp / "frontier.png", title=comparison.id,
+                                                              metric=tuple(comparison.metrics[0])) else None
         comparison.path = final
         (tmp / "table.md").write_text(comparison.to_markdown(), encoding="utf-8")
         (tmp / "comparison.json").write_text(json.dumps(comparison.to_dict(), indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")

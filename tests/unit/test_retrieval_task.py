@@ -169,3 +169,20 @@ def test_non_english_pairs_default_to_the_multilingual_encoder(tmp_path, data_he
     assert task.default_method("use-multilingual") == "frozen" and task.default_method("minilm-l6") == "finetune"
     english = write_table(tmp_path / "en.csv", [("where is my parcel", "delivery times")] * 4, ("query", "positive"))
     assert task.default_backbone(english) == "minilm-l6"
+
+
+def test_compare_tabulates_ranking_metrics_with_query_intervals(cli, pairs_csv, tiny_bert, tmp_path, assert_bad_input):
+    r = cli("compare", pairs_csv, "--task", "retrieval", "--methods", "frozen,lora", "--backbones", tiny_bert,
+            "--set", "lora.lr=1e-2", "--set", "lora.epochs=4", "--set", "lora.batch_size=10", "--out", tmp_path / "cmp",
+            "--runs-out", tmp_path / "runs")
+    assert r.rc == 0, r
+    assert "test nDCG@10 [95%]" in r.out and "MRR@10 [95%]" in r.out and "test queries" in r.out, r.out
+    saved = json.loads(next((tmp_path / "cmp").glob("*/comparison.json")).read_text())
+    assert saved["data"]["task"] == "retrieval" and [m[0] for m in saved["data"]["metrics"]] == ["ndcg@10", "mrr@10"]
+    frozen, lora = saved["rows"]
+    assert frozen["trainable_params"] == 0 and lora["trainable_params"] > 0
+    assert frozen["ndcg@10_low"] <= frozen["ndcg@10"] <= frozen["ndcg@10_high"]
+    assert lora["ndcg@10"] > frozen["ndcg@10"]  # the adapted encoder beats its zero-shot baseline on the same queries
+    assert (next((tmp_path / "cmp").glob("*")) / "frontier.png").stat().st_size > 0
+    assert_bad_input(cli("compare", pairs_csv, "--task", "retrieval", "--methods", "linear-probe", "--backbones", tiny_bert),
+                     "'linear-probe' does not adapt for the task 'retrieval'")

@@ -18,7 +18,8 @@ def header(comparison: Comparison) -> str:
     d = comparison.data
     split = d["split"]
     return (
-        f"Data {d['source']} (fingerprint {d['fingerprint'][:12]}), {len(d['classes'])} classes; "
+        f"Data {d['source']} (fingerprint {d['fingerprint'][:12]}), "
+        + (f"{len(d['classes'])} classes; " if d.get("classes") else f"task {d.get('task', 'classification')}; ") +
         f"split {split['train']} train / {split['val']} validation / {split['test']} test "
         f"(test: {d['test_source']}); seed {comparison.inputs['seed']}; {comparison.created_at}"
     )
@@ -27,9 +28,10 @@ def legend(comparison: Comparison) -> str:
     """What the intervals, the frontier mark, peak memory, n/a and (when a run was stopped) budget mean."""
     n = comparison.data["split"]["test"]
     pct = f"{comparison.bootstrap['level']:.0%}"
+    unit = "examples" if comparison.data.get("task", "classification") == "classification" else "queries"
     text = (
-        f"[low, high]: {pct} percentile-bootstrap interval over the {n} test examples ({comparison.bootstrap['n_resamples']} resamples). "
-        "* on the Pareto frontier of accuracy vs wall time. Peak memory: peak resident memory of the process during the run "
+        f"[low, high]: {pct} percentile-bootstrap interval over the {n} test {unit} ({comparison.bootstrap['n_resamples']} resamples). "
+        f"* on the Pareto frontier of {comparison.metrics[0][1]} vs wall time. Peak memory: peak resident memory of the process during the run "
         "(runs share one process). n/a: the method did not report it."
     )
     if any(r.get("stopped_by") == "budget" for r in comparison.rows):
@@ -44,7 +46,8 @@ def _cells(comparison: Comparison) -> tuple[list[str], list[list[str]], int]:
     budget = any(r.get("stopped_by") == "budget" for r in comparison.rows)
     head = ["", "method", "backbone"] + (["training"] if budget else [])
     text_columns = len(head)
-    head += [f"test accuracy [{pct}]", f"macro-F1 [{pct}]", "trainable", "trainable %", "wall time", "peak memory"]
+    (first, first_label), (second, second_label) = comparison.metrics
+    head += [f"test {first_label} [{pct}]", f"{second_label} [{pct}]", "trainable", "trainable %", "wall time", "peak memory"]
     if gpu:
         head.append("peak GPU")
     body = []
@@ -53,8 +56,8 @@ def _cells(comparison: Comparison) -> tuple[list[str], list[list[str]], int]:
         if budget:
             cells.append(fmt_training(r))
         cells += [
-            _fmt_ci(r["accuracy"], r["accuracy_low"], r["accuracy_high"]),
-            _fmt_ci(r["macro_f1"], r["macro_f1_low"], r["macro_f1_high"]),
+            _fmt_ci(r[first], r[f"{first}_low"], r[f"{first}_high"]),
+            _fmt_ci(r[second], r[f"{second}_low"], r[f"{second}_high"]),
             _fmt_count(r["trainable_params"]),
             _fmt_pct(r["trainable_pct"]),
             _fmt_seconds(r["wall_s"]),

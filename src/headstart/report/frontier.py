@@ -41,7 +41,8 @@ PLOT_DPI = 110
 PANELS = (("wall_s", "wall time (s, log scale)"), ("trainable_pct", "trainable parameters (% of all, log scale)"))
 
 
-def plot_frontier(rows: list[dict[str, Any]], path: Path, *, title: str = "") -> bool:
+def plot_frontier(rows: list[dict[str, Any]], path: Path, *, title: str = "",
+                  metric: tuple[str, str] = ("accuracy", "accuracy")) -> bool:
     """Draw accuracy (with its interval) vs wall time and vs trainable %, frontiers joined by a line.
 
     Returns False (with a warning) when matplotlib is not installed: the table and JSON are the
@@ -52,11 +53,11 @@ def plot_frontier(rows: list[dict[str, Any]], path: Path, *, title: str = "") ->
     except ImportError:
         warnings.warn("frontier.png not drawn: matplotlib is not installed (pip install matplotlib)", stacklevel=2)
         return False
-    frontier_figure(rows, title=title).savefig(path, dpi=PLOT_DPI)
+    frontier_figure(rows, title=title, metric=metric).savefig(path, dpi=PLOT_DPI)
     return True
 
 
-def frontier_figure(rows: list[dict[str, Any]], *, title: str = "") -> Any:
+def frontier_figure(rows: list[dict[str, Any]], *, title: str = "", metric: tuple[str, str] = ("accuracy", "accuracy")) -> Any:
     """The matplotlib Figure behind ``frontier.png`` (see :func:`plot_frontier`).
 
     What a reader needs from it, each a past complaint: a row has one colour (its method) and one
@@ -65,8 +66,11 @@ def frontier_figure(rows: list[dict[str, Any]], *, title: str = "") -> Any:
     beside the points never overprint each other (:func:`_place_labels`, falling back to the
     row's number where the full name does not fit); the axes hold every error bar whole, with a
     margin. Each row's error bar carries the gid ``row-<number>``, its marker ``point-<number>``,
-    its label ``label-<number>`` (tests find them by these).
+    its label ``label-<number>`` (tests find them by these). ``metric`` is the row key plotted
+    upwards and its label (the task's primary metric; ``<key>_low``/``<key>_high`` its interval).
     """
+    y_key, y_label = metric
+    lo_key, hi_key = f"{y_key}_low", f"{y_key}_high"
     import matplotlib
     import matplotlib.ticker
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -92,31 +96,31 @@ def frontier_figure(rows: list[dict[str, Any]], *, title: str = "") -> Any:
     for ax, (key, xlabel) in zip(axes, PANELS, strict=True):
         shown = [(n, r) for n, r in numbered if r.get(key) is not None and r[key] > 0]
         for n, r in shown:
-            low, high = r["accuracy_low"], r["accuracy_high"]
-            yerr = None if low is None or high is None else [[max(0.0, r["accuracy"] - low)], [max(0.0, high - r["accuracy"])]]
-            bars = ax.errorbar(r[key], r["accuracy"], yerr=yerr, linestyle="none", capsize=3, **style(r))
+            low, high = r[lo_key], r[hi_key]
+            yerr = None if low is None or high is None else [[max(0.0, r[y_key] - low)], [max(0.0, high - r[y_key])]]
+            bars = ax.errorbar(r[key], r[y_key], yerr=yerr, linestyle="none", capsize=3, **style(r))
             for artist in bars.get_children():
                 artist.set_gid(f"row-{n}")
             bars.lines[0].set_gid(f"point-{n}")  # the marker itself
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("test accuracy (95% bootstrap interval)")
+        ax.set_ylabel(f"test {y_label} (95% bootstrap interval)")
         ax.grid(True, which="both", alpha=0.3)
         if not shown:
             ax.text(0.5, 0.5, "not reported by these methods", ha="center", va="center", transform=ax.transAxes)
             continue
-        points = [(r[key], r["accuracy"]) for _, r in shown]
+        points = [(r[key], r[y_key]) for _, r in shown]
         front = [shown[i][1] for i in pareto_frontier(points)]
-        ax.plot([r[key] for r in front], [r["accuracy"] for r in front], "-", color="0.35", linewidth=1.2, zorder=0)
+        ax.plot([r[key] for r in front], [r[y_key] for r in front], "-", color="0.35", linewidth=1.2, zorder=0)
         ax.set_xscale("log")
         ax.set_xlim(*_log_limits([x for x, _ in points]))
-        ax.set_ylim(*_limits([v for _, r in shown for v in (r["accuracy"], r["accuracy_low"], r["accuracy_high"]) if v is not None]))
+        ax.set_ylim(*_limits([v for _, r in shown for v in (r[y_key], r[lo_key], r[hi_key]) if v is not None]))
         plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
         ax.xaxis.set_major_formatter(plain)
         lo, hi = ax.get_xlim()
         # few decades shown: label the minor ticks too (within one decade all of them, else 2 and 5)
         some = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else "")
         ax.xaxis.set_minor_formatter(plain if hi < 10 * lo else some if hi < 1000 * lo else matplotlib.ticker.NullFormatter())
-        labels.append((ax, [(r[key], r["accuracy"], r["accuracy_low"], r["accuracy_high"], _point_label(r), str(n)) for n, r in shown]))
+        labels.append((ax, [(r[key], r[y_key], r[lo_key], r[hi_key], _point_label(r), str(n)) for n, r in shown]))
 
     handles = [Line2D([], [], linestyle="none", **style(r)) for _, r in numbered]
     names = [f"{n}  {r['method']} / {r['backbone_label']}" + (f"  ({fmt_training(r)})" if r.get("stopped_by") == "budget" else "")

@@ -117,6 +117,14 @@ class Task(ABC):
     """Whether ``Run.predict`` gives labels (classification) rather than embeddings only."""
     shown: ClassVar[dict[str, str]] = {}
     """Metrics the command line prints for a run, name -> label, primary first."""
+    compared: ClassVar[tuple[str, str]] = ("", "")
+    """The two metrics ``compare`` tabulates (with intervals) and plots, the primary first."""
+
+    def run_values(self, run_path, manifest: dict) -> dict[str, tuple[Any, Any, Any]] | None:
+        """Per-example values behind the compared metrics of a finished run, read from its
+        ``predictions.csv``: ``{metric: (y_true, y_pred, statistic)}`` for
+        :func:`headstart.evaluate.bootstrap.bootstrap_ci`; None when the file lacks them."""
+        return None
 
     def default_backbone(self, data) -> str:
         """The backbone ``adapt`` uses when none is named (may look at the data's language)."""

@@ -38,6 +38,30 @@ class Classification(Task):
     primary: ClassVar[MetricSpec] = MetricSpec("accuracy")
     metrics: ClassVar[tuple[MetricSpec, ...]] = (MetricSpec("accuracy"), MetricSpec("macro_f1"))
     shown: ClassVar[dict[str, str]] = {"accuracy": "accuracy", "macro_f1": "macro-F1"}
+    compared: ClassVar[tuple[str, str]] = ("accuracy", "macro_f1")
+
+    def run_values(self, run_path, manifest):
+        """(true, predicted) class indices of the test examples; None when a row lacks them."""
+        import csv
+
+        from ..evaluate.bootstrap import MacroF1, accuracy
+
+        classes = list(manifest["classes"])
+        index = {c: i for i, c in enumerate(classes)}
+        truth, pred = [], []
+        try:
+            with open(Path(run_path) / "predictions.csv", newline="", encoding="utf-8") as f:
+                for rec in csv.DictReader(f):
+                    if rec.get("label") not in index or rec.get("predicted") not in index:
+                        return None
+                    truth.append(index[rec["label"]])
+                    pred.append(index[rec["predicted"]])
+        except OSError:
+            return None
+        if not truth:
+            return None
+        y, p = np.array(truth, dtype=np.int64), np.array(pred, dtype=np.int64)
+        return {"accuracy": (y, p, accuracy), "macro_f1": (y, p, MacroF1(len(classes)))}
 
     def describe_data(self, manifest: dict) -> str:
         return f"{super().describe_data(manifest)}, {len(manifest['classes'])} classes"

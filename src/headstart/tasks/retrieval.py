@@ -100,6 +100,26 @@ class Retrieval(Task):
     shown: ClassVar[dict[str, str]] = {"ndcg@10": "nDCG@10", "mrr@10": "MRR@10", "recall@10": "Recall@10",
                                        "recall@100": "Recall@100"}
 
+    compared: ClassVar[tuple[str, str]] = ("ndcg@10", "mrr@10")
+
+    def run_values(self, run_path, manifest):
+        """Per-query values of the test queries (``predictions.csv``); the statistic is their mean."""
+        import csv
+
+        from ..evaluate.retrieval import query_mean
+
+        out: dict[str, list[float]] = {name: [] for name in self.compared}
+        try:
+            with open(Path(run_path) / "predictions.csv", newline="", encoding="utf-8") as f:
+                for rec in csv.DictReader(f):
+                    for name in self.compared:
+                        out[name].append(float(rec[name]))
+        except (OSError, KeyError, ValueError):
+            return None
+        if not out[self.compared[0]]:
+            return None
+        return {name: (np.array(v), np.array(v), query_mean) for name, v in out.items()}
+
     def default_backbone(self, data) -> str:
         """``minilm-l6`` for English data; the multilingual ``use-multilingual`` (frozen
         features) when most of the queries and documents are in other languages."""
