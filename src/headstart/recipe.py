@@ -42,6 +42,13 @@ class Recipe:
     precision: str = "auto"
     budget: float | None = None
     """Seconds the whole adaptation may take (None: no limit)."""
+    split_seed: int | None = None
+    """Seed of the train/validation/test split when it differs from ``seed`` (None: ``seed``):
+    drift's noise-floor re-runs of a retrieval run keep its test queries and vary the training."""
+
+    @property
+    def seed_of_split(self) -> int:
+        return self.seed if self.split_seed is None else self.split_seed
 
     def validate(self) -> None:
         """Check every field that can be checked without reading data or loading a model;
@@ -80,6 +87,9 @@ class Recipe:
         problems: list[str] = []
         if self.precision not in PRECISIONS:
             problems.append(f"--precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.split_seed is not None and (not isinstance(self.split_seed, int) or isinstance(self.split_seed, bool)
+                                            or not 0 <= self.split_seed < SEED_LIMIT):
+            problems.append(f"split_seed must be an integer from 0 to 2**63-1 (got {self.split_seed!r})")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < SEED_LIMIT:
             problems.append(f"--seed must be an integer from 0 to 2**63-1 (got {self.seed!r}); the store records it as a "
                             "64-bit integer")

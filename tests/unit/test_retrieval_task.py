@@ -186,3 +186,28 @@ def test_compare_tabulates_ranking_metrics_with_query_intervals(cli, pairs_csv, 
     assert (next((tmp_path / "cmp").glob("*")) / "frontier.png").stat().st_size > 0
     assert_bad_input(cli("compare", pairs_csv, "--task", "retrieval", "--methods", "linear-probe", "--backbones", tiny_bert),
                      "'linear-probe' does not adapt for the task 'retrieval'")
+
+
+def test_drift_to_a_broken_base_is_a_regression_over_the_same_queries(cli, pairs_csv, tiny_bert, tmp_path,
+                                                                      assert_bad_input):
+    import shutil
+
+    from headstart.backbones.testing import break_token_embeddings
+
+    r = cli("adapt", pairs_csv, "--task", "retrieval", "--backbone", tiny_bert, "--method", "lora", "--out",
+            tmp_path / "runs", "--json", *FAST)
+    run_id = r.json()["run"]
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_bert, broken)
+    break_token_embeddings(broken)  # every word the same vector: nothing left to rank by
+    assert_bad_input(cli("drift", run_id, "--base", broken, "--suite", tmp_path / "s.yaml"), "suites hold labelled")
+    d = cli("drift", run_id, "--base", broken, "--out", tmp_path / "runs", "--report", tmp_path / "report", "--json")
+    assert d.rc == 1, d  # exit 1: a regression
+    result = d.json()
+    assert result["verdict"] == "regression" and result["task"] == "retrieval"
+    checks = {c["metric"]: c for c in result["checks"]}
+    assert set(checks) == {"ndcg@10", "mrr@10"} and checks["ndcg@10"]["test"] == "paired bootstrap over queries"
+    assert checks["ndcg@10"]["delta"] < 0 and checks["ndcg@10"]["p"] < 0.01
+    assert checks["ndcg@10"]["n"] == hs.load(run_id).metrics["test"]["summary"]["queries"]
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert "Worse queries" in html and "ndcg@10" in html

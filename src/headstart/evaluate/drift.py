@@ -98,11 +98,19 @@ def drift(run: str | Path, base: str, *, suite: str | Path | None = None, seeds:
     old = load(run, store=store)
     check_recipe_runs_on(old, base)
     recipe = recipe_of(old.manifest)
-    suite_obj, sets = _eval_sets(old, suite)
+    per_query = not old.task.predicts  # e.g. retrieval: per-query metric values, not labels
+    if per_query and suite is not None:
+        raise BadInput(f"--suite: run {old.id} is a {old.task.name} run, and suites hold labelled examples; drift it "
+                       "without --suite (it compares the two runs on the run's own test queries)")
+    suite_obj, sets = (None, []) if per_query else _eval_sets(old, suite)
     old_preds = {es.name: predict_indices(old, es) for es in sets}
 
+    # Per-query tasks compare the runs' recorded per-query values, so every re-run keeps the
+    # recorded split (the same test queries) and only the training seed changes.
+    keep_split = {"split_seed": recipe.seed_of_split} if per_query else {}
+
     def readapt(backbone: str, seed: int, reason: str):
-        return adapt_recipe(recipe.replace(backbone=backbone, seed=seed), out=out, store=store, t_start=time.perf_counter(),
+        return adapt_recipe(recipe.replace(backbone=backbone, seed=seed, **keep_split), out=out, store=store, t_start=time.perf_counter(),
                             run_id=None, on_step=None, lineage={"parent": old.id, "reason": reason, "base": backbone})
 
     status(f"re-adapting run {old.id} ({recipe.method}) on the new base {base} ...")
@@ -120,6 +128,9 @@ def drift(run: str | Path, base: str, *, suite: str | Path | None = None, seeds:
 
     checks, per_class, flipped, sources = [], [], [], {}
     noise_values: dict[str, list[float]] = {}
+    if per_query:
+        checks, flipped = _query_checks(old, new, noise_runs, n_resamples, noise_values, flips)
+        sources["test"] = "recorded"
     for es in sets:
         y = class_indices(es.data.labels, old.classes, str(es.data.source))
         p_old, sources[es.name] = old_preds[es.name]
@@ -143,6 +154,7 @@ def drift(run: str | Path, base: str, *, suite: str | Path | None = None, seeds:
         "old_base": {"name": old.manifest["backbone"]["name"], "sha256": old.manifest["backbone"]["sha256"]},
         "new_base": {"name": new.manifest["backbone"]["name"], "sha256": new.manifest["backbone"]["sha256"]},
         "method": recipe.method,
+        "task": old.task.name,
         "config": {"old": old.manifest["method"]["config"], "new": new.manifest["method"]["config"]},
         "suite": {"name": suite_obj.name, "sha256": suite_obj.sha256} if suite_obj else {"name": "the run's test set", "sha256": None},
         "old_predictions": sources,
@@ -221,6 +233,58 @@ def _checks(dataset, y, p_old, p_new, p_ref, p_seeds, slices, classes, n_resampl
                         "old": r.old, "new": r.new, "delta": r.delta, "ci": list(r.ci), "p_raw": r.p, "test": test,
                         "noise_floor": floor})
     return out
+
+
+def _query_values(run) -> tuple[list[str], list[str], dict[str, np.ndarray]]:
+    """(query ids, query texts, {metric: per-query values}) from a run's ``predictions.csv``."""
+    import csv
+
+    names = run.task.compared
+    ids, texts, values = [], [], {n: [] for n in names}
+    with open(run.path / "predictions.csv", newline="", encoding="utf-8") as f:
+        for rec in csv.DictReader(f):
+            ids.append(rec["query_id"])
+            texts.append(rec["input"])
+            for n in names:
+                values[n].append(float(rec[n]))
+    return ids, texts, {n: np.array(v) for n, v in values.items()}
+
+
+def _query_checks(old, new, noise_runs, n_resamples, noise_values, limit) -> tuple[list[dict], list[dict]]:
+    """Paired bootstrap over the same test queries for each compared metric (nDCG@10, MRR@10),
+    from the per-query values the two runs recorded; the re-seeded runs' means give the noise floor.
+    Also the queries whose primary metric moved most each way (as "flips")."""
+    from .retrieval import prediction_mean
+
+    ids, texts, old_v = _query_values(old)
+    runs = [new, *noise_runs]
+    got = [_query_values(r) for r in runs]
+    for r, (other_ids, _, _) in zip(runs, got, strict=True):
+        if other_ids != ids or r.manifest["data"]["test"]["fingerprint"] != old.manifest["data"]["test"]["fingerprint"]:
+            raise BadInput(f"drift: run {r.id} was tested on other queries than run {old.id} (the split or test file "
+                           "changed); re-adapt both on the same data")
+    new_v = got[0][2]
+    zeros = np.zeros(len(ids))
+    checks = []
+    for metric in old.task.compared:
+        r = paired_bootstrap(zeros, old_v[metric], new_v[metric], prediction_mean, n_resamples=n_resamples)
+        floor = None
+        if noise_runs:
+            seeded = [float(v[2][metric].mean()) for v in got[1:]]
+            noise_values[f"test/{metric}"] = seeded
+            floor = max(abs(v - float(old_v[metric].mean())) for v in seeded)
+        checks.append({"dataset": "test", "slice": "all", "family": "primary", "metric": metric, "n": len(ids),
+                       "old": r.old, "new": r.new, "delta": r.delta, "ci": list(r.ci), "p_raw": r.p,
+                       "test": "paired bootstrap over queries", "noise_floor": floor})
+    primary = old.task.compared[0]
+    delta = new_v[primary] - old_v[primary]
+    flipped = []
+    for direction, order in (("broke", np.argsort(delta, kind="stable")), ("fixed", np.argsort(-delta, kind="stable"))):
+        for i in order[:limit]:
+            if (delta[i] < 0) if direction == "broke" else (delta[i] > 0):
+                flipped.append({"dataset": "test", "input": texts[i], "label": f"query {ids[i]} ({primary})",
+                                "old": f"{old_v[primary][i]:.3f}", "new": f"{new_v[primary][i]:.3f}", "direction": direction})
+    return checks, flipped
 
 
 def _metric(metric: str, y: np.ndarray, p: np.ndarray, k: int) -> float:

@@ -55,7 +55,7 @@ def run_test_set(run) -> EvalSet:
                            header=recipe.header)
     else:
         full = _training_data(run)
-        split = stratified_split(full, val_fraction=recipe.val_fraction, test_fraction=recipe.test_fraction, seed=recipe.seed)
+        split = stratified_split(full, val_fraction=recipe.val_fraction, test_fraction=recipe.test_fraction, seed=recipe.seed_of_split)
         columns = {}
         src = Path(recipe.data)
         if src.is_file():

@@ -93,6 +93,24 @@ class QueryMean:
 query_mean = QueryMean()
 
 
+class PredictionMean:
+    """Mean of per-query values given as ``y_pred`` (``y_true`` is ignored), vectorised over
+    resamples: the statistic of :func:`headstart.evaluate.stats.paired_bootstrap` when two runs'
+    per-query values of the same queries are compared (old and new are the "predictions")."""
+
+    def __call__(self, y_true: np.ndarray, y_pred: np.ndarray) -> float:
+        return float(np.mean(y_pred)) if len(y_pred) else float("nan")
+
+    def batch(self, y_true: np.ndarray, y_pred: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        return np.asarray(y_pred, dtype=np.float64)[idx].mean(axis=1)
+
+    def __repr__(self) -> str:
+        return "prediction_mean"
+
+
+prediction_mean = PredictionMean()
+
+
 def retrieval_metrics(
     rankings: Mapping[str, Sequence[str]],
     qrels: Mapping[str, Mapping[str, int]],

@@ -163,6 +163,9 @@ def _prepare(result: dict) -> _Report:
     flips = list(result.get("flips") or [])
     overall = [c for c in checks if c.get("slice") == "all"]
     slices = sorted((c for c in checks if c.get("slice") != "all"), key=_slice_order)
+    per_query = result.get("task", "classification") != "classification"
+    moved = (("Worse queries (the primary metric dropped most)", "Better queries (the primary metric rose most)")
+             if per_query else ("Broke (old prediction right, new wrong)", "Fixed (old prediction wrong, new right)"))
     sections = [  # summaries first, then the detail (collapsed in HTML): see the module docstring
         _summary_section(result),
         _checks_section(overall, result.get("seeds")),
@@ -170,9 +173,9 @@ def _prepare(result: dict) -> _Report:
                                        "intervals; dashed: +- noise floor."], plot=True),
         _slices_section(slices, bool(result.get("strict_slices"))),
         _per_class_section(per_class),
-        _Section("Flipped examples", paragraphs=[_flip_summary(flips)]),
-        _flips_section(flips, "broke", "Broke (old prediction right, new wrong)"),
-        _flips_section(flips, "fixed", "Fixed (old prediction wrong, new right)"),
+        _Section("Queries that moved" if per_query else "Flipped examples", paragraphs=[_flip_summary(flips)]),
+        _flips_section(flips, "broke", moved[0]),
+        _flips_section(flips, "fixed", moved[1]),
     ]
     return _Report(
         title=f"Drift report: {verdict}",

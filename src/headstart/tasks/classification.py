@@ -87,7 +87,7 @@ class Classification(Task):
                 raise BadInput(f"{test_data.source} holds {test_data.modality} but {full.source} holds {full.modality}")
             check_known_labels(test_data, classes)
         test_fraction = 0.0 if test_data is not None else recipe.test_fraction
-        split = stratified_split(full, val_fraction=recipe.val_fraction, test_fraction=test_fraction, seed=recipe.seed)
+        split = stratified_split(full, val_fraction=recipe.val_fraction, test_fraction=test_fraction, seed=recipe.seed_of_split)
         test_set = test_data if test_data is not None else split.test
         return TaskData(
             train=split.train, val=split.val, test=test_set, modality=full.modality,
@@ -95,7 +95,7 @@ class Classification(Task):
                           "columns": full.columns},
             test_record={"source": str(test_set.source) if test_data is not None else "held out from train",
                          "fingerprint": test_set.fingerprint, "examples": len(test_set)},
-            split_record={"val_fraction": recipe.val_fraction, "test_fraction": test_fraction, "seed": recipe.seed,
+            split_record={"val_fraction": recipe.val_fraction, "test_fraction": test_fraction, "seed": recipe.seed_of_split,
                           **split.sizes(), "test": len(test_set)},
             info={"classes": classes}, separate_test=test_data is not None, texts=full,
         )

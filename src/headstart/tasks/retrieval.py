@@ -163,7 +163,7 @@ class Retrieval(Task):
 
         path = Path(recipe.data).expanduser()
         test_fraction = 0.0 if recipe.test is not None else recipe.test_fraction
-        common = {"val_fraction": recipe.val_fraction, "test_fraction": test_fraction, "seed": recipe.seed}
+        common = {"val_fraction": recipe.val_fraction, "test_fraction": test_fraction, "seed": recipe.seed_of_split}
         if path.is_dir():
             collection = load_retrieval_eval(path)
             parts = split_eval(collection, **common)
@@ -189,7 +189,7 @@ class Retrieval(Task):
         if recipe.test is not None:
             test = load_retrieval_eval(recipe.test)
             _check_unseen(test, train, recipe.test)
-        val_search = _val_corpus(val, recipe.seed)
+        val_search = _val_corpus(val, recipe.seed_of_split)
         texts = Dataset(inputs=list(train.queries[:500]) + list(dict.fromkeys(train.positives))[:500], labels=None,
                         modality="text", source=str(path))
         return TaskData(
