@@ -222,7 +222,7 @@ def test_a_task_sampler_with_uneven_epochs_trains_and_resumes_exactly(tmp_path):
         return result, torch.cat([p.detach().flatten() for p in model.parameters()])
 
     full, w_full = train()
-    assert full.steps == 6 * 4  # the schedule counts nominal steps; epochs are walked batch by batch
+    assert full.steps == 6 * 16 and full.epochs_done == 6.0  # an epoch is the sampler's batches, not n / batch_size
     with pytest.raises(KeyboardInterrupt):
         train(ckpt=tmp_path / "c.safetensors", interrupt_at=19)  # epoch 1, batch 3
     resumed, w_resumed = train(ckpt=tmp_path / "c.safetensors")

@@ -209,7 +209,11 @@ class Trainer:
         n = len(train_lengths)
         if batches is None:
             batches = lambda rng: bucketed_batches(train_lengths, s.batch_size, rng)  # noqa: E731
-        steps_per_epoch = math.ceil(n / s.batch_size)
+            steps_per_epoch = math.ceil(n / s.batch_size)
+        else:
+            # A sampler with constraints (no duplicate texts in a batch) can need many more, smaller
+            # batches than n / batch_size: an epoch is what its first epoch holds.
+            steps_per_epoch = max(1, len(batches(np.random.default_rng([c.seed, 0]))))
         total_steps = s.max_steps if s.max_steps is not None else max(1, math.ceil(steps_per_epoch * s.epochs))
         warmup = int(round(s.warmup_ratio * total_steps))
         eval_interval = max(1, int(round(s.eval_every * steps_per_epoch)))
