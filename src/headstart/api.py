@@ -96,7 +96,11 @@ def adapt(
     options = {**(_read_config(config) if config is not None else {}), **(method_options or {})}
     budget_s = parse_budget(budget)
     chosen = None
-    if backbone == "auto" or method == "auto":
+    if (backbone == "auto" or method == "auto") and task != "classification":
+        backbone, method, chosen = _auto_task(task, data, backbone, method, budget_s, seed, text_col, label_col, fmt, header,
+                                              test, val_fraction, test_fraction, precision)
+        budget_s = chosen["adaptation_budget_s"]
+    elif backbone == "auto" or method == "auto":
         split = {"test": test, "val_fraction": val_fraction, "test_fraction": test_fraction, "fmt": fmt, "header": header}
         backbone, method, chosen = _auto(data, backbone, method, budget_s, seed, text_col, label_col, precision, split,
                                          plan_budget=plan_budget)
@@ -153,6 +157,32 @@ def _auto(data, backbone: str, method: str, budget_s, seed, text_col, label_col,
               "candidates": [{"backbone": c.backbone, "method": c.method, "expected_accuracy": c.expected_accuracy,
                               "predicted_s": c.predicted_s, "fits": c.fits, "scores": c.scores, "not_scored": c.not_scored}
                              for c in p.candidates]}
+    return r.backbone, r.method, record
+
+
+def _auto_task(task, data, backbone, method, budget_s, seed, text_col, label_col, fmt, header, test, val_fraction,
+               test_fraction, precision) -> tuple[str, str, dict]:
+    """--backbone/--method auto for retrieval: the retrieval plan (zero-shot nDCG@10 on a sample of
+    the queries, the cost model for the method); its time counts inside the budget."""
+    if task != "retrieval":
+        raise BadInput(f"--backbone/--method auto: the plan covers classification and retrieval, not {task!r}; name them")
+    from .plan.retrieval import plan_retrieval
+
+    t_plan = time.perf_counter()
+    p = plan_retrieval(data, backbones=None if backbone == "auto" else [backbone],
+                       methods=None if method == "auto" else [method], budget=budget_s, seed=seed, text_col=text_col,
+                       label_col=label_col, fmt=fmt, header=header, test=test, val_fraction=val_fraction,
+                       test_fraction=test_fraction, precision=precision)
+    plan_s = round(time.perf_counter() - t_plan, 2)
+    if p.recommended is None:
+        raise BadInput(f"--backbone/--method auto: {p.why}; name a backbone and method")
+    r = p.recommended
+    status(f"plan: {r.backbone} + {r.method} ({p.why})")
+    record = {"requested": {"backbone": backbone, "method": method}, "chosen": {"backbone": r.backbone, "method": r.method},
+              "why": p.why, "plan_s": plan_s, "budget_s": budget_s, **p.to_dict(),
+              "adaptation_budget_s": None if budget_s is None else round(budget_s - plan_s, 2)}
+    if budget_s is not None and record["adaptation_budget_s"] <= 0:
+        raise BadInput(f"--budget {budget_s:.0f}s: the plan took {plan_s:.0f}s of it and left nothing to adapt with")
     return r.backbone, r.method, record
 
 

@@ -123,9 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "leave-one-out), predict each backbone x method's time and memory from this machine's measured "
                        "throughput, and recommend the combination expected to be most accurate within --budget. "
                        "`adapt --backbone auto --method auto` runs the recommendation.")
-    p.add_argument("data", metavar="DATA", help="labelled training data (table file or image folder)")
+    p.add_argument("data", metavar="DATA", help="labelled training data (table file or image folder; retrieval: pairs, a "
+                   "SQuAD .json or a collection folder)")
+    p.add_argument("--task", default="classification", choices=sorted(TASKS),
+                   help="classification (default), or retrieval: rank the encoders by zero-shot nDCG@10 on a sample of "
+                   "your queries and choose frozen / lora / finetune within --budget")
     p.add_argument("--backbones", metavar="A,B,...", help="candidate backbones (default: every installed catalog backbone)")
-    p.add_argument("--methods", metavar="M,...", help="methods to weigh (default: linear-probe,contrastive,lora,adapter,finetune)")
+    p.add_argument("--methods", metavar="M,...", help="methods to weigh (default: linear-probe,contrastive,lora,adapter,finetune; "
+                   "retrieval: frozen,finetune,lora)")
     p.add_argument("--budget", metavar="TIME", help="time the adaptation may take, e.g. 10m, 2h (default: 30m)")
     p.add_argument("--plan-budget", metavar="TIME", help="time this plan may take; candidates it leaves are listed as "
                    "'not scored (plan budget)' (default: 5%% of --budget, at least 30s)")
@@ -409,6 +414,15 @@ def cmd_plan(args) -> int:
     from .plan.recommend import plan, table
 
     split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
+    if args.task == "retrieval":
+        from .plan.retrieval import plan_retrieval, table as retrieval_table
+
+        p = plan_retrieval(args.data, backbones=split(args.backbones), methods=split(args.methods), budget=args.budget,
+                           sample=args.sample if args.sample != 512 else 200, seed=args.seed, text_col=args.text_col,
+                           label_col=args.label_col, fmt=args.fmt, header=args.header, test=args.test,
+                           val_fraction=args.val_fraction, test_fraction=args.test_fraction)
+        _emit(args, p.to_dict(), retrieval_table(p))
+        return 0
     test_examples = None
     if args.test is not None:
         from .data import load_dataset

@@ -211,3 +211,24 @@ def test_drift_to_a_broken_base_is_a_regression_over_the_same_queries(cli, pairs
     assert checks["ndcg@10"]["n"] == hs.load(run_id).metrics["test"]["summary"]["queries"]
     html = (tmp_path / "report" / "report.html").read_text()
     assert "Worse queries" in html and "ndcg@10" in html
+
+
+def test_plan_ranks_encoders_by_zero_shot_ndcg_and_chooses_the_method(pairs_csv, tiny_bert, tmp_path, data_helpers,
+                                                                      retrieval_helpers, cli):
+    from headstart.plan.retrieval import MIN_PAIRS_TO_TRAIN, plan_retrieval
+
+    p = plan_retrieval(pairs_csv, backbones=[str(tiny_bert)], budget="30m")
+    assert {c.method for c in p.candidates} == {"frozen", "finetune", "lora"}
+    zero = next(c for c in p.candidates if c.method == "frozen")
+    assert 0 < zero.zero_shot_ndcg < 1 and zero.ci[0] <= zero.zero_shot_ndcg <= zero.ci[1]
+    assert p.recommended.method == "finetune" and "justify training" in p.why  # 84 training pairs, within 30 minutes
+    assert all(c.predicted_s is not None and c.predicted_s > 0 for c in p.candidates if c.method != "frozen")
+    _, write_table = data_helpers
+    few = write_table(tmp_path / "few.csv", retrieval_helpers(per_topic=4), ("query", "positive"))
+    small = plan_retrieval(few, backbones=[str(tiny_bert)])
+    assert small.sample["training_pairs"] < MIN_PAIRS_TO_TRAIN
+    assert small.recommended.method == "frozen" and "training pairs" in small.why
+    r = cli("plan", pairs_csv, "--task", "retrieval", "--backbones", tiny_bert)
+    assert r.rc == 0 and "zero-shot nDCG@10" in r.out and "recommended: --backbone" in r.out, r
+    run = hs.adapt(few, task="retrieval", backbone=str(tiny_bert), method="auto", out=tmp_path / "runs")
+    assert run.manifest["method"]["name"] == "frozen" and run.manifest["plan"]["chosen"]["method"] == "frozen"
