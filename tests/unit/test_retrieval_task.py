@@ -232,3 +232,30 @@ def test_plan_ranks_encoders_by_zero_shot_ndcg_and_chooses_the_method(pairs_csv,
     assert r.rc == 0 and "zero-shot nDCG@10" in r.out and "recommended: --backbone" in r.out, r
     run = hs.adapt(few, task="retrieval", backbone=str(tiny_bert), method="auto", out=tmp_path / "runs")
     assert run.manifest["method"]["name"] == "frozen" and run.manifest["plan"]["chosen"]["method"] == "frozen"
+
+
+def test_a_retrieval_suite_gates_on_ndcg_against_a_baseline(cli, pairs_csv, tiny_bert, tmp_path, retrieval_helpers):
+    r = cli("adapt", pairs_csv, "--task", "retrieval", "--backbone", tiny_bert, "--method", "lora", "--out",
+            tmp_path / "runs", "--json", *FAST)
+    tuned = r.json()["run"]
+    zero = cli("adapt", pairs_csv, "--task", "retrieval", "--backbone", tiny_bert, "--method", "frozen", "--out",
+               tmp_path / "runs", "--json").json()["run"]
+    held = _beir(tmp_path / "held", retrieval_helpers(seed=9)[::3])
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"name: search-regression\ntask: retrieval\ndatasets:\n  - {{name: held, path: {held}}}\n"
+                     "metrics: [ndcg@10, recall@1]\ngates:\n  - ndcg@10 >= 0.5\n  - ndcg@10 drop <= 1 pt\n")
+    ok = cli("eval", tuned, "--suite", suite, "--baseline", zero, "--json")
+    assert ok.rc == 0, ok
+    cells = ok.json()["datasets"]["held"]["slices"]["all"]
+    assert set(cells) == {"ndcg@10", "recall@1"} and cells["ndcg@10"]["ci"][0] <= cells["ndcg@10"]["value"]
+    worse = cli("eval", zero, "--suite", suite, "--baseline", tuned)  # the zero-shot encoder drops far more than 1 pt
+    assert worse.rc == 1 and "FAILED" in worse.out, worse
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"name: x\ntask: retrieval\ndatasets:\n  - {{name: held, path: {held}}}\nmetrics: [accuracy]\n"
+                   "slices: [label]\n")
+    r = cli("eval", tuned, "--suite", bad)
+    assert r.rc == 2 and "unknown metric 'accuracy'" in r.err and "no slices" in r.err, r
+    classification_suite = tmp_path / "c.yaml"
+    classification_suite.write_text(f"name: c\ndatasets:\n  - {{name: t, path: {pairs_csv}}}\n")
+    r = cli("eval", tuned, "--suite", classification_suite)
+    assert r.rc == 2 and "task: retrieval" in r.err, r

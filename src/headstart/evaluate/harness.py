@@ -188,10 +188,18 @@ def evaluate_suite(run, suite: str | Path, *, baseline=None, n_resamples: int = 
     if relative and baseline is None:
         raise BadInput(f"suite {suite_obj.name}: {relative[0].where} {relative[0].text!r} compares with a baseline run; "
                        "give --baseline RUN")
-    if baseline is not None and baseline.classes != run.classes:
-        raise BadInput(f"--baseline {baseline.id} predicts other classes than run {run.id}; a baseline must solve the same task")
-    sets = suite_sets(suite_obj, run)
-    datasets, gates = {}, []
+    if suite_obj.task != run.task.name:
+        raise BadInput(f"suite {suite_obj.name} checks {suite_obj.task} runs, but run {run.id} is a {run.task.name} run; "
+                       f"use a suite with 'task: {run.task.name}'")
+    if baseline is not None and (baseline.classes != run.classes or baseline.task.name != run.task.name):
+        raise BadInput(f"--baseline {baseline.id} solves another task than run {run.id} (other task or classes); a baseline "
+                       "must solve the same task")
+    if not run.task.predicts:
+        datasets, gates = _query_suite(run, suite_obj, baseline, n_resamples, seed)
+        sets = []
+    else:
+        sets = suite_sets(suite_obj, run)
+        datasets, gates = {}, []
     for es in sets:
         y = class_indices(es.data.labels, run.classes, str(es.data.source))
         masks = {}
@@ -226,6 +234,48 @@ def evaluate_suite(run, suite: str | Path, *, baseline=None, n_resamples: int = 
     if record:
         record_suite_result(run, result)
     return result
+
+
+def _query_suite(run, suite_obj, baseline, n_resamples: int, seed: int) -> tuple[dict, list[dict]]:
+    """A retrieval suite: each dataset (a collection, SQuAD file or pairs table) searched exactly
+    with the run's (and the baseline's) embeddings; each metric the mean over queries with a
+    bootstrap interval; gates as for classification, on the whole dataset."""
+    from ..data.retrieval import load_retrieval_eval
+    from .retrieval import exact_search, retrieval_metrics
+    from .suite import ALL
+
+    def scores(r, ev):
+        qids = [q for q in ev.queries if q in ev.qrels]
+        docs = ev.documents()
+        dids = list(docs)
+        top = exact_search(r.embed([ev.queries[q] for q in qids], role="query"),
+                           r.embed([docs[d] for d in dids], role="document"), k=min(100, len(dids)))
+        return retrieval_metrics(top.rankings(qids, dids), ev.qrels)
+
+    datasets, gates = {}, []
+    for d in suite_obj.datasets:
+        ev = load_retrieval_eval(d.path)
+        per = {}
+        for who, r in (("run", run), ("baseline", baseline)):
+            if r is None:
+                continue
+            sc = scores(r, ev)
+            cells = {}
+            for m in suite_obj.metrics:
+                mean, low, high = sc.interval(m, n_resamples=n_resamples, seed=seed)
+                cells[m] = {"value": float(mean), "ci": [float(low), float(high)], "n": len(sc.query_ids)}
+            per[who] = {ALL: cells}
+        datasets[d.name] = {"source": str(ev.source or d.source), "fingerprint": ev.fingerprint, "n": per["run"][ALL][suite_obj.metrics[0]]["n"],
+                            "slices": per["run"], **({"baseline_slices": per["baseline"]} if baseline is not None else {})}
+        for g in suite_obj.gates:
+            if not g.applies_to(d.name):
+                continue
+            value = per["run"][ALL][g.metric]["value"]
+            base_value = per["baseline"][ALL][g.metric]["value"] if baseline is not None else None
+            passed, detail = g.check(value, base_value if g.relative else None)
+            gates.append({"gate": g.text or g.canonical(), "dataset": d.name, "slice": ALL, "passed": passed,
+                          "detail": detail, "value": value, "baseline": base_value})
+    return datasets, gates
 
 
 def record_suite_result(run, result: dict) -> None:

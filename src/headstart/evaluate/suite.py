@@ -73,7 +73,7 @@ LABEL_PREFIX = "label="
 ALL = "all"
 """Slice key of the whole dataset."""
 
-_TOP_KEYS = ("name", "datasets", "metrics", "slices", "gates")
+_TOP_KEYS = ("name", "task", "datasets", "metrics", "slices", "gates")
 _DATASET_KEYS = ("name", "path", "text_col", "label_col", "split")
 _GATE_KEYS = ("gate", "dataset", "slice")
 _DROP_UNITS = ("pt", "pts", "point", "points")
@@ -81,8 +81,8 @@ _TOLERANCE = 1e-9
 """Values this close to a gate's threshold count as equal to it (floating-point slack)."""
 
 _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
-_ABSOLUTE_RE = re.compile(rf"^\s*(?P<metric>\w+)\s*(?P<op>>=|<=|>|<)\s*(?P<value>{_NUMBER})\s*$")
-_RELATIVE_RE = re.compile(rf"^\s*(?P<metric>\w+)\s+drop\s*(?P<op><=|<)\s*(?P<value>{_NUMBER})\s*(?P<unit>[^\s\d]*)\s*$")
+_ABSOLUTE_RE = re.compile(rf"^\s*(?P<metric>[\w@]+)\s*(?P<op>>=|<=|>|<)\s*(?P<value>{_NUMBER})\s*$")
+_RELATIVE_RE = re.compile(rf"^\s*(?P<metric>[\w@]+)\s+drop\s*(?P<op><=|<)\s*(?P<value>{_NUMBER})\s*(?P<unit>[^\s\d]*)\s*$")
 _GATE_HELP = (
     "write '<metric> <op> <value>' with op one of >=, >, <=, < (e.g. 'accuracy >= 0.85') "
     "or '<metric> drop <= <points> pt' (e.g. 'macro_f1 drop <= 1.0 pt')"
@@ -208,11 +208,15 @@ class Suite:
     slices: tuple[Slice, ...] = ()
     gates: tuple[Gate, ...] = ()
     path: Path | None = field(default=None, compare=False)
+    task: str = "classification"
+    """The task whose runs the suite checks (``task: retrieval``: collections or pairs, ranking metrics)."""
 
     def to_dict(self) -> dict[str, Any]:
-        """Canonical content: defaults filled in, gates in normal form, paths as written."""
+        """Canonical content: defaults filled in, gates in normal form, paths as written (the
+        task only when it is not classification, so older suites keep their hash)."""
         return {
             "name": self.name,
+            **({"task": self.task} if self.task != "classification" else {}),
             "datasets": [d.to_dict() for d in self.datasets],
             "metrics": list(self.metrics),
             "slices": [s.to_yaml() for s in self.slices],
@@ -428,6 +432,9 @@ class _Checker:
         self.errors: list[str] = []
         self.dataset_names: list[str] = []  # every well-formed name, even of datasets with other errors
         self._columns: dict[Path, list[str] | None] = {}
+        self.task = "classification"
+        self.known_metrics: tuple[str, ...] = METRICS
+        self.default_metrics: tuple[str, ...] = DEFAULT_METRICS
 
     def columns(self, file: Path) -> list[str] | None:
         if file not in self._columns:
@@ -450,14 +457,27 @@ class _Checker:
             self.error("name", "missing; give the suite a name, e.g. 'name: banking-regression'")
         elif not isinstance(name, str) or not name.strip() or "\n" in name:
             self.error("name", f"must be a one-line text (got {name!r})")
-        metrics = self._metrics(raw.get("metrics", list(DEFAULT_METRICS)))
+        self._task(raw.get("task", "classification"))
+        metrics = self._metrics(raw.get("metrics", list(self.default_metrics)))
         datasets = self._datasets(raw.get("datasets"))
         slices = self._slices(raw.get("slices", []), datasets)
         gates = self._gates(raw.get("gates", []), metrics, slices)
         if self.errors:
             return None
         return Suite(name=name.strip(), datasets=tuple(datasets), metrics=tuple(metrics), slices=tuple(slices),
-                     gates=tuple(gates), path=path)
+                     gates=tuple(gates), path=path, task=self.task)
+
+    def _task(self, raw: Any) -> None:
+        from ..tasks import TASKS
+
+        if raw not in TASKS:
+            self.error("task", f"unknown task {raw!r}; choose from {', '.join(TASKS)}.{did_you_mean(str(raw), TASKS)}")
+            return
+        self.task = raw
+        if raw != "classification":
+            task = TASKS[raw]
+            self.known_metrics = tuple(m.name for m in task.metrics)
+            self.default_metrics = task.compared
 
     def _unknown_keys(self, where: str, mapping: dict, allowed: tuple[str, ...]) -> None:
         for key in mapping:
@@ -478,10 +498,11 @@ class _Checker:
             self.error("metrics", f"must be a non-empty list, e.g. [accuracy, macro_f1] (got {raw!r})")
             return list(DEFAULT_METRICS)
         out: list[str] = []
+        known = self.known_metrics
         for i, m in enumerate(raw):
-            if not isinstance(m, str) or m not in METRICS:
-                hint = did_you_mean(str(m), METRICS)
-                self.error(f"metrics[{i}]", f"unknown metric {m!r}; choose from {', '.join(METRICS)}.{hint}")
+            if not isinstance(m, str) or m not in known:
+                hint = did_you_mean(str(m), known)
+                self.error(f"metrics[{i}]", f"unknown metric {m!r}; choose from {', '.join(known)}.{hint}")
             elif m in out:
                 self.error(f"metrics[{i}]", f"{m!r} is listed twice")
             else:
@@ -531,6 +552,14 @@ class _Checker:
                 continue
             if split is not None:
                 self.error(f"{where}.split", "applies to hf: datasets only; a local file is used whole")
+            if self.task != "classification":  # a collection folder, a SQuAD .json or a pairs table
+                given = Path(source).expanduser()
+                found = given if given.is_absolute() else self.base / given
+                if not found.exists():
+                    self.error(f"{where}.path", f"no such file or folder {source}" + ("" if given.is_absolute() else f" (looked for {found})"))
+                elif name is not None:
+                    out.append(SuiteDataset(name, source, found.resolve(), None, text_col, label_col, split))
+                continue
             file = self._local_file(f"{where}.path", source)
             if file is None or name is None:
                 continue
@@ -563,6 +592,10 @@ class _Checker:
             self.error("slices", f"must be a list, e.g. ['label', {{column: language}}] (got {raw!r})")
             return []
         out: list[Slice] = []
+        if raw and self.task != "classification":
+            self.error("slices", f"a {self.task} suite has no slices yet (its examples are queries, not labelled rows); "
+                       "remove the slices list")
+            return []
         for i, entry in enumerate(raw):
             where = f"slices[{i}]"
             if isinstance(entry, str):
@@ -663,8 +696,9 @@ class _Checker:
             self.error(where, f"{text!r}: {metric!r} is reported per label; give the gate a slice 'label=<value>' "
                        "(with '- label' under slices), or use accuracy / macro_f1 on the whole dataset")
             ok = False
-        elif metric not in METRICS:
-            self.error(where, f"{text!r}: unknown metric {metric!r}; choose from {', '.join(METRICS)}.{did_you_mean(metric, METRICS)}")
+        elif metric not in self.known_metrics:
+            known = self.known_metrics
+            self.error(where, f"{text!r}: unknown metric {metric!r}; choose from {', '.join(known)}.{did_you_mean(metric, known)}")
             ok = False
         elif metric not in metrics:
             self.error(where, f"{text!r}: {metric!r} is not in this suite's metrics ({', '.join(metrics)}); add it there")

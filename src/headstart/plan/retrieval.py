@@ -82,7 +82,7 @@ def plan_retrieval(data: str | Path, *, backbones: list[str] | None = None, meth
     from ..evaluate.retrieval import exact_search, retrieval_metrics
     from ..recipe import Recipe
     from ..tasks import get_task
-    from ..tasks.retrieval import PRESETS, prefixed
+    from ..tasks.retrieval import prefixed
     from ..train import resolve_precision
     from ..train.budget import parse_budget
     from .cost import METHOD_SPEED, measure_throughput, speed_check, speed_factor
