@@ -105,6 +105,20 @@ def retrieval_rows(per_topic: int = 12, seed: int = 0, negatives: bool = False) 
     return rows
 
 
+def similarity_rows(n: int = 200, seed: int = 0) -> list[tuple[str, str, float]]:
+    """(sentence1, sentence2, score) rows on the retrieval toy's relation: 5 when sentence2 is the
+    topic document of sentence1's topic word, 0-1 otherwise."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        t = rng.randrange(len(TOPICS))
+        same = rng.random() < 0.5
+        u = t if same else (t + rng.randrange(1, len(TOPICS))) % len(TOPICS)
+        first = " ".join([TOPICS[t][0], *rng.sample(QUERY_FILLER, 2)])
+        rows.append((first, f"{TOPICS[u][1]} {TOPICS[u][1]} food", 5.0 if same else rng.choice([0.0, 0.5, 1.0])))
+    return rows
+
+
 def write_table(path: Path, rows: list[tuple], columns: tuple[str, ...] = ("text", "label")) -> Path:
     """Write rows as CSV / TSV / JSONL / Parquet, chosen by the file's extension."""
     path = Path(path)
@@ -138,7 +152,9 @@ def data_helpers():
 
 @pytest.fixture(scope="session")
 def retrieval_helpers():
-    """``retrieval_rows`` for wider fixtures (see :func:`data_helpers`)."""
+    """``retrieval_rows`` for wider fixtures (see :func:`data_helpers`); ``.similarity`` gives
+    :func:`similarity_rows`."""
+    retrieval_rows.similarity = similarity_rows
     return retrieval_rows
 
 
@@ -162,6 +178,12 @@ def train_csv(tmp_path) -> Path:
 def pairs_csv(tmp_path) -> Path:
     """120 (query, positive) pairs over 10 topic documents, columns query,positive."""
     return write_table(tmp_path / "pairs.csv", retrieval_rows(), ("query", "positive"))
+
+
+@pytest.fixture
+def sts_csv(tmp_path) -> Path:
+    """200 scored sentence pairs, columns sentence1,sentence2,score (0-5)."""
+    return write_table(tmp_path / "sts.csv", similarity_rows(), ("sentence1", "sentence2", "score"))
 
 
 # -- the command line --------------------------------------------------------------------------

@@ -299,8 +299,8 @@ def _validate(
         except BadInput as e:
             problems.append(f"--methods: {e}")
             continue
-        if task_obj is not None and task_obj.name not in cls.tasks:
-            fits = [m for m, c in METHODS.items() if task_obj.name in c.tasks]
+        if task_obj is not None and not cls.supports(task_obj):
+            fits = [m for m, c in METHODS.items() if c.supports(task_obj)]
             problems.append(f"--methods: {name!r} does not adapt for the task {task_obj.name!r}; for {task_obj.name} "
                             f"choose among {', '.join(fits)}")
 

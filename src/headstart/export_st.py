@@ -170,9 +170,11 @@ def _sentence_transformer(folder: Path):
 
 
 def _check_texts(run_path: Path) -> list[str]:
-    """The run's test queries (predictions.csv ``input``), up to :data:`CHECK_TEXTS`."""
+    """The run's test queries (predictions.csv ``input``; a similarity run's first sentences), up to
+    :data:`CHECK_TEXTS`."""
     with open(run_path / "predictions.csv", newline="", encoding="utf-8") as f:
-        texts = [row["input"] for row in csv.DictReader(f)][:CHECK_TEXTS]
+        texts = [row.get("input") or row.get("sentence1") or "" for row in csv.DictReader(f)][:CHECK_TEXTS]
+    texts = [t for t in texts if t]
     if not texts:
         raise BadInput(f"export: run {run_path.name} has no test queries in predictions.csv to check the export with")
     return texts

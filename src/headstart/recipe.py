@@ -64,12 +64,12 @@ class Recipe:
                 problems.append(str(e))
         if not problems:
             method, task = get_method(self.method), get_task(self.task)
-            if task.name not in method.tasks:
+            if not method.supports(task):
                 from .methods import METHODS
 
-                fits = [m for m, cls in METHODS.items() if task.name in cls.tasks]
+                fits = [m for m, cls in METHODS.items() if cls.supports(task)]
                 problems.append(f"method {method.name!r} does not adapt for the task {task.name!r} (it supports "
-                                f"{', '.join(method.tasks)}); for {task.name} choose one of {', '.join(fits)}")
+                                f"{', '.join(method.supported_tasks())}); for {task.name} choose one of {', '.join(fits)}")
             else:
                 try:
                     self.method_object().check_task(task)

@@ -20,11 +20,11 @@ FAST = {"contrastive": ["--set", "steps=4", "--set", "batch_size=8"], "linear-pr
 TRAINED_FAST = ["--set", "epochs=1", "--set", "batch_size=8"]
 
 
-@pytest.mark.parametrize("task, method", [(t, m) for m, cls in sorted(METHODS.items()) for t in cls.tasks])
-def test_every_method_prints_its_human_readable_summary(cli, train_csv, pairs_csv, tiny_bert, task, method):
+@pytest.mark.parametrize("task, method", [(t, m) for m, cls in sorted(METHODS.items()) for t in cls.supported_tasks()])
+def test_every_method_prints_its_human_readable_summary(cli, train_csv, pairs_csv, sts_csv, tiny_bert, task, method):
     from headstart.tasks import get_task
 
-    data = train_csv if task == "classification" else pairs_csv
+    data = {"classification": train_csv, "retrieval": pairs_csv, "similarity": sts_csv}[task]
     r = cli("adapt", data, "--task", task, "--backbone", tiny_bert, "--method", method, "--out", "runs",
             *FAST.get(method, [] if method == "frozen" else TRAINED_FAST))
     assert r.rc == 0, r

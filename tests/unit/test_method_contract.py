@@ -21,7 +21,7 @@ from headstart.errors import RunIntegrityError
 from headstart.methods import METHODS
 from headstart.methods.trained import TrainedMethod
 
-ALL = [(task, m) for m in sorted(METHODS) for task in METHODS[m].tasks]
+ALL = [(task, m) for m in sorted(METHODS) for task in METHODS[m].supported_tasks()]
 TRAINED = [(t, m) for t, m in ALL if issubclass(METHODS[m], TrainedMethod)]
 RESUMABLE = sorted([*TRAINED, ("classification", "contrastive")])  # contrastive trains through the same trainer
 FAST = {"epochs": 4, "batch_size": 8, "head_init": "zero", "lr": 3e-3, "head_lr": 3e-2, "eval_every": 1.0}
@@ -37,7 +37,7 @@ CONTRASTIVE = {"steps": 8, "batch_size": 16, "lr": 1e-3}
 def options(method: str, task: str = "classification", **extra) -> dict:
     if method in ("linear-probe", "frozen"):
         return {}
-    if task == "retrieval":
+    if task in ("retrieval", "similarity"):  # the same encoder model, no head options
         return {**RETRIEVAL_FAST, "lr": RETRIEVAL_LR.get(method, RETRIEVAL_FAST["lr"]), **extra}
     if method == "contrastive":  # no epochs: a number of contrastive steps
         return {**CONTRASTIVE, **({"steps": 2 * extra["epochs"]} if "epochs" in extra else {})}
@@ -49,7 +49,8 @@ def datasets(tmp_path_factory, data_helpers, retrieval_helpers):
     sentiment_rows, write_table = data_helpers
     root = tmp_path_factory.mktemp("contract")
     return {"classification": write_table(root / "train.csv", sentiment_rows(80, seed=3)),
-            "retrieval": write_table(root / "pairs.csv", retrieval_helpers(seed=3), ("query", "positive"))}
+            "retrieval": write_table(root / "pairs.csv", retrieval_helpers(seed=3), ("query", "positive")),
+            "similarity": write_table(root / "sts.csv", retrieval_helpers.similarity(seed=3), ("sentence1", "sentence2", "score"))}
 
 
 @pytest.fixture
@@ -73,9 +74,20 @@ def outputs(run) -> np.ndarray:
 @pytest.mark.parametrize("task, method", ALL)
 def test_learns_the_toy_task(task, method, datasets, backbone):
     # Bottleneck adapters move a random 32-d body slowly: more epochs, no early stop.
-    slow = {"epochs": 20, "patience": 100} if (task, method) == ("retrieval", "adapter") else {}
+    slow = {"epochs": 20, "patience": 100} if (task, method) in (("retrieval", "adapter"), ("similarity", "finetune")) else {}
     run = adapt(datasets, task, backbone, method, opts={"epochs": 8, **slow})
     fit = run.manifest["method"]["fit"]
+    if task == "similarity":  # CoSENT on scored pairs: the tiny body learns the relation fully only when all of it trains
+        rho = run.metrics["test"]["summary"]["spearman"]
+        zero_shot = adapt(datasets, task, backbone, "frozen").metrics["test"]["summary"]["spearman"]
+        if method == "frozen":
+            assert -1 <= rho <= 1 and fit["steps"] == 0
+        elif method == "finetune":
+            assert rho >= 0.5 and rho > zero_shot + 0.3, (rho, zero_shot, fit["history"])
+        else:
+            losses = [h["val_loss"] for h in fit["history"]]
+            assert min(losses[1:]) < losses[0], losses
+        return
     if task == "retrieval":
         ndcg = run.metrics["test"]["summary"]["ndcg@10"]
         zero_shot = adapt(datasets, task, backbone, "frozen").metrics["test"]["summary"]["ndcg@10"]
@@ -172,6 +184,8 @@ def test_resume_reaches_the_same_weights(task, method, datasets, backbone, tmp_p
         opts = {**CONTRASTIVE, "steps": 12}
     if task == "retrieval":  # ~10 batches of <= 8 distinct documents per epoch: step 7 is inside epoch 1
         opts = {"epochs": 3, "batch_size": 8, "patience": 100}
+    if task == "similarity":  # 140 pairs in batches of 32: 5 steps an epoch
+        opts = {"epochs": 3, "batch_size": 32, "patience": 100}
     data = datasets[task]
     full = hs.adapt(data, task=task, backbone=str(backbone), method=method, method_options=opts, out=tmp_path / "a")
 

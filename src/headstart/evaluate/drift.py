@@ -235,55 +235,50 @@ def _checks(dataset, y, p_old, p_new, p_ref, p_seeds, slices, classes, n_resampl
     return out
 
 
-def _query_values(run) -> tuple[list[str], list[str], dict[str, np.ndarray]]:
-    """(query ids, query texts, {metric: per-query values}) from a run's ``predictions.csv``."""
-    import csv
-
-    names = run.task.compared
-    ids, texts, values = [], [], {n: [] for n in names}
-    with open(run.path / "predictions.csv", newline="", encoding="utf-8") as f:
-        for rec in csv.DictReader(f):
-            ids.append(rec["query_id"])
-            texts.append(rec["input"])
-            for n in names:
-                values[n].append(float(rec[n]))
-    return ids, texts, {n: np.array(v) for n, v in values.items()}
-
-
 def _query_checks(old, new, noise_runs, n_resamples, noise_values, limit) -> tuple[list[dict], list[dict]]:
-    """Paired bootstrap over the same test queries for each compared metric (nDCG@10, MRR@10),
-    from the per-query values the two runs recorded; the re-seeded runs' means give the noise floor.
-    Also the queries whose primary metric moved most each way (as "flips")."""
-    from .retrieval import prediction_mean
-
-    ids, texts, old_v = _query_values(old)
-    runs = [new, *noise_runs]
-    got = [_query_values(r) for r in runs]
-    for r, (other_ids, _, _) in zip(runs, got, strict=True):
-        if other_ids != ids or r.manifest["data"]["test"]["fingerprint"] != old.manifest["data"]["test"]["fingerprint"]:
-            raise BadInput(f"drift: run {r.id} was tested on other queries than run {old.id} (the split or test file "
+    """For tasks without labels (retrieval, similarity): the paired bootstrap over the same test
+    examples (queries, pairs) of each compared metric, from what the two runs recorded in
+    ``predictions.csv`` (:meth:`Task.run_values`); the re-seeded runs give the noise floor. For
+    retrieval also the queries whose primary metric moved most each way (as "flips")."""
+    task = old.task
+    runs = [old, new, *noise_runs]
+    values = [task.run_values(r.path, r.manifest) for r in runs]
+    for r, v in zip(runs, values, strict=True):
+        if v is None:
+            raise BadInput(f"drift: run {r.id}'s predictions.csv lacks the per-example values drift compares; re-adapt it")
+        same = r.manifest["data"]["test"]["fingerprint"] == old.manifest["data"]["test"]["fingerprint"]
+        if not same or any(not np.array_equal(v[m][0], values[0][m][0]) for m in task.compared):
+            raise BadInput(f"drift: run {r.id} was tested on other examples than run {old.id} (the split or test file "
                            "changed); re-adapt both on the same data")
-    new_v = got[0][2]
-    zeros = np.zeros(len(ids))
     checks = []
-    for metric in old.task.compared:
-        r = paired_bootstrap(zeros, old_v[metric], new_v[metric], prediction_mean, n_resamples=n_resamples)
+    for metric in task.compared:
+        y, p_old, statistic = values[0][metric]
+        p_new = values[1][metric][1]
+        res = paired_bootstrap(y, p_old, p_new, statistic, n_resamples=n_resamples)
         floor = None
         if noise_runs:
-            seeded = [float(v[2][metric].mean()) for v in got[1:]]
+            seeded = [float(statistic(y, v[metric][1])) for v in values[2:]]
             noise_values[f"test/{metric}"] = seeded
-            floor = max(abs(v - float(old_v[metric].mean())) for v in seeded)
-        checks.append({"dataset": "test", "slice": "all", "family": "primary", "metric": metric, "n": len(ids),
-                       "old": r.old, "new": r.new, "delta": r.delta, "ci": list(r.ci), "p_raw": r.p,
-                       "test": "paired bootstrap over queries", "noise_floor": floor})
-    primary = old.task.compared[0]
-    delta = new_v[primary] - old_v[primary]
-    flipped = []
-    for direction, order in (("broke", np.argsort(delta, kind="stable")), ("fixed", np.argsort(-delta, kind="stable"))):
-        for i in order[:limit]:
-            if (delta[i] < 0) if direction == "broke" else (delta[i] > 0):
-                flipped.append({"dataset": "test", "input": texts[i], "label": f"query {ids[i]} ({primary})",
-                                "old": f"{old_v[primary][i]:.3f}", "new": f"{new_v[primary][i]:.3f}", "direction": direction})
+            floor = max(abs(s - float(statistic(y, p_old))) for s in seeded)
+        checks.append({"dataset": "test", "slice": "all", "family": "primary", "metric": metric, "n": len(y),
+                       "old": res.old, "new": res.new, "delta": res.delta, "ci": list(res.ci), "p_raw": res.p,
+                       "test": f"paired bootstrap over {'queries' if task.name == 'retrieval' else 'pairs'}",
+                       "noise_floor": floor})
+    flipped: list[dict] = []
+    if task.name == "retrieval":  # per-query values: the queries that moved most
+        import csv
+
+        with open(old.path / "predictions.csv", newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        primary = task.compared[0]
+        before, after = values[0][primary][1], values[1][primary][1]
+        delta = after - before
+        for direction, order in (("broke", np.argsort(delta, kind="stable")), ("fixed", np.argsort(-delta, kind="stable"))):
+            for i in order[:limit]:
+                if (delta[i] < 0) if direction == "broke" else (delta[i] > 0):
+                    flipped.append({"dataset": "test", "input": rows[i]["input"],
+                                    "label": f"query {rows[i]['query_id']} ({primary})",
+                                    "old": f"{before[i]:.3f}", "new": f"{after[i]:.3f}", "direction": direction})
     return checks, flipped
 
 

@@ -69,9 +69,21 @@ class Method(ABC):
     trains_backbone: ClassVar[bool] = True
     """Whether the method needs the body as a trainable torch module (all but linear probing)."""
     tasks: ClassVar[tuple[str, ...]] = ("classification",)
-    """The registered tasks this method can adapt for. A method says which weights change; the
-    task puts the head, loss and metrics on top. A method whose head is itself task-specific
-    (the probe's logistic regression, contrastive's class pairs) lists only that task."""
+    """The registered tasks this method can adapt for, by name, when its head is itself
+    task-specific (the probe's logistic regression, contrastive's class pairs). Methods that only
+    say which weights change support every task through :meth:`supports` instead, so a new task
+    needs no edit here."""
+
+    @classmethod
+    def supports(cls, task) -> bool:
+        """Whether this method adapts for ``task`` (a registered :class:`~headstart.tasks.Task`)."""
+        return task.name in cls.tasks
+
+    @classmethod
+    def supported_tasks(cls) -> list[str]:
+        from ..tasks import TASKS
+
+        return [name for name, task in TASKS.items() if cls.supports(task)]
 
     def __init__(self, config: Any | None = None):
         self.config = config if config is not None else self.config_cls()

@@ -29,7 +29,12 @@ class Frozen(Method):
     name = "frozen"
     config_cls = FrozenConfig
     trains_backbone: ClassVar[bool] = False
-    tasks: ClassVar[tuple[str, ...]] = ("retrieval",)
+    tasks: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def supports(cls, task) -> bool:
+        """Tasks whose model is the body itself (no head to train): retrieval, similarity."""
+        return not task.has_head
 
     def fit(self, backbone: Backbone, train, val, ctx: FitContext) -> dict[str, Any]:
         params = backbone.param_count()

@@ -125,7 +125,13 @@ class TrainedMethod(Method):
     """A method trained by :class:`~headstart.train.trainer.Trainer` on the backbone's body."""
 
     config_cls: ClassVar[type] = TrainedConfig
-    tasks: ClassVar[tuple[str, ...]] = ("classification", "retrieval")
+    tasks: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def supports(cls, task) -> bool:
+        """Every task: the task builds the model around the body and owns loss and metrics; the
+        method only freezes, injects into or re-initialises the body."""
+        return True
     saves_buffers: ClassVar[bool] = False
     """Whether the body's buffers (e.g. BatchNorm statistics) change and must be saved."""
 

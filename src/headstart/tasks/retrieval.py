@@ -103,10 +103,11 @@ class Retrieval(Task):
     compared: ClassVar[tuple[str, str]] = ("ndcg@10", "mrr@10")
 
     def run_values(self, run_path, manifest):
-        """Per-query values of the test queries (``predictions.csv``); the statistic is their mean."""
+        """Per-query values of the test queries (``predictions.csv``) as the "predictions" (the
+        truth side is zeros: the values are already scores); the statistic is their mean."""
         import csv
 
-        from ..evaluate.retrieval import query_mean
+        from ..evaluate.retrieval import prediction_mean
 
         out: dict[str, list[float]] = {name: [] for name in self.compared}
         try:
@@ -118,7 +119,7 @@ class Retrieval(Task):
             return None
         if not out[self.compared[0]]:
             return None
-        return {name: (np.array(v), np.array(v), query_mean) for name, v in out.items()}
+        return {name: (np.zeros(len(v)), np.array(v), prediction_mean) for name, v in out.items()}
 
     def default_backbone(self, data) -> str:
         """``minilm-l6`` for English data; the multilingual ``use-multilingual`` (frozen
