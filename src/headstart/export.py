@@ -93,6 +93,15 @@ def fresh_copy(run):
     return Run(run.path, store=run.store, allow_base_change=run.allow_base_change)
 
 
+def open_for_export(run):
+    """(fresh run, method, backbone, fp32 context): what every export form starts from."""
+    run = fresh_copy(run)
+    method, bb = run.open_model()
+    ctx = run.fit_context()
+    ctx.precision = "fp32"
+    return run, method, bb, ctx
+
+
 def plain_body(method, bb) -> nn.Module:
     """The run's body as a plain transformers module: LoRA/DoRA merged, 4-bit layers dequantised
     (in place: call on a :func:`fresh_copy`); the base module for methods that train no body."""
@@ -146,10 +155,7 @@ def export_classifier(run, out: Path, *, merge: bool = False) -> dict:
 
     manifest = run.manifest
     method_name = manifest["method"]["name"]
-    run = fresh_copy(run)
-    method, bb = run.open_model()
-    ctx = run.fit_context()
-    ctx.precision = "fp32"
+    run, method, bb, ctx = open_for_export(run)
     sample = _check_inputs(run.path)
     reference = method.predict_proba(bb, _texts(sample, manifest["modality"]), ctx)
 

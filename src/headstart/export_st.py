@@ -38,15 +38,12 @@ CHECK_TEXTS = 32
 
 def export_sentence_transformer(run, out: Path, *, merge: bool = False) -> dict:
     from .data import Dataset
-    from .export import MERGE_METHODS, fresh_copy, plain_body, write_folder_atomically
+    from .export import MERGE_METHODS, open_for_export, plain_body, write_folder_atomically
     from .tasks.retrieval import prefixed
 
     manifest = run.manifest
     method_name = manifest["method"]["name"]
-    run = fresh_copy(run)
-    method, bb = run.open_model()
-    ctx = run.fit_context()
-    ctx.precision = "fp32"
+    run, method, bb, ctx = open_for_export(run)
     texts = _check_texts(run.path)
     pre = bb.spec.preprocessing
     reference = {role: method.embed(bb, Dataset(inputs=prefixed(pre, texts, role), labels=None, modality="text",

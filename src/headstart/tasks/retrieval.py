@@ -285,11 +285,7 @@ class Retrieval(Task):
                                   train.negatives[i] if train.negatives is not None else None)) for i in range(len(train))]
         mnrl = MultipleNegativesRankingLoss()
 
-        def collate(idx: list[int]) -> dict[str, torch.Tensor]:
-            out = {}
-            for role, prepared in roles.items():
-                out.update({f"{role}.{k}": v for k, v in bb.collate([prepared[i] for i in idx]).items()})
-            return out
+        collate = role_collate(bb, roles)
 
         def loss(outputs: dict[str, torch.Tensor], idx: list[int]) -> torch.Tensor:
             return mnrl(outputs["q"], outputs["p"], outputs.get("n"))
@@ -340,6 +336,19 @@ PRESETS: dict[str, dict] = {
     "adapter": {"lr": 2e-4, "bottleneck": 64},
     "scratch": {"lr": 5e-4},
 }
+
+
+def role_collate(bb, roles: dict[str, list]):
+    """``collate(idx)`` for :class:`EncoderModel`: each role's prepared texts (queries ``q``,
+    positives ``p``, ...) collated by the backbone, their tensors under ``<role>.<name>``."""
+
+    def collate(idx: list[int]) -> dict[str, torch.Tensor]:
+        out = {}
+        for role, prepared in roles.items():
+            out.update({f"{role}.{k}": v for k, v in bb.collate([prepared[i] for i in idx]).items()})
+        return out
+
+    return collate
 
 
 def _documents(pairs) -> dict[str, str]:

@@ -33,7 +33,7 @@ from torch import nn
 
 from ..evaluate.metrics import MetricSpec
 from .base import Objective, Scored, TaskData, Training
-from .retrieval import Retrieval, prefixed
+from .retrieval import Retrieval, prefixed, role_collate
 
 VAL_LOSS_BATCH = 64
 """Pairs per CoSENT loss when the validation loss (the tie-breaker) is computed."""
@@ -144,11 +144,7 @@ class Similarity(Retrieval):
         lengths = [bb.cost(roles["a"][i]) + bb.cost(roles["b"][i]) for i in range(len(train))]
         cosent = CoSENTLoss()
 
-        def collate(idx: list[int]) -> dict[str, torch.Tensor]:
-            out = {}
-            for role, prepared in roles.items():
-                out.update({f"{role}.{k}": v for k, v in bb.collate([prepared[i] for i in idx]).items()})
-            return out
+        collate = role_collate(bb, roles)
 
         def loss(outputs: dict[str, torch.Tensor], idx: list[int]) -> torch.Tensor:
             return cosent(outputs["a"], outputs["b"], scores[idx].to(outputs["a"].device))
