@@ -653,12 +653,23 @@ def cmd_runs(args) -> int:
     if not rows:
         _emit(args, [], f"no runs yet in {store.path}; create one with `headstart adapt DATA`")
         return 0
-    header = f"{'id':<52} {'backbone':<20} {'method':<14} {'accuracy':>8}"
+    header = f"{'id':<52} {'backbone':<20} {'method':<14} {'test (primary metric)':>22}"
     lines = [header] + [
-        f"{r['id']:<52} {Path(r['backbone']).name[:20]:<20} {r['method']:<14} {r['metrics'].get('accuracy', float('nan')):>8.4f}" for r in rows
+        f"{r['id']:<52} {Path(r['backbone']).name[:20]:<20} {r['method']:<14} {_primary_cell(r['metrics']):>22}" for r in rows
     ]
     _emit(args, rows, "\n".join(lines))
     return 0
+
+
+def _primary_cell(metrics: dict) -> str:
+    """The first registered task's primary metric found in a run's summary, e.g. 'nDCG@10 0.9688'."""
+    from .tasks import TASKS
+
+    for task in TASKS.values():
+        value = metrics.get(task.primary.name)
+        if isinstance(value, (int, float)):
+            return f"{task.shown.get(task.primary.name, task.primary.name)} {value:.4f}"
+    return "-"
 
 
 def _default_runs() -> Path:
@@ -692,17 +703,17 @@ def _runs_show(args, store, run) -> int:
         f"  created {m['created_at']}; backbone {m['backbone']['name']} sha256 {m['backbone']['sha256'][:12]}; method {m['method']['name']}",
         f"  config {json.dumps(m['method']['config'])}",
         f"  data {m['data']['train']['source']} (fingerprint {m['data']['train']['fingerprint'][:12]}), seed {m['seed']}",
-        f"  test {_fmt_metrics(m['metrics']['test']['summary'])}",
+        f"  test {_fmt_metrics(m['metrics']['test']['summary'], run.task.shown)}",
     ]
     if parent:
         lines.append(f"  re-adapted from {parent} ({m['lineage'].get('reason')}, base {m['lineage'].get('base')})")
     lines += [f"  re-adapted as {c['id']} (base {c['backbone']} sha256 {c['backbone_sha256'][:12]}, "
-              f"accuracy {c['metrics'].get('accuracy', float('nan')):.4f})" for c in children]
+              f"{_primary_cell(c['metrics'])})" for c in children]
     lines.append("  eval history:" if evals else "  eval history: none (run `headstart eval RUN --suite S`)")
     for e in evals:
         gate = "" if e.get("passed") is None else ("  gates passed" if e["passed"] else "  gates FAILED")
         what = f"suite {e['suite']}" if e.get("suite") else e["data_source"]
-        lines.append(f"    {e['created_at']}  {what}: {_fmt_metrics(e['metrics'])}{gate}")
+        lines.append(f"    {e['created_at']}  {what}: {_fmt_metrics(e['metrics'], run.task.shown)}{gate}")
     lines += [f"  drift {d['created_at']}: {d['old_run']} -> {d['new_run']}: {d['verdict']} ({d['report']})" for d in drifts]
     _emit(args, {"manifest": m, "path": str(run.path), "deployed": bool(row.get("deployed")), "evals": evals,
                  "drifts": drifts, "parent": parent, "children": [c["id"] for c in children]}, "\n".join(lines))

@@ -47,6 +47,10 @@ def test_adapt_prints_ranking_metrics_and_writes_one_row_per_test_query(cli, pai
     assert {"query_id", "input", "ndcg@10", "mrr@10", "recall@10", "relevant", "top10"} <= set(rows[0])
     assert np.mean([float(r["ndcg@10"]) for r in rows]) == pytest.approx(summary["ndcg@10"], abs=1e-5)
     assert run.manifest["task"] == "retrieval" and "classes" not in run.manifest
+    listed = cli("runs")
+    assert listed.rc == 0 and f"nDCG@10 {summary['ndcg@10']:.4f}" in listed.out, listed.out
+    shown = cli("runs", run.id)
+    assert shown.rc == 0 and "test nDCG@10" in shown.out, shown.out
 
 
 def test_the_split_is_query_disjoint_and_val_test_search_the_whole_corpus(pairs_csv):
