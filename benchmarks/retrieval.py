@@ -37,7 +37,7 @@ frozen features) through headstart's ``Backbone.embed`` on every XQuAD language 
 questions of a language against all its 240 paragraphs, and English questions against the
 language's paragraphs (the files are parallel: checked by question ids and paragraph layout).
 
-    python benchmarks/retrieval.py                      # everything (~40 min on a shared 2-core box)
+    python benchmarks/retrieval.py                      # everything (38.6 min on the shared 2-core box)
     python benchmarks/retrieval.py --quick              # XQuAD en only, 1/4 epoch, 4 languages (~10 min)
     python benchmarks/retrieval.py --dataset xquad --methods finetune,lora --repeats 2
 
@@ -51,7 +51,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import os
 import resource
 import subprocess
@@ -490,6 +489,12 @@ def print_tables(res: dict) -> None:
                   f"{f(h['ndcg@10'])} / {f(h['mrr@10'])} | {m['headstart']['best_step']} of {m['headstart']['steps']} | "
                   f"{f(p['ndcg@10'])} / {f(p['mrr@10'])} | "
                   f"{100 * (h['ndcg@10'] - p['ndcg@10']):+.2f} |")
+    for ds, d in res["datasets"].items():
+        for method, m in d["methods"].items():
+            for tool in ("headstart", "peer"):
+                if not m[tool].get("quality_repeated", True):
+                    print(f"\nnote: {ds} {method} {tool}: the repeated runs did not give the same quality "
+                          f"({[r['quality']['ndcg@10'] for r in m['runs'][tool]]}); the table shows the first")
     print("\n## Training throughput and memory (training only; best of runs)\n")
     print("| dataset | method | tool | steps | pairs seen | training s | val passes inside (s) | pairs/s | vs ST "
           "| as reported (incl. val) pairs/s | padded/real tokens | peak RSS training (MB) |")
