@@ -79,7 +79,9 @@ def test_triplets_train_with_hard_negatives(tmp_path, tiny_bert, retrieval_helpe
     run = hs.adapt(data, task="retrieval", backbone=str(tiny_bert), method="lora", out=tmp_path / "runs",
                    method_options={"epochs": 2, "batch_size": 10, "lr": 1e-2})
     assert run.manifest["data"]["train"]["kind"] == "triplets"
-    assert run.manifest["method"]["fit"]["steps"] > 0
+    fit = run.manifest["method"]["fit"]
+    assert fit["steps"] > 0
+    assert fit["tokens_seen"] > 0 and 1.0 <= fit["padded_token_ratio"] < 3.0  # every role's tokens are counted
 
 
 def test_a_beir_folder_is_data_and_a_separate_test_must_ask_unseen_queries(cli, tmp_path, tiny_bert, retrieval_helpers,

@@ -376,10 +376,10 @@ class Trainer:
         for start in range(0, total, size):
             micro = idx[start : start + size]
             batch = {k: v.to(self.device) for k, v in collate(micro).items()}
-            if "attention_mask" in batch:
-                mask = batch["attention_mask"]
-                state["tokens"] += int(mask.sum())
-                state["padded"] += int(mask.numel())
+            for key, mask in batch.items():  # "attention_mask", or one per role ("q.attention_mask", ...)
+                if key == "attention_mask" or key.endswith(".attention_mask"):
+                    state["tokens"] += int(mask.sum())
+                    state["padded"] += int(mask.numel())
             with self._autocast():
                 outputs = self.model(batch)
             # Sum over the micro-batch, divided by the whole step's size: the accumulated gradient
