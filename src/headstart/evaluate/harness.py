@@ -241,16 +241,11 @@ def _query_suite(run, suite_obj, baseline, n_resamples: int, seed: int) -> tuple
     with the run's (and the baseline's) embeddings; each metric the mean over queries with a
     bootstrap interval; gates as for classification, on the whole dataset."""
     from ..data.retrieval import load_retrieval_eval
-    from .retrieval import exact_search, retrieval_metrics
+    from ..tasks.retrieval import rank_collection
     from .suite import ALL
 
     def scores(r, ev):
-        qids = [q for q in ev.queries if q in ev.qrels]
-        docs = ev.documents()
-        dids = list(docs)
-        top = exact_search(r.embed([ev.queries[q] for q in qids], role="query"),
-                           r.embed([docs[d] for d in dids], role="document"), k=min(100, len(dids)))
-        return retrieval_metrics(top.rankings(qids, dids), ev.qrels)
+        return rank_collection(ev, lambda texts, role: r.embed(texts, role=role))[0]
 
     datasets, gates = {}, []
     for d in suite_obj.datasets:

@@ -79,10 +79,9 @@ def plan_retrieval(data: str | Path, *, backbones: list[str] | None = None, meth
     from ..backbones import family_trains, open_backbone
     from ..catalog import resolve
     from ..data.retrieval import RetrievalEval
-    from ..evaluate.retrieval import exact_search, retrieval_metrics
     from ..recipe import Recipe
     from ..tasks import get_task
-    from ..tasks.retrieval import prefixed
+    from ..tasks.retrieval import prefixed, rank_collection
     from ..train import resolve_precision
     from ..train.budget import parse_budget
     from .cost import METHOD_SPEED, measure_throughput, speed_check, speed_factor
@@ -136,10 +135,8 @@ def plan_retrieval(data: str | Path, *, backbones: list[str] | None = None, meth
             candidates.append(Candidate(name, "frozen", None, None, None, False, note=f"not scored: {e}"))
             continue
         pre = bb.spec.preprocessing
-        q_emb = bb.embed(prefixed(pre, [ev.queries[q] for q in qids], "query"), desc=f"plan: {name} queries")
-        d_emb = bb.embed(prefixed(pre, [documents[d] for d in dids], "document"), desc=f"plan: {name} documents")
-        scores = retrieval_metrics(exact_search(q_emb, d_emb, k=min(100, len(dids))).rankings(qids, dids), ev.qrels,
-                                   ks=(10,), metrics=("ndcg",))
+        scores, _ = rank_collection(ev, lambda texts, role, bb=bb, pre=pre: bb.embed(
+            prefixed(pre, texts, role), desc=f"plan: {name} {role}s"), ks=(10,), metrics=("ndcg",))
         mean, low, high = scores.interval("ndcg@10")
         used = resolve_precision(precision, bb.spec)
         texts = list(chosen[:64]) + [documents[d] for d in dids[:64]]

@@ -224,25 +224,20 @@ class Retrieval(Task):
         """Embed the test queries and corpus with the adapted body, rank the corpus exactly, and
         score every judged query (intervals are always computed: they are cheap over queries)."""
         from ..data import Dataset
-        from ..evaluate.retrieval import exact_search, retrieval_metrics
 
         pre = backbone.spec.preprocessing
-        qids = [q for q in test.queries if q in test.qrels]
-        docs = test.documents()
-        dids = list(docs)
-        q_emb = method.embed(backbone, Dataset(inputs=prefixed(pre, [test.queries[q] for q in qids], "query"), labels=None,
-                                               modality="text", source=str(test.source)), ctx)
-        d_emb = method.embed(backbone, Dataset(inputs=prefixed(pre, [docs[d] for d in dids], "document"), labels=None,
-                                               modality="text", source=str(test.source)), ctx)
-        top = exact_search(q_emb, d_emb, k=SEARCH_DEPTH)
-        rankings = top.rankings(qids, dids)
-        scores = retrieval_metrics(rankings, test.qrels)
+
+        def embed(texts: list[str], role: str) -> np.ndarray:
+            return method.embed(backbone, Dataset(inputs=prefixed(pre, texts, role), labels=None, modality="text",
+                                                  source=str(test.source)), ctx)
+
+        scores, rankings = rank_collection(test, embed)
         means = scores.means()
         summary: dict[str, Any] = {name: round(means[name], 6) for name in HEADLINE}
         for name in HEADLINE:
             _, low, high = scores.interval(name, n_resamples=n_resamples)
             summary[f"{name}_ci"] = [round(float(low), 6), round(float(high), 6)]
-        summary.update(queries=len(scores.query_ids), corpus=len(dids), excluded_queries=scores.n_excluded,
+        summary.update(queries=len(scores.query_ids), corpus=len(test.corpus), excluded_queries=scores.n_excluded,
                        ci_level=0.95, ci_resamples=n_resamples)
         detail = {**{k: round(v, 6) for k, v in means.items()}, **summary,
                   "excluded": scores.excluded}
@@ -336,6 +331,21 @@ PRESETS: dict[str, dict] = {
     "adapter": {"lr": 2e-4, "bottleneck": 64},
     "scratch": {"lr": 5e-4},
 }
+
+
+def rank_collection(ev, embed, **metric_options):
+    """Rank ``ev``'s whole corpus exactly for each judged query with ``embed(texts, role)`` (role
+    "query" or "document") and score it: (:class:`RetrievalScores`, rankings). The one scoring
+    path of test splits, suites and the plan; ``metric_options`` go to ``retrieval_metrics``."""
+    from ..evaluate.retrieval import exact_search, retrieval_metrics
+
+    qids = [q for q in ev.queries if q in ev.qrels]
+    docs = ev.documents()
+    dids = list(docs)
+    top = exact_search(embed([ev.queries[q] for q in qids], "query"), embed([docs[d] for d in dids], "document"),
+                       k=min(SEARCH_DEPTH, len(dids)))
+    rankings = top.rankings(qids, dids)
+    return retrieval_metrics(rankings, ev.qrels, **metric_options), rankings
 
 
 def role_collate(bb, roles: dict[str, list]):
