@@ -34,30 +34,36 @@ def no_duplicate_batches(keys: Sequence[Key], lengths: Sequence[int], batch_size
     compare only by position. ``None`` components are ignored (an example without a negative).
 
     How it is built, and what it costs. The examples are shuffled and cut into pools of
-    ``50 x batch_size`` as in :func:`~headstart.train.trainer.bucketed_batches`; each pool is
-    sorted by length (longest first) and placed first-fit: an example joins the earliest open
-    batch of its pool that has room and none of its keys, else opens a new one; a batch closes
-    when full. Examples that cannot be placed without a duplicate thus go to later batches, which
-    hold examples of nearly the same length. The open, unfilled batches left at the end of a pool
-    are not emitted: their examples move into the next pool; in the last pool, the unfilled
-    batches are merged where a move or a swap with another batch allows (the swap adding the least
-    padding). An epoch usually has ``ceil(n / batch_size)`` batches, like ``bucketed_batches``,
-    but not always: a key held by ``m`` examples needs at least ``m`` batches, and heavy collisions
-    can leave one more (a caller must count the batches it gets). Every index appears
-    exactly once; nothing is dropped. Determinism: the result depends on ``rng`` and the inputs
-    only, and when no two examples share a key it is exactly ``bucketed_batches``' result for the
-    same ``rng`` state.
+    ``50 x batch_size`` and each pool is sorted by length (longest first) and cut into batches,
+    exactly as :func:`~headstart.train.trainer.bucketed_batches` does. Then each duplicate is
+    repaired by a swap: an example whose key its batch already holds trades places with an
+    example of the nearest batch (the next or the previous one, else further out) where both fit
+    without a duplicate, of those swaps the one adding the least padding, so it lands among
+    examples of nearly its length. An example no
+    swap can place (a key held by more examples than the pool has batches) moves to the next pool;
+    in the last pool such examples fill extra batches first-fit, which are then merged where a
+    move or a swap with another batch allows (the swap adding the least padding). An epoch thus
+    has ``ceil(n / batch_size)`` batches, like ``bucketed_batches``, unless a key held by ``m``
+    examples needs more (``m`` batches at least; a caller must count the batches it gets). Every
+    index appears exactly once; nothing is dropped. Determinism: the result depends on ``rng``
+    and the inputs only, and when no two examples share a key it is exactly ``bucketed_batches``'
+    result for the same ``rng`` state.
 
     Padding cost against ``bucketed_batches`` (padded tokens = sum over batches of longest length
     x batch size; measured in ``tests/unit/test_sampling.py``: batch 32, 6,000 examples with
-    lognormal lengths, 3 seeds): with 5% of the queries duplicated (in groups of 2 to 5), at most
-    0.04% more; with every positive shared by 5 queries (a reading-comprehension layout such as
-    xquad: one paragraph, several questions), 0.7-1.1% more (0.2% at 20,000 examples); both with
-    the same batch count. A key that dominates the data costs much more: one query in 10% of
-    20,000 examples needs 2,000 batches instead of 625 and 1.64x the padded tokens.
+    lognormal lengths, 3 seeds): with 5% of the queries duplicated (in groups of 2 to 5), none;
+    with every positive shared by 5 queries (a reading-comprehension layout such as xquad: one
+    paragraph, several questions), 1.0-1.7% more (0.0-0.7% at 20,000 examples); with positives
+    shared by 1 to 17 questions (xquad's own spread), 0.4-2.1% more, and 8.7-9.7% more when the
+    questions of a paragraph also share its length (they must spread over as many batches as
+    there are questions); always with the same batch count. An earlier first-fit placement left
+    the xquad layout's tail in many small batches (876 XQuAD pairs: 40 batches, 16 of them
+    partial, where 28 do: fewer in-batch negatives per step). A key that dominates the data costs
+    more: one query in 10% of 20,000 examples needs 2,000 batches
+    instead of 625.
 
-    Cost: ``O(n log n)`` for the sorts plus, per example, the open batches it skips, each of
-    which holds one of its keys.
+    Cost: ``O(n log n)`` for the sorts plus, per duplicate, the batches scanned for a swap
+    (usually the neighbouring one).
     """
     n = len(lengths)
     if len(keys) != n:
@@ -73,14 +79,17 @@ def no_duplicate_batches(keys: Sequence[Key], lengths: Sequence[int], batch_size
         last = start + pool >= n
         # carried examples first, so that a stable sort keeps them ahead of equal-length ones
         chunk = sorted(carry + perm[start : start + pool].tolist(), key=lambda i: -lengths[i])
-        full, unfilled = _first_fit(chunk, keysets, batch_size)
-        batches.extend(full)
+        placed, overflow = _bucket_and_repair(chunk, keysets, lengths, batch_size)
         if last:
+            full = [b for b in placed if len(b) == batch_size]
+            unfilled = [b for b in placed if len(b) < batch_size] + _first_fit(overflow, keysets, batch_size)
             _merge_tail(full, unfilled, keysets, lengths, batch_size)
+            batches.extend(full)
             batches.extend(b for b in unfilled if b)
             carry = []
         else:
-            carry = [i for b in unfilled for i in b]
+            batches.extend(placed)
+            carry = overflow
     order = rng.permutation(len(batches))
     return [batches[i] for i in order]
 
@@ -91,41 +100,99 @@ def _components(key: Key) -> tuple[Hashable, ...]:
     return tuple(dict.fromkeys(p for p in parts if p is not None))
 
 
-def _first_fit(chunk: list[int], keysets: list[tuple[Hashable, ...]],
-               batch_size: int) -> tuple[list[list[int]], list[list[int]]]:
-    """Place ``chunk`` (in its order) first-fit into batches without a shared key component.
+def _bucket_and_repair(chunk: list[int], keysets: list[tuple[Hashable, ...]], lengths: Sequence[int],
+                       batch_size: int) -> tuple[list[list[int]], list[int]]:
+    """``chunk`` (sorted by length) cut into batches, each duplicate swapped into the nearest
+    batch that takes it; returns the batches and the examples no swap could place."""
+    batches = [chunk[k : k + batch_size] for k in range(0, len(chunk), batch_size)]
+    held: list[dict[Hashable, int]] = []  # per batch: key component -> how many examples hold it
+    for b in batches:
+        counts: dict[Hashable, int] = {}
+        for i in b:
+            for k in keysets[i]:
+                counts[k] = counts.get(k, 0) + 1
+        held.append(counts)
 
-    Returns the full batches in the order they filled, and the unfilled ones in creation order.
-    """
-    full: list[list[int]] = []
-    open_batches: dict[int, list[int]] = {}  # insertion-ordered: the earliest open batch first
-    holders: dict[Hashable, set[int]] = {}  # key component -> the open batches that hold it
-    next_id = 0
+    def fits(i: int, bid: int, leaving: int | None) -> bool:
+        """Whether ``i`` joins batch ``bid`` (where ``leaving`` leaves it) without a duplicate."""
+        gone = keysets[leaving] if leaving is not None else ()
+        return all(held[bid].get(k, 0) - (k in gone) == 0 for k in keysets[i])
+
+    def move(i: int, src: int, dst: int) -> None:
+        for k in keysets[i]:
+            held[src][k] -= 1
+            if not held[src][k]:
+                del held[src][k]
+            held[dst][k] = held[dst].get(k, 0) + 1
+
+    overflow: list[int] = []
+    for bid in range(len(batches)):
+        pos = 0
+        while pos < len(batches[bid]):
+            x = batches[bid][pos]
+            if all(held[bid][k] == 1 for k in keysets[x]):
+                pos += 1
+                continue
+            # x duplicates a key of its batch: out it goes, and a partner from the nearest batch in
+            for k in keysets[x]:
+                held[bid][k] -= 1
+                if not held[bid][k]:
+                    del held[bid][k]
+            batches[bid].pop(pos)
+            swapped = False
+            for ring in _rings(bid, len(batches)):
+                # of the swaps that this distance allows, the one adding the least padding
+                best: tuple[int, int, int] | None = None  # (cost, other, j)
+                here = max((lengths[i] for i in batches[bid]), default=0)
+                for other in ring:
+                    there = max(lengths[i] for i in batches[other])
+                    for j, y in enumerate(batches[other]):
+                        if fits(x, other, y) and fits(y, bid, None):
+                            rest = max((lengths[i] for i in batches[other] if i != y), default=0)
+                            c = (max(rest, lengths[x]) - there) * len(batches[other]) + \
+                                max(0, lengths[y] - here) * (len(batches[bid]) + 1)
+                            if best is None or c < best[0]:
+                                best = (c, other, j)
+                if best is not None:
+                    _, other, j = best
+                    y = batches[other][j]
+                    batches[other][j] = x
+                    for k in keysets[x]:
+                        held[other][k] = held[other].get(k, 0) + 1
+                    move(y, other, bid)
+                    batches[bid].insert(pos, y)
+                    swapped = True
+                    break
+            if swapped:
+                pos += 1
+            else:
+                overflow.append(x)
+    return [b for b in batches if b], overflow
+
+
+def _rings(bid: int, count: int):
+    """The other batch ids by distance from ``bid``: the next and the previous one, then further out."""
+    for d in range(1, count):
+        ring = [b for b in (bid + d, bid - d) if 0 <= b < count]
+        if ring:
+            yield ring
+
+
+def _first_fit(chunk: list[int], keysets: list[tuple[Hashable, ...]], batch_size: int) -> list[list[int]]:
+    """Place ``chunk`` (in its order) first-fit into batches without a shared key component."""
+    batches: list[list[int]] = []
+    held: list[set[Hashable]] = []
     for i in chunk:
         ks = keysets[i]
-        target = None
-        # A component held by every open batch rules them all out without a scan.
-        if not any(len(holders.get(k, ())) == len(open_batches) for k in ks):
-            for bid in open_batches:  # only batches holding one of ks are skipped
-                if not any(bid in holders.get(k, ()) for k in ks):
-                    target = bid
-                    break
-        if target is None:
-            target, next_id = next_id, next_id + 1
-            open_batches[target] = []
-        batch = open_batches[target]
-        batch.append(i)
-        for k in ks:
-            holders.setdefault(k, set()).add(target)
-        if len(batch) == batch_size:
-            full.append(open_batches.pop(target))
-            for j in batch:
-                for k in keysets[j]:
-                    held = holders[k]
-                    held.discard(target)
-                    if not held:
-                        del holders[k]
-    return full, list(open_batches.values())
+        for b, h in zip(batches, held):
+            if len(b) < batch_size and not any(k in h for k in ks):
+                b.append(i)
+                h.update(ks)
+                break
+        else:
+            batches.append([i])
+            held.append(set(ks))
+    return batches
 
 
 def _merge_tail(full: list[list[int]], unfilled: list[list[int]], keysets: list[tuple[Hashable, ...]],
