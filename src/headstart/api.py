@@ -472,6 +472,28 @@ def load(run: str | Path, *, store: str | Path | None = None, allow_base_change:
     return Run(path, store=store_obj, allow_base_change=allow_base_change)
 
 
+def transcribe_audio(run_or_backbone: str | Path, audio: list, *, beams: int = 1, store: str | Path | None = None,
+                     allow_base_change: bool = False) -> tuple[list[str], dict]:
+    """Transcripts of ``audio`` by a speech-recognition run (id or folder), or by a Whisper
+    backbone as it is (a catalog name, ``hf:`` id or model folder: the zero-shot baseline).
+    Returns the transcripts and who made them (``{"run": id}`` or ``{"backbone": name, "sha256": ...}``)."""
+    from .catalog import CATALOG
+    from .methods.frozen import Frozen
+
+
+    ref = str(run_or_backbone)
+    path = Path(ref).expanduser()
+    is_run = (path / MANIFEST).is_file() if path.is_dir() else not (ref in CATALOG or ref.startswith("hf:"))
+    if is_run:
+        run = load(run_or_backbone, store=store, allow_base_change=allow_base_change)
+        return run.transcribe(audio, beams=beams), {"run": run.id}
+    task = get_task("asr")
+    bb, bb_hash = open_backbone(ref)
+    check_modality(bb.spec, "audio", "the audio files")
+    ctx = FitContext(backbone_hash=bb_hash, precision="fp32", seed=0, task=task.name)
+    return task.transcribe_files(Frozen(), bb, list(audio), ctx, beams=beams), {"backbone": bb.spec.name, "sha256": bb_hash}
+
+
 class Run:
     """A finished adaptation: predict with it, evaluate it, read its manifest."""
 
@@ -591,6 +613,17 @@ class Run:
             ds = Dataset(inputs=prefixed(bb.spec.preprocessing, list(ds.inputs), role), labels=None, modality="text",
                          source=ds.source)
         return method.embed(bb, ds, self.fit_context())
+
+    def transcribe(self, audio, *, beams: int = 1) -> list[str]:
+        """Transcripts of audio files (a path or a list of paths) by the run's model as adapted,
+        in input order: greedy (``beams=1``) or beam search (speech-recognition runs)."""
+        verb = getattr(self.task, "transcribe_files", None)
+        if verb is None:
+            raise BadInput(f"run {self.id} is a {self.task.name} run; transcription needs a speech-recognition run "
+                           "(`headstart adapt DATA --task asr`)")
+        paths = [audio] if isinstance(audio, (str, Path)) else list(audio)
+        method, bb = self.open_model()
+        return verb(method, bb, paths, self.fit_context(), beams=beams)
 
     def search(self, index, query: str | list[str], k: int = 10):
         """Top-``k`` documents of ``index`` (a :class:`~headstart.index.VectorIndex` or its folder)

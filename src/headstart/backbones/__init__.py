@@ -12,6 +12,7 @@ from ..device import select_device
 from ..errors import BadInput
 from .base import Backbone, check_modality
 from .frozen import OnnxTextBackbone, UseNumpyBackbone
+from .speech import WhisperBackbone
 from .text import TextBackbone
 from .vision import EfficientNetLiteBackbone, HFImageBackbone
 
@@ -21,6 +22,7 @@ FAMILIES: dict[str, type[Backbone]] = {
     "efficientnet-lite": EfficientNetLiteBackbone,
     "onnx-text": OnnxTextBackbone,
     "use-numpy": UseNumpyBackbone,
+    "whisper": WhisperBackbone,
 }
 
 

@@ -97,6 +97,12 @@ class Backbone(ABC):
         assert self.module_ is not None
         return self.module_
 
+    @property
+    def feature_module(self) -> torch.nn.Module:
+        """The part of the module :meth:`forward_features` runs: what a classification head sits on
+        and a method adapts (the whole module, except for encoder-decoders: their encoder)."""
+        return self.module
+
     def batches(self, prepared: list, budget: int, max_batch: int) -> list[list[int]]:
         """Index batches in decreasing cost order, each within a compute budget (cost x size)."""
         return cost_batches([self.cost(p) for p in prepared], budget, max_batch)

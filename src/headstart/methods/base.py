@@ -123,6 +123,17 @@ class Method(ABC):
         what an index of the run's embeddings holds."""
         return backbone.embed(list(data.inputs), precision=ctx.precision, desc="embedding")
 
+    def task_model(self, backbone: Backbone, ctx: FitContext) -> torch.nn.Module:
+        """The task's model (:meth:`headstart.tasks.Task.build_model`) as this method left it, in
+        eval mode: what tasks that decode with the whole model (speech recognition) run. By
+        default the body as loaded, every weight frozen (the zero-shot model)."""
+        from ..tasks import get_task
+
+        model = get_task(ctx.task).build_model(backbone, None, ctx)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model.to(backbone.device).eval()
+
     @abstractmethod
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Exactly the tensors this method added or changed."""

@@ -278,6 +278,12 @@ class TrainedMethod(Method):
         self.model_.eval()
         return self._backbone_of(self.model_).embed(list(data.inputs), precision=ctx.precision, desc="embedding")
 
+    def task_model(self, backbone: Backbone, ctx: FitContext) -> nn.Module:
+        """The trained model (loaded from the run's tensors when needed), in eval mode."""
+        if getattr(self, "model_", None) is None:
+            self._load_into(backbone, ctx)
+        return self.model_.eval()
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().to("cpu").contiguous() for k, v in self.trainable_state().items()}
 

@@ -22,7 +22,7 @@ class ClassifierModel(nn.Module):
 
     def __init__(self, backbone, n_classes: int, dropout: float):
         super().__init__()
-        self.body = backbone.module
+        self.body = backbone.feature_module
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(backbone.feature_dim, n_classes)
         nn.init.zeros_(self.head.weight)

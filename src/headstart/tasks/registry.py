@@ -6,6 +6,7 @@ from ..errors import BadInput, did_you_mean
 from .base import Task
 from .classification import Classification
 from .retrieval import Retrieval
+from .asr import SpeechRecognition
 from .similarity import Similarity
 
 TASKS: dict[str, Task] = {}
@@ -28,3 +29,4 @@ def get_task(name: str) -> Task:
 register_task(Classification())
 register_task(Retrieval())
 register_task(Similarity())
+register_task(SpeechRecognition())
