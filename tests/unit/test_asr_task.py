@@ -140,6 +140,18 @@ def test_cli_transcribe_human_and_json(trained, speech, cli):
     assert data["by"] == {"run": trained.id} and [r["audio"] for r in data["transcripts"]] == files
 
 
+@pytest.mark.parametrize("method", ["frozen", "lora"])
+def test_cli_adapt_prints_the_human_readable_summary(method, speech, cli, tmp_path):
+    model, table, _ = speech
+    r = cli("adapt", table, "--task", "asr", "--backbone", model, "--method", method, "--out", tmp_path / "runs",
+            *([] if method == "frozen" else ["--set", "epochs=1", "--set", "batch_size=8"]))
+    assert r.rc == 0, r
+    lines = r.out.splitlines()
+    assert lines[0].startswith("run ") and lines[-1].startswith("saved to ")
+    assert any(line.strip().startswith("test WER ") for line in lines), r.out
+    assert "Traceback" not in r.err
+
+
 def test_cli_transcribe_refuses_bad_input(trained, cli, assert_bad_input, tmp_path):
     assert_bad_input(cli("transcribe", trained.path, tmp_path / "nope.wav"), "nope.wav", "no such audio file")
     text = tmp_path / "notes.wav"

@@ -82,18 +82,30 @@ def _config(folder: Path) -> dict:
 
 
 @pytest.mark.parametrize("build, arch, family", [(_bert, "BertModel", "hf-text"), (_vit, "ViTModel", "hf-image"),
-                                                 (_convnext, "ConvNextModel", "hf-image")])
+                                                 (_convnext, "ConvNextModel", "hf-image"),
+                                                 (_whisper, "WhisperModel", "whisper")])
 def test_family_detected_from_config(tmp_path, build, arch, family):
     folder = build(tmp_path / "m")
     assert _config(folder)["architectures"] == [arch]
     assert check_model_folder(folder) == family
     spec = resolve(str(folder))
-    assert spec.family == family and spec.modality == ("image" if family == "hf-image" else "text")
+    assert spec.family == family
+    assert spec.modality == {"hf-image": "image", "whisper": "audio"}.get(family, "text")
+
+
+def test_whisper_for_conditional_generation_is_a_speech_model_not_a_refused_seq2seq(tmp_path):
+    from transformers import WhisperForConditionalGeneration
+
+    folder = _whisper(tmp_path / "w")
+    config = _config(folder)
+    config["architectures"] = [WhisperForConditionalGeneration.__name__]
+    (folder / "config.json").write_text(json.dumps(config))
+    assert check_model_folder(folder) == "whisper"
+    assert resolve(str(folder)).preprocessing.n_mels == 8  # from config.json's num_mel_bins
 
 
 @pytest.mark.parametrize("build, arch, what", [
     (_llama, "LlamaForCausalLM", "a causal language model"),
-    (_whisper, "WhisperModel", "a speech-to-text encoder-decoder"),
     (_clip, "CLIPModel", "an image-text dual encoder"),
 ])
 def test_unsupported_architecture_refused_in_one_line(tmp_path, build, arch, what):
@@ -115,12 +127,17 @@ def test_a_supported_body_with_a_generation_head_is_refused(tmp_path):
 
 
 def test_model_type_alone_decides_when_architectures_is_missing(tmp_path):
-    folder = _whisper(tmp_path / "w")
+    folder = _clip(tmp_path / "c")
     config = _config(folder)
     del config["architectures"]
     (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(BadInput, match=r"model_type 'whisper' \(a speech-to-text encoder-decoder\)"):
+    with pytest.raises(BadInput, match=r"model_type 'clip' \(an image-text dual encoder\)"):
         check_model_folder(folder)
+    whisper = _whisper(tmp_path / "w")
+    config = _config(whisper)
+    del config["architectures"]
+    (whisper / "config.json").write_text(json.dumps(config))
+    assert check_model_folder(whisper) == "whisper"
 
 
 def test_config_wins_over_the_file_heuristic(tmp_path, tiny_bert):

@@ -262,7 +262,7 @@ def _query_checks(old, new, noise_runs, n_resamples, noise_values, limit) -> tup
             floor = max(abs(s - float(statistic(y, p_old))) for s in seeded)
         checks.append({"dataset": "test", "slice": "all", "family": "primary", "metric": metric, "n": len(y),
                        "old": res.old, "new": res.new, "delta": res.delta, "ci": list(res.ci), "p_raw": res.p,
-                       "test": f"paired bootstrap over {'queries' if task.name == 'retrieval' else 'pairs'}",
+                       "test": f"paired bootstrap over {task.unit}",
                        "noise_floor": floor})
     flipped: list[dict] = []
     if task.name == "retrieval":  # per-query values: the queries that moved most

@@ -237,30 +237,23 @@ def evaluate_suite(run, suite: str | Path, *, baseline=None, n_resamples: int = 
 
 
 def _query_suite(run, suite_obj, baseline, n_resamples: int, seed: int) -> tuple[dict, list[dict]]:
-    """A retrieval suite: each dataset (a collection, SQuAD file or pairs table) searched exactly
-    with the run's (and the baseline's) embeddings; each metric the mean over queries with a
-    bootstrap interval; gates as for classification, on the whole dataset."""
-    from ..data.retrieval import load_retrieval_eval
-    from ..tasks.retrieval import rank_collection
+    """A suite of a task without labels (retrieval: collections searched exactly; speech
+    recognition: transcribed tables): each dataset scored by the task
+    (:meth:`~headstart.tasks.Task.suite_cells`, every metric over the whole dataset with a
+    bootstrap interval) for the run and the baseline; gates as for classification."""
     from .suite import ALL
-
-    def scores(r, ev):
-        return rank_collection(ev, lambda texts, role: r.embed(texts, role=role))[0]
 
     datasets, gates = {}, []
     for d in suite_obj.datasets:
-        ev = load_retrieval_eval(d.path)
-        per = {}
+        per, source, fingerprint = {}, d.source, ""
         for who, r in (("run", run), ("baseline", baseline)):
             if r is None:
                 continue
-            sc = scores(r, ev)
-            cells = {}
-            for m in suite_obj.metrics:
-                mean, low, high = sc.interval(m, n_resamples=n_resamples, seed=seed)
-                cells[m] = {"value": float(mean), "ci": [float(low), float(high)], "n": len(sc.query_ids)}
+            cells, found, fp = r.task.suite_cells(r, d.path, suite_obj.metrics, n_resamples=n_resamples, seed=seed)
             per[who] = {ALL: cells}
-        datasets[d.name] = {"source": str(ev.source or d.source), "fingerprint": ev.fingerprint, "n": per["run"][ALL][suite_obj.metrics[0]]["n"],
+            if who == "run":
+                source, fingerprint = found or d.source, fp
+        datasets[d.name] = {"source": str(source), "fingerprint": fingerprint, "n": per["run"][ALL][suite_obj.metrics[0]]["n"],
                             "slices": per["run"], **({"baseline_slices": per["baseline"]} if baseline is not None else {})}
         for g in suite_obj.gates:
             if not g.applies_to(d.name):

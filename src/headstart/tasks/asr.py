@@ -302,6 +302,7 @@ class SpeechRecognition(Task):
     predicts: ClassVar[bool] = False
     shown: ClassVar[dict[str, str]] = {"wer": "WER", "cer": "CER"}
     compared: ClassVar[tuple[str, str]] = ("wer", "cer")
+    unit: ClassVar[str] = "utterances"
 
     def default_backbone(self, data) -> str:
         return "whisper-tiny.en"
@@ -352,7 +353,7 @@ class SpeechRecognition(Task):
         return ds, ds.source, ds.fingerprint
 
     # -- scoring ---------------------------------------------------------------------------------
-    def score(self, method, backbone, test, ctx, *, n_resamples: int = 1000, intervals: bool = True) -> Scored:
+    def score(self, method, backbone, test, ctx, *, n_resamples: int = 1000, intervals: bool = True, seed: int = 0) -> Scored:
         from ..evaluate.speech import NORMALIZER_VERSION, utterance_errors
 
         model = method.task_model(backbone, ctx)
@@ -366,7 +367,7 @@ class SpeechRecognition(Task):
         summary: dict[str, Any] = {}
         for metric, errors, length in (("wer", "word_errors", "words"), ("cer", "char_errors", "chars")):
             value, low, high = _rate_interval(np.array([r[errors] for r in records]), np.array([r[length] for r in records]),
-                                              n_resamples)
+                                              n_resamples, seed)
             summary[metric] = round(value, 6)
             summary[f"{metric}_ci"] = [round(low, 6), round(high, 6)]
         summary.update(utterances=len(records), normalizer=NORMALIZER_VERSION, ci_level=0.95, ci_resamples=n_resamples)
@@ -394,6 +395,15 @@ class SpeechRecognition(Task):
         if not values["wer"][0]:
             return None
         return {m: (np.array(lengths), np.array(errors), ErrorRate()) for m, (lengths, errors) in values.items()}
+
+    def suite_cells(self, run, path, metrics, *, n_resamples: int, seed: int):
+        """A table of audio paths and transcripts transcribed by the run; corpus WER/CER with
+        intervals over its utterances."""
+        data, source, fingerprint = self.read_eval(run, path)
+        method, bb = run.open_model()
+        scored = self.score(method, bb, data, run.fit_context(), n_resamples=n_resamples, seed=seed)
+        cells = {m: {"value": scored.summary[m], "ci": scored.summary[f"{m}_ci"], "n": len(data)} for m in metrics}
+        return cells, source, fingerprint
 
     # -- trained methods -------------------------------------------------------------------------
     def preset(self, method: str, train) -> tuple[str, dict]:
@@ -537,11 +547,11 @@ def _token_loss(logits: torch.Tensor, labels: list[list[int]], prompt: Prompt) -
     return per_token.sum(1) / counts
 
 
-def _rate_interval(errors: np.ndarray, lengths: np.ndarray, n_resamples: int) -> tuple[float, float, float]:
+def _rate_interval(errors: np.ndarray, lengths: np.ndarray, n_resamples: int, seed: int = 0) -> tuple[float, float, float]:
     from ..evaluate.bootstrap import bootstrap_ci
     from ..evaluate.speech import ErrorRate
 
-    value, low, high = bootstrap_ci(lengths, errors, ErrorRate(), n_resamples=n_resamples)
+    value, low, high = bootstrap_ci(lengths, errors, ErrorRate(), n_resamples=n_resamples, seed=seed)
     return float(value), float(low), float(high)
 
 

@@ -119,6 +119,15 @@ class Task(ABC):
     """Metrics the command line prints for a run, name -> label, primary first."""
     compared: ClassVar[tuple[str, str]] = ("", "")
     """The two metrics ``compare`` tabulates (with intervals) and plots, the primary first."""
+    unit: ClassVar[str] = "examples"
+    """What one test example is called in reports (queries, pairs, utterances)."""
+
+    def suite_cells(self, run, path, metrics: tuple[str, ...], *, n_resamples: int, seed: int) -> tuple[dict, str, str]:
+        """A suite dataset scored by ``run`` for a task without labels: ``({metric: {"value",
+        "ci", "n"}}, source, fingerprint)``."""
+        from ..errors import BadInput
+
+        raise BadInput(f"suites do not check {self.name} runs yet")
 
     def run_values(self, run_path, manifest: dict) -> dict[str, tuple[Any, Any, Any]] | None:
         """Per-example values behind the compared metrics of a finished run, read from its

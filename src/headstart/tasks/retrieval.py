@@ -101,6 +101,7 @@ class Retrieval(Task):
                                        "recall@100": "Recall@100"}
 
     compared: ClassVar[tuple[str, str]] = ("ndcg@10", "mrr@10")
+    unit: ClassVar[str] = "queries"
 
     def run_values(self, run_path, manifest):
         """Per-query values of the test queries (``predictions.csv``) as the "predictions" (the
@@ -251,6 +252,18 @@ class Retrieval(Task):
                             "relevant": " ".join(d for d, g in test.qrels[qid].items() if g > 0),
                             "top10": " ".join(ranked[:10])})
         return Scored(summary=summary, detail=detail, records=records)
+
+    def suite_cells(self, run, path, metrics, *, n_resamples: int, seed: int):
+        """A collection, SQuAD file or pairs table searched exactly with the run's embeddings."""
+        from ..data.retrieval import load_retrieval_eval
+
+        ev = load_retrieval_eval(path)
+        sc = rank_collection(ev, lambda texts, role: run.embed(texts, role=role))[0]
+        cells = {}
+        for m in metrics:
+            mean, low, high = sc.interval(m, n_resamples=n_resamples, seed=seed)
+            cells[m] = {"value": float(mean), "ci": [float(low), float(high)], "n": len(sc.query_ids)}
+        return cells, str(ev.source or ""), ev.fingerprint
 
     # -- trained methods -------------------------------------------------------------------------
     def preset(self, method: str, train) -> tuple[str, dict]:

@@ -45,6 +45,7 @@ class Similarity(Retrieval):
     metrics: ClassVar[tuple[MetricSpec, ...]] = (primary, MetricSpec("pearson", higher_is_better=True, bounds=(-1.0, 1.0)))
     shown: ClassVar[dict[str, str]] = {"spearman": "Spearman", "pearson": "Pearson"}
     compared: ClassVar[tuple[str, str]] = ("spearman", "pearson")
+    unit: ClassVar[str] = "pairs"
 
     # -- data ------------------------------------------------------------------------------------
     def read(self, recipe) -> TaskData:
