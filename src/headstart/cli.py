@@ -174,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resamples", type=int, default=1000, metavar="R", help="bootstrap resamples for the intervals (default: 1000)")
     p.add_argument("--min-accuracy", type=probability, metavar="X", help="exit 1 when accuracy is below X (classification)")
     p.add_argument("--min", action="append", metavar="METRIC=X", help="exit 1 when METRIC is below X, repeatable, e.g. "
-                   "--min ndcg@10=0.6 for a retrieval run, --min macro_f1=0.8")
+                   "--min ndcg@10=0.6 for a retrieval run, --min macro_f1=0.8 (metrics where higher is better)")
+    p.add_argument("--max", action="append", metavar="METRIC=X", help="exit 1 when METRIC is above X, repeatable, for "
+                   "metrics where lower is better, e.g. --max wer=0.1 for a speech-recognition run")
     p.add_argument("--text-col", metavar="COL", help="text column of DATA (default: the training column if present, else inferred)")
     p.add_argument("--no-header", dest="header", action="store_const", const=False, default=None, help=HEADER_HELP)
     p.add_argument("--allow-base-change", action="store_true", help="evaluate even if the backbone's weights changed")
@@ -551,45 +553,59 @@ def cmd_eval(args) -> int:
     task = run.task
     gates = _min_gates(args, task)
     metrics = run.evaluate(args.data, text_col=args.text_col, header=args.header, n_resamples=args.resamples)
-    failed = [(name, floor) for name, floor in gates if not metrics[name] >= floor]
+    failed = [(name, op, bound) for name, op, bound in gates if not _holds(metrics[name], op, bound)]
     passed = not failed
     intervals = "  ".join(f"{label} {metrics[k]:.4f} [{metrics[k + '_ci'][0]:.4f}, {metrics[k + '_ci'][1]:.4f}]"
                           for k, label in task.shown.items() if k + "_ci" in metrics)
-    n = metrics.get("n", metrics.get("queries"))
-    unit = "queries" if "queries" in metrics else "examples"
+    n = metrics.get("n", metrics.get(task.unit))
     lines = [f"run {run.id} on {args.data}",
-             f"  {intervals}  (n={n} {unit}; 95% bootstrap intervals, {args.resamples} resamples)"]
+             f"  {intervals}  (n={n} {task.unit}; 95% bootstrap intervals, {args.resamples} resamples)"]
     if "per_class" in metrics:
         worst = sorted(metrics["per_class"].items(), key=lambda kv: kv[1]["f1"])[:5]
         lines.append("  weakest classes: " + ", ".join(f"{c} (F1 {v['f1']:.2f})" for c, v in worst if v["support"]))
-    for name, floor in gates:
-        lines.append(f"  check {name} >= {floor}: {'passed' if metrics[name] >= floor else 'FAILED'}")
+    for name, op, bound in gates:
+        lines.append(f"  check {name} {op} {bound}: {'passed' if _holds(metrics[name], op, bound) else 'FAILED'}")
     _emit(args, {"run": run.id, "data": args.data, "metrics": metrics, "passed": passed}, "\n".join(lines))
     if not passed:
-        name, floor = failed[0]
-        flag = f"--min-accuracy {floor}" if name == "accuracy" and args.min_accuracy is not None else f"--min {name}={floor}"
-        raise CheckFailed(f"{name} {metrics[name]:.4f} is below {flag}")
+        name, op, bound = failed[0]
+        if op == ">=":
+            flag = f"--min-accuracy {bound}" if name == "accuracy" and args.min_accuracy is not None else f"--min {name}={bound}"
+            raise CheckFailed(f"{name} {metrics[name]:.4f} is below {flag}")
+        raise CheckFailed(f"{name} {metrics[name]:.4f} is above --max {name}={bound}")
     return 0
 
 
-def _min_gates(args, task) -> list[tuple[str, float]]:
-    """(metric, floor) pairs from --min-accuracy and --min METRIC=VALUE, checked against the run's task."""
+def _holds(value: float, op: str, bound: float) -> bool:
+    return value >= bound if op == ">=" else value <= bound
+
+
+def _min_gates(args, task) -> list[tuple[str, str, float]]:
+    """(metric, ">=" or "<=", bound) from --min-accuracy, --min METRIC=X and --max METRIC=X,
+    checked against the run's task: --min for metrics where higher is better, --max for the others."""
     gates = []
     if args.min_accuracy is not None:
         if task.name != "classification":
             raise BadInput(f"--min-accuracy is for classification runs; this is a {task.name} run: use "
-                           f"--min {task.primary.name}=X")
-        gates.append(("accuracy", args.min_accuracy))
-    for item in args.min or []:
-        name, sep, value = item.partition("=")
-        task.metric(name.strip())  # one line naming the task's metrics when unknown
-        try:
-            floor = float(value) if sep else float("nan")
-        except ValueError:
-            floor = float("nan")
-        if not 0 <= floor <= 1:
-            raise BadInput(f"--min {item}: give METRIC=VALUE with VALUE in [0, 1], e.g. --min {task.primary.name}=0.5")
-        gates.append((name.strip(), floor))
+                           f"--{'min' if task.primary.higher_is_better else 'max'} {task.primary.name}=X")
+        gates.append(("accuracy", ">=", args.min_accuracy))
+    for flag, items in (("--min", args.min or []), ("--max", getattr(args, "max", None) or [])):
+        for item in items:
+            name, sep, value = item.partition("=")
+            spec = task.metric(name.strip())  # one line naming the task's metrics when unknown
+            wanted = "--min" if spec.higher_is_better else "--max"
+            if flag != wanted:
+                raise BadInput(f"{flag} {item}: {spec.name} is better {'higher' if spec.higher_is_better else 'lower'}; "
+                               f"use {wanted} {spec.name}=X")
+            try:
+                bound = float(value) if sep else float("nan")
+            except ValueError:
+                bound = float("nan")
+            low, high = spec.bounds
+            if not (low <= bound <= high) or bound != bound:
+                shown = f"[{low:g}, {high:g}]"
+                raise BadInput(f"{flag} {item}: give METRIC=VALUE with VALUE in {shown}, e.g. {flag} {spec.name}="
+                               f"{0.5 if high == 1 else 0.1}")
+            gates.append((name.strip(), ">=" if flag == "--min" else "<=", bound))
     return gates
 
 

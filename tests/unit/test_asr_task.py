@@ -168,6 +168,30 @@ def test_zero_shot_from_a_backbone_folder(speech, cli):
     assert res.json()["by"]["backbone"] == str(Path(model).resolve())
 
 
+def test_a_speech_suite_gates_on_wer_and_eval_gates_with_min(trained, speech, cli, tmp_path):
+    """Suites with ``task: asr``: a transcribed table per dataset, WER/CER with intervals, gates
+    (``wer <= X``, a drop against a baseline); ``eval --min`` on a lower-is-better metric."""
+    model, table, _ = speech
+    zero = cli("adapt", table, "--task", "asr", "--backbone", model, "--method", "frozen", "--out", tmp_path / "runs",
+               "--json").json()["run"]
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"name: digits\ntask: asr\ndatasets:\n  - {{name: all, path: {table}}}\n"
+                     "metrics: [wer, cer]\ngates:\n  - wer <= 0.5\n")
+    ok = cli("eval", trained.path, "--suite", suite, "--baseline", zero, "--json")
+    assert ok.rc == 0, ok
+    cells = ok.json()["datasets"]["all"]["slices"]["all"]
+    assert set(cells) == {"wer", "cer"} and cells["wer"]["ci"][0] <= cells["wer"]["value"] <= cells["wer"]["ci"][1]
+    assert cells["wer"]["n"] == 36
+    worse = cli("eval", zero, "--suite", suite)  # the random model's zero-shot transcripts are far off
+    assert worse.rc == 1 and "FAILED" in worse.out, worse
+    gated = cli("eval", trained.path, table, "--max", "wer=0.5")
+    assert gated.rc == 0 and "check wer <= 0.5: passed" in gated.out and "utterances" in gated.out, gated
+    failed = cli("eval", zero, table, "--max", "wer=0.5")
+    assert failed.rc == 1 and "is above --max wer=0.5" in failed.err, failed
+    wrong = cli("eval", trained.path, table, "--min", "wer=0.5")
+    assert wrong.rc == 2 and "wer is better lower; use --max wer=X" in wrong.err, wrong
+
+
 def test_data_errors_name_the_row(speech, tmp_path, cli, assert_bad_input):
     model, table, clips = speech
     rows = list(csv.reader(open(table)))
