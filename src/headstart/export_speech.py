@@ -62,7 +62,7 @@ def export_whisper(run, out: Path, *, merge: bool = False) -> dict:
         record = {"run": run.id, "task": "asr", "backbone": run.manifest["backbone"]["name"],
                   "backbone_sha256": run.manifest["backbone"]["sha256"], "method": run.manifest["method"]["name"],
                   "merged": run.manifest["method"]["name"] in ("lora", "dora", "qlora"),
-                  "encoder_input": bb.spec.preprocessing.encoder_input}
+                  "encoder_input": bb.encoder_input}
         if probe is not None:
             from .backbones.speech import encode
             from .tasks.asr import decoder_logits

@@ -52,6 +52,7 @@ def test_finetune_learns_the_toy_words(trained):
     assert losses[-1] < 0.2 * losses[0]  # from ln(51,864) = 10.86 at the random start
     summary = trained.manifest["metrics"]["test"]["summary"]
     assert summary["wer"] <= 0.34 and summary["normalizer"] == "en-1"  # 7 test clips
+    assert summary["encoder_input"] == "clip"  # 'auto' for a trained model
     assert summary["wer_ci"][0] <= summary["wer"] <= summary["wer_ci"][1]
     assert trained.manifest["task"] == "asr" and trained.manifest["modality"] == "audio"
     with open(trained.path / "predictions.csv", newline="") as f:
@@ -250,7 +251,7 @@ def test_encoder_input_modes(speech, tmp_path):
     _, _, clips = speech
     folder = tiny_whisper_model(tmp_path / "whisper-30s", TOKENIZER, window_s=30.0)
     bb, _ = open_backbone(str(folder))
-    assert bb.spec.preprocessing.encoder_input == "30s" and bb.window_frames == 3000
+    assert bb.spec.preprocessing.encoder_input == "auto" and bb.encoder_input == "30s" and bb.window_frames == 3000
     enc = bb.module.model.encoder.eval()
     feats = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 80, 3000)).astype(np.float32))
     with torch.inference_mode():
@@ -260,3 +261,5 @@ def test_encoder_input_modes(speech, tmp_path):
     spec = dataclasses.replace(bb.spec, preprocessing=dataclasses.replace(bb.spec.preprocessing, encoder_input="clip"))
     short, _ = open_backbone(spec)
     assert short.collate(short.prepare(clip))["input_features"].shape[-1] == MIN_FRAMES  # a 0.4-0.9 s clip
+    bb.adapted_ = True  # what the asr task sets when a method trains the model: 'auto' reads clips
+    assert bb.encoder_input == "clip" and bb.collate(bb.prepare(clip))["input_features"].shape[-1] == MIN_FRAMES

@@ -8,10 +8,11 @@ task) the whole encoder-decoder is the body and the decoder's own LM head decode
 Inputs are audio file paths. :meth:`prepare` reads each clip (mono, 16 kHz, checked:
 :func:`headstart.data.audio.read_audio`) and :meth:`collate` turns a batch of waveforms into
 log-mel features with transformers' ``WhisperFeatureExtractor`` (numpy only). With
-``encoder_input="30s"`` (the default) every clip is padded to the model's input window (3,000
-frames: 30 s) as Whisper was trained; with ``"clip"`` the encoder reads only the longest clip's
-frames of the batch (an even count, at least :data:`MIN_FRAMES`) and its positional embeddings are
-sliced to match (:func:`encode`), so a 0.5 s clip costs 0.5 s -- but zero-shot Whisper then loops
+``encoder_input="30s"`` every clip is padded to the model's input window (3,000 frames: 30 s) as
+Whisper was trained; with ``"clip"`` the encoder reads only the longest clip's frames of the batch
+(an even count, at least :data:`MIN_FRAMES`) and its positional embeddings are sliced to match
+(:func:`encode`), so a 0.5 s clip costs 0.5 s -- but zero-shot Whisper then loops. ``"auto"``
+(the default) reads clips for a model being adapted to speech recognition and 30 s otherwise
 (measured: see :class:`~headstart.catalog.AudioPreprocessing`).
 
 Packaged weights are CTranslate2 folders; :mod:`.ct2_whisper` converts one once to a Hugging Face
@@ -54,6 +55,9 @@ class AudioClip:
 
 class WhisperBackbone(Backbone):
     modality = "audio"
+    adapted_: bool = False
+    """Set by the speech-recognition task when a method trains the model: ``encoder_input="auto"``
+    then reads the clip's own frames."""
     batch_budget = (16 * WINDOW_FRAMES, 32)
     """(frames per batch, clips per batch) for frozen features: 16 full windows or 32 clips."""
 
@@ -108,6 +112,14 @@ class WhisperBackbone(Backbone):
                 for i, p in enumerate(inputs)]
 
     @property
+    def encoder_input(self) -> str:
+        """'clip' or '30s': the preprocessing's choice, 'auto' resolved (see :class:`AudioPreprocessing`)."""
+        mode = self.pre.encoder_input
+        if mode == "auto":
+            return "clip" if self.adapted_ else "30s"
+        return mode
+
+    @property
     def window_frames(self) -> int:
         """The model's input window in mel frames (3,000 for every released Whisper)."""
         return 2 * int(self.module.config.max_source_positions)
@@ -119,13 +131,13 @@ class WhisperBackbone(Backbone):
     def frames_for(self, clips: list[AudioClip]) -> int:
         """Encoder input frames for a batch of clips (even: the second convolution has stride 2)."""
         window = self.window_frames
-        if self.pre.encoder_input == "30s":
+        if self.encoder_input == "30s":
             return window
         longest = max(max(c.frames for c in clips), MIN_FRAMES)
         return min(window, longest + longest % 2)
 
     def cost(self, prepared: AudioClip) -> int:
-        return self.window_frames if self.pre.encoder_input == "30s" else min(self.window_frames, max(prepared.frames, MIN_FRAMES))
+        return self.window_frames if self.encoder_input == "30s" else min(self.window_frames, max(prepared.frames, MIN_FRAMES))
 
     def collate(self, prepared: list[AudioClip]) -> dict[str, torch.Tensor]:
         frames = self.frames_for(prepared)

@@ -372,8 +372,8 @@ class SpeechRecognition(Task):
             summary[f"{metric}_ci"] = [round(low, 6), round(high, 6)]
         summary.update(utterances=len(records), normalizer=NORMALIZER_VERSION, ci_level=0.95, ci_resamples=n_resamples)
         prompt = prompt_for(model._backbone[0], _language(ctx))
-        detail = {**summary, "language": prompt.language, "decoding": "greedy",
-                  "encoder_input": backbone.spec.preprocessing.encoder_input}
+        summary["encoder_input"] = model._backbone[0].encoder_input
+        detail = {**summary, "language": prompt.language, "decoding": "greedy"}
         return Scored(summary=summary, detail=detail, records=records)
 
     def run_values(self, run_path, manifest):
@@ -416,6 +416,9 @@ class SpeechRecognition(Task):
         return regime, {**_COMMON[regime], **PRESETS[method]}
 
     def build_model(self, backbone, cfg, ctx) -> nn.Module:
+        """The encoder-decoder; ``cfg`` None is the frozen model (:meth:`Method.task_model`), which
+        reads 30 s windows under ``encoder_input="auto"``; a trained method's model reads clips."""
+        backbone.adapted_ = cfg is not None
         return SpeechToTextModel(backbone)
 
     def training(self, model, train, val, cfg, ctx) -> Training:
