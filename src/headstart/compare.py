@@ -86,7 +86,7 @@ class Comparison:
 
     @property
     def frontier(self) -> list[dict[str, Any]]:
-        """Rows not beaten on both the primary metric (higher) and wall time (lower), fastest first."""
+        """Rows not beaten on both the primary metric (in its direction) and wall time (lower), fastest first."""
         return sorted((r for r in self.rows if r["on_frontier"]), key=lambda r: r["wall_s"])
 
     @property
@@ -210,7 +210,7 @@ def compare(
             rows.append(_row(run, method, backbone, wall, mem.peak_mb, mem.how, gpu.read(), seed))
 
     _check_same_split(runs, labels)
-    _mark_frontier(rows, task_obj.compared[0])
+    _mark_frontier(rows, task_obj.compared[0], higher_is_better=task_obj.metric(task_obj.compared[0]).higher_is_better)
 
     first = runs[0].manifest
     created = time.strftime("%Y-%m-%dT%H:%M:%S%z")  # as run manifests
@@ -566,8 +566,9 @@ def _int_or_none(value: Any) -> int | None:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
 
 
-def _mark_frontier(rows: list[dict[str, Any]], metric: str = "accuracy") -> None:
-    for i in pareto_frontier([(r["wall_s"], r[metric]) for r in rows]):
+def _mark_frontier(rows: list[dict[str, Any]], metric: str = "accuracy", *, higher_is_better: bool = True) -> None:
+    sign = 1.0 if higher_is_better else -1.0
+    for i in pareto_frontier([(r["wall_s"], sign * r[metric]) for r in rows]):
         rows[i]["on_frontier"] = True
 
 
@@ -583,8 +584,11 @@ def _write_folder(comparison: Comparison, out_dir: Path) -> Path:
     tmp = out_dir / f".tmp-{comparison.id}-{os.getpid()}"
     try:
         tmp.mkdir()
+        task = get_task(comparison.data.get("task", "classification"))
+        primary = comparison.metrics[0][0]
         comparison.plot = "frontier.png" if plot_frontier(comparison.rows, tmp / "frontier.png", title=comparison.id,
-                                                              metric=tuple(comparison.metrics[0])) else None
+                                                              metric=tuple(comparison.metrics[0]),
+                                                              higher_is_better=task.metric(primary).higher_is_better) else None
         comparison.path = final
         (tmp / "table.md").write_text(comparison.to_markdown(), encoding="utf-8")
         (tmp / "comparison.json").write_text(json.dumps(comparison.to_dict(), indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")

@@ -193,6 +193,33 @@ def test_a_speech_suite_gates_on_wer_and_eval_gates_with_min(trained, speech, cl
     assert wrong.rc == 2 and "wer is better lower; use --max wer=X" in wrong.err, wrong
 
 
+def test_compare_frontier_prefers_the_lower_wer(speech, cli, tmp_path):
+    model, table, _ = speech
+    r = cli("compare", table, "--task", "asr", "--backbones", model, "--methods", "frozen,finetune",
+            "--set", "finetune.epochs=30", "--set", "finetune.lr=4e-3", "--set", "finetune.batch_size=8",
+            "--out", tmp_path / "cmp", "--runs-out", tmp_path / "runs", "--json")
+    assert r.rc == 0, r
+    rows = {row["method"]: row for row in r.json()["rows"]}
+    assert set(rows) == {"frozen", "finetune"} and rows["finetune"]["wer"] < rows["frozen"]["wer"]
+    assert rows["finetune"]["wer_low"] <= rows["finetune"]["wer"] <= rows["finetune"]["wer_high"]
+    # lower WER is better: the trained row is on the frontier although it took longer
+    assert rows["finetune"]["on_frontier"]
+    assert r.json()["data"]["metrics"][0] == ["wer", "WER"]
+
+
+def test_drift_to_another_base_is_a_paired_test_over_utterances(trained, speech, cli, tmp_path):
+    """The old run's recipe re-run on a new base (another random init: the trained run's gains do
+    not carry over), both scored on the same test utterances."""
+    new_base = tiny_whisper_model(tmp_path / "other", TOKENIZER, seed=7)
+    d = cli("drift", trained.path, "--base", new_base, "--out", tmp_path / "runs", "--report", tmp_path / "report", "--json")
+    result = d.json()
+    assert result["task"] == "asr", result
+    checks = {c["metric"]: c for c in result["checks"]}
+    assert set(checks) == {"wer", "cer"} and checks["wer"]["test"] == "paired bootstrap over utterances"
+    assert checks["wer"]["n"] == trained.metrics["test"]["summary"]["utterances"]
+    assert (tmp_path / "report" / "report.html").is_file()
+
+
 def test_data_errors_name_the_row(speech, tmp_path, cli, assert_bad_input):
     model, table, clips = speech
     rows = list(csv.reader(open(table)))

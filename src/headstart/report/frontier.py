@@ -42,7 +42,7 @@ PANELS = (("wall_s", "wall time (s, log scale)"), ("trainable_pct", "trainable p
 
 
 def plot_frontier(rows: list[dict[str, Any]], path: Path, *, title: str = "",
-                  metric: tuple[str, str] = ("accuracy", "accuracy")) -> bool:
+                  metric: tuple[str, str] = ("accuracy", "accuracy"), higher_is_better: bool = True) -> bool:
     """Draw accuracy (with its interval) vs wall time and vs trainable %, frontiers joined by a line.
 
     Returns False (with a warning) when matplotlib is not installed: the table and JSON are the
@@ -53,11 +53,12 @@ def plot_frontier(rows: list[dict[str, Any]], path: Path, *, title: str = "",
     except ImportError:
         warnings.warn("frontier.png not drawn: matplotlib is not installed (pip install matplotlib)", stacklevel=2)
         return False
-    frontier_figure(rows, title=title, metric=metric).savefig(path, dpi=PLOT_DPI)
+    frontier_figure(rows, title=title, metric=metric, higher_is_better=higher_is_better).savefig(path, dpi=PLOT_DPI)
     return True
 
 
-def frontier_figure(rows: list[dict[str, Any]], *, title: str = "", metric: tuple[str, str] = ("accuracy", "accuracy")) -> Any:
+def frontier_figure(rows: list[dict[str, Any]], *, title: str = "", metric: tuple[str, str] = ("accuracy", "accuracy"),
+                    higher_is_better: bool = True) -> Any:
     """The matplotlib Figure behind ``frontier.png`` (see :func:`plot_frontier`).
 
     What a reader needs from it, each a past complaint: a row has one colour (its method) and one
@@ -109,7 +110,8 @@ def frontier_figure(rows: list[dict[str, Any]], *, title: str = "", metric: tupl
             ax.text(0.5, 0.5, "not reported by these methods", ha="center", va="center", transform=ax.transAxes)
             continue
         points = [(r[key], r[y_key]) for _, r in shown]
-        front = [shown[i][1] for i in pareto_frontier(points)]
+        sign = 1.0 if higher_is_better else -1.0  # WER: lower is better
+        front = [shown[i][1] for i in pareto_frontier([(x, sign * y) for x, y in points])]
         ax.plot([r[key] for r in front], [r[y_key] for r in front], "-", color="0.35", linewidth=1.2, zorder=0)
         ax.set_xscale("log")
         ax.set_xlim(*_log_limits([x for x, _ in points]))
