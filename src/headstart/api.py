@@ -62,6 +62,7 @@ def adapt(
     budget: float | str | None = None,
     plan_budget: float | str | None = None,
     task: str = "classification",
+    language: str | None = None,
     config: str | Path | None = None,
     resume: str | None = None,
     _on_step: Callable[[int], None] | None = None,
@@ -83,7 +84,9 @@ def adapt(
     examples) or "retrieval" (query/positive pairs or a collection; see
     :mod:`headstart.tasks.retrieval`). ``backbone``/``method`` left at None take the task's
     defaults: minilm-l6 + linear-probe for classification; for retrieval minilm-l6 + finetune, or
-    use-multilingual + frozen when the data is mostly not English.
+    use-multilingual + frozen when the data is mostly not English; for "asr" (audio paths and
+    transcripts, :mod:`headstart.tasks.asr`) whisper-tiny.en + lora. ``language`` (asr only) is the
+    spoken language a multilingual Whisper is prompted with (default English).
     """
     if resume is not None:
         return _resume(resume, out=out, store=store, _on_step=_on_step)
@@ -108,7 +111,7 @@ def adapt(
     recipe = Recipe(data=str(data), test=None if test is None else str(test), backbone=backbone, method=method,
                     method_options=options, task=task, seed=seed, text_col=text_col, label_col=label_col, fmt=fmt,
                     header=header, val_fraction=val_fraction, test_fraction=test_fraction, precision=precision,
-                    budget=budget_s)
+                    budget=budget_s, language=language)
     return adapt_recipe(recipe, out=out, store=store, t_start=t_start, run_id=None, on_step=_on_step, plan=chosen)
 
 
@@ -537,6 +540,7 @@ class Run:
             seed=self.manifest["seed"],
             classes=self.classes,
             task=self.task.name,
+            language=self.manifest.get("language"),
         )
 
     def open_model(self) -> tuple[Method, Backbone]:

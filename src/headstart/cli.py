@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-fraction", type=float, default=0.2, help="share held out for testing when --test is not given (default: 0.2)")
     p.add_argument("--precision", default="auto", choices=list(PRECISIONS),
                    help="backbone numerics; auto = bf16 only where the CPU supports it and it was measured harmless for the backbone (default: auto)")
+    p.add_argument("--language", metavar="CODE", help="speech recognition (--task asr): the spoken language a multilingual "
+                   "Whisper is prompted with, as a Whisper code such as de, fr, zh (default: en)")
     _common(p)
 
     p = sub.add_parser("plan", help="recommend a backbone and a method before spending compute", epilog=EPILOG,
@@ -369,7 +371,7 @@ def cmd_adapt(args) -> int:
             args.data, test=args.test, backbone=args.backbone, method=args.method, method_options=_parse_options(args.options),
             out=args.out, seed=args.seed, text_col=args.text_col, label_col=args.label_col, fmt=args.fmt, header=args.header,
             val_fraction=args.val_fraction, test_fraction=args.test_fraction, precision=args.precision, store=args.store,
-            budget=args.budget, plan_budget=args.plan_budget, config=args.config, task=args.task,
+            budget=args.budget, plan_budget=args.plan_budget, config=args.config, task=args.task, language=args.language,
         )
     m = run.manifest
     test = m["metrics"]["test"]["summary"]

@@ -8,6 +8,8 @@ and the eval harness re-makes its test split from it. None of them rebuilds the 
 
 from __future__ import annotations
 
+import re
+
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -42,6 +44,9 @@ class Recipe:
     precision: str = "auto"
     budget: float | None = None
     """Seconds the whole adaptation may take (None: no limit)."""
+    language: str | None = None
+    """Speech recognition: the spoken language (a Whisper language code such as ``de``) that a
+    multilingual model is prompted with; None: English."""
     split_seed: int | None = None
     """Seed of the train/validation/test split when it differs from ``seed`` (None: ``seed``):
     drift's noise-floor re-runs of a retrieval run keep its test queries and vary the training."""
@@ -75,6 +80,9 @@ class Recipe:
                     self.method_object().check_task(task)
                 except BadInput as e:
                     problems.append(str(e))
+        if self.language is not None and not problems and not get_task(self.task).takes_language:
+            problems.append(f"--language applies to speech recognition (--task asr), not to the task {self.task!r}; "
+                            "leave it out")
         if problems:
             more = f" (and {len(problems) - 1} more: {'; '.join(problems[1:])})" if len(problems) > 1 else ""
             raise BadInput(problems[0] + more)
@@ -85,6 +93,9 @@ class Recipe:
         from .train import PRECISIONS
 
         problems: list[str] = []
+        if self.language is not None and (not isinstance(self.language, str)
+                                          or not re.fullmatch(r"[a-z]{2,3}", self.language)):
+            problems.append(f"--language {self.language!r}: give a Whisper language code, e.g. en, de, fr, zh, haw")
         if self.precision not in PRECISIONS:
             problems.append(f"--precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if self.split_seed is not None and (not isinstance(self.split_seed, int) or isinstance(self.split_seed, bool)

@@ -193,6 +193,22 @@ def test_a_speech_suite_gates_on_wer_and_eval_gates_with_min(trained, speech, cl
     assert wrong.rc == 2 and "wer is better lower; use --max wer=X" in wrong.err, wrong
 
 
+def test_language_option(speech, cli, tmp_path, assert_bad_input, train_csv, tiny_bert):
+    """--language prompts a multilingual Whisper; an English-only one, a bad code or another task refuse it."""
+    model, table, _ = speech
+    assert_bad_input(cli("adapt", table, "--task", "asr", "--backbone", model, "--method", "frozen", "--language", "de",
+                         "--out", tmp_path / "runs"), "English-only", "--language de")
+    assert_bad_input(cli("adapt", table, "--task", "asr", "--backbone", model, "--language", "German"), "--language 'German'")
+    assert_bad_input(cli("adapt", train_csv, "--backbone", tiny_bert, "--language", "de"), "--language applies to speech")
+    r = cli("adapt", table, "--task", "asr", "--backbone", model, "--method", "frozen", "--language", "en", "--out",
+            tmp_path / "runs", "--json")
+    assert r.rc == 0, r
+    import headstart as hs
+
+    run = hs.load(r.json()["run"])
+    assert run.manifest["language"] == "en" and run.fit_context().language == "en"
+
+
 def test_compare_frontier_prefers_the_lower_wer(speech, cli, tmp_path):
     model, table, _ = speech
     r = cli("compare", table, "--task", "asr", "--backbones", model, "--methods", "frozen,finetune",

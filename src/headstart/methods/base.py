@@ -31,6 +31,8 @@ class FitContext:
     seed: int
     classes: list[str] = field(default_factory=list)
     """Classification: the class names, in the head's order (empty for other tasks)."""
+    language: str | None = None
+    """Speech recognition: the language a multilingual model is prompted with (None: English)."""
     task: str = "classification"
     """The registered task (:mod:`headstart.tasks`) whose loss and selection metric training uses."""
     budget_s: float | None = None

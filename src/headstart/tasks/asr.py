@@ -181,9 +181,15 @@ def prompt_for(backbone, language: str | None = "en") -> Prompt:
 
     multilingual = bool(getattr(gen, "is_multilingual", False)) or "<|fr|>" in vocab and "<|transcribe|>" in vocab \
         and backbone.module.config.vocab_size >= 51865
+    if not multilingual and language not in (None, "en"):
+        raise BadInput(f"backbone {backbone.spec.name!r} is English-only; --language {language} needs a multilingual Whisper "
+                       "(whisper-base, hf:openai/whisper-small, ...)")
     ids = [tid("<|startoftranscript|>")]
     if multilingual:
         lang = language or "en"
+        if f"<|{lang}|>" not in vocab:
+            raise BadInput(f"backbone {backbone.spec.name!r} has no language token <|{lang}|>; give one of Whisper's "
+                           "language codes (en, de, fr, es, zh, ...)")
         ids += [tid(f"<|{lang}|>"), tid("<|transcribe|>")]
     ids.append(tid("<|notimestamps|>"))
     eot = tid("<|endoftext|>")
@@ -303,6 +309,7 @@ class SpeechRecognition(Task):
     shown: ClassVar[dict[str, str]] = {"wer": "WER", "cer": "CER"}
     compared: ClassVar[tuple[str, str]] = ("wer", "cer")
     unit: ClassVar[str] = "utterances"
+    takes_language: ClassVar[bool] = True
 
     def default_backbone(self, data) -> str:
         return "whisper-tiny.en"
@@ -339,8 +346,11 @@ class SpeechRecognition(Task):
                          "fingerprint": test.fingerprint, "examples": len(test)},
             split_record={"val_fraction": recipe.val_fraction, "test_fraction": test_fraction, "seed": recipe.seed_of_split,
                           "by": "utterance", "train": len(train), "val": len(val), "test": len(test)},
-            separate_test=recipe.test is not None,
+            separate_test=recipe.test is not None, info={"language": recipe.language},
         )
+
+    def context(self, data: TaskData) -> dict:
+        return {"language": data.info.get("language")}
 
     def read_eval(self, run, data, *, text_col=None, header=None):
         from ..errors import BadInput
@@ -497,7 +507,7 @@ def transcribe(model: SpeechToTextModel, audio: list[str], *, language: str | No
 
 
 def _language(ctx) -> str | None:
-    return getattr(ctx, "language", None) or "en"
+    return ctx.language or "en"
 
 
 def _load(path, recipe, hint: dict | None = None) -> SpeechSet:

@@ -119,6 +119,8 @@ class Task(ABC):
     """Metrics the command line prints for a run, name -> label, primary first."""
     compared: ClassVar[tuple[str, str]] = ("", "")
     """The two metrics ``compare`` tabulates (with intervals) and plots, the primary first."""
+    takes_language: ClassVar[bool] = False
+    """Whether the recipe's ``language`` applies (speech recognition's prompt)."""
     unit: ClassVar[str] = "examples"
     """What one test example is called in reports (queries, pairs, utterances)."""
 
