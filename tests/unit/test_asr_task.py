@@ -63,12 +63,14 @@ def test_finetune_learns_the_toy_words(trained):
     assert summary["wer"] == pytest.approx(errors / words, abs=1e-6)  # corpus WER: errors over reference words
 
 
-@pytest.mark.parametrize("method", ["lora", "dora", "adapter"])
+@pytest.mark.parametrize("method", ["lora", "dora", "adapter", "qlora"])
 def test_parameter_efficient_methods_train_and_reload(method, speech, tmp_path):
-    """LoRA (default targets: every attention projection of encoder and decoder), DoRA and
+    """LoRA (default targets: every attention projection of encoder and decoder), DoRA, QLoRA and
     adapters train through the same trainer; the reloaded run's model is the trained one."""
     import headstart as hs
 
+    if method == "qlora":
+        pytest.importorskip("bitsandbytes", reason="qlora needs headstart[qlora]")
     model, table, clips = speech
     run = hs.adapt(table, task="asr", backbone=str(model), method=method, out=tmp_path / "runs",
                    method_options={"epochs": 3, "lr": 1e-2, "batch_size": 8})
@@ -78,6 +80,9 @@ def test_parameter_efficient_methods_train_and_reload(method, speech, tmp_path):
     assert 0 < fit["trainable_percent"] < 20
     if method != "adapter":
         assert run.manifest["method"]["config"]["targets"][0] == "self_attn.q_proj"
+    if method == "qlora":  # the token embedding is tied to the output head: kept whole, not quantised apart
+        assert fit["tied_embeddings_kept"] == ["model.decoder.embed_tokens"]
+        assert fit["base_weight_bytes"] < fit["base_weight_bytes_fp32"]
     files = sorted(str(p) for p in clips.glob("*.wav"))[:3]
     assert run.transcribe(files) == hs.load(run.path).transcribe(files)
 

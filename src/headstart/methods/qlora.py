@@ -78,9 +78,18 @@ class QLoRA(LoRA):
             if q.bias is not None:
                 q.bias.requires_grad_(False)
             replace_module(model.body, name, q)
+        self.tied_kept_ = []
         if cfg.quantize_embeddings:
+            # A table tied to an output head (Whisper's and most LMs' proj_out / lm_head share the
+            # token embedding) stays as it is: quantising it would untie the two and keep the fp32
+            # copy for the head anyway.
+            shared = {id(p) for n, m in model.body.named_modules() if not isinstance(m, nn.Embedding)
+                      for p in m.parameters(recurse=False)}
             for name, mod in list(model.body.named_modules()):
                 if isinstance(mod, nn.Embedding) and mod.num_embeddings >= EMBEDDING_MIN_ROWS:
+                    if id(mod.weight) in shared:
+                        self.tied_kept_.append(name)
+                        continue
                     replace_module(model.body, name, NF4Embedding(mod.weight, mod.padding_idx).to(device))
         self.base_bytes_ = storage_bytes(model.body)
         self.wrap(model, targets)
@@ -91,4 +100,5 @@ class QLoRA(LoRA):
             "base_weight_bytes_fp32": self.fp32_bytes_,
             "base_weight_bytes": self.base_bytes_,
             "base_weight_ratio": round(self.base_bytes_ / self.fp32_bytes_, 4),
+            **({"tied_embeddings_kept": self.tied_kept_} if getattr(self, "tied_kept_", None) else {}),
         }
