@@ -182,14 +182,19 @@ def test_a_speech_suite_gates_on_wer_and_eval_gates_with_min(trained, speech, cl
                "--json").json()["run"]
     suite = tmp_path / "suite.yaml"
     suite.write_text(f"name: digits\ntask: asr\ndatasets:\n  - {{name: all, path: {table}}}\n"
-                     "metrics: [wer, cer]\ngates:\n  - wer <= 0.5\n")
+                     "metrics: [wer, cer]\ngates:\n  - wer <= 0.5\n  - wer drop <= 1 pt\n")
     ok = cli("eval", trained.path, "--suite", suite, "--baseline", zero, "--json")
     assert ok.rc == 0, ok
+    gates = {g["gate"]: g for g in ok.json()["gates"]}
+    assert gates["wer drop <= 1 pt"]["passed"] and gates["wer drop <= 1 pt"]["value"] < gates["wer drop <= 1 pt"]["baseline"]
     cells = ok.json()["datasets"]["all"]["slices"]["all"]
     assert set(cells) == {"wer", "cer"} and cells["wer"]["ci"][0] <= cells["wer"]["value"] <= cells["wer"]["ci"][1]
     assert cells["wer"]["n"] == 36
-    worse = cli("eval", zero, "--suite", suite)  # the random model's zero-shot transcripts are far off
-    assert worse.rc == 1 and "FAILED" in worse.out, worse
+    worse = cli("eval", zero, "--suite", suite, "--baseline", trained.path, "--json")  # zero-shot: far off
+    assert worse.rc == 1, worse
+    failed = {g["gate"]: g for g in worse.json()["gates"]}
+    assert not failed["wer <= 0.5"]["passed"]
+    assert not failed["wer drop <= 1 pt"]["passed"]  # a higher WER than the baseline's is a drop in quality
     gated = cli("eval", trained.path, table, "--max", "wer=0.5")
     assert gated.rc == 0 and "check wer <= 0.5: passed" in gated.out and "utterances" in gated.out, gated
     failed = cli("eval", zero, table, "--max", "wer=0.5")

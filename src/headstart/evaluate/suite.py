@@ -139,7 +139,9 @@ class Gate:
 
     Absolute (``relative=False``): passes when ``value <op> threshold``. Relative
     (``relative=True``, ``op`` is ``<=`` or ``<``): ``threshold`` is an allowed drop in percentage
-    points and the gate passes when ``(baseline_value - value) * 100 <op> threshold``. Values
+    points and the gate passes when ``(baseline_value - value) * 100 <op> threshold`` -- for a
+    metric where lower is better (``higher_is_better=False``: WER) the drop is
+    ``(value - baseline_value) * 100``, the rise of the error. Values
     within 1e-9 of the threshold count as equal to it. ``dataset=None`` applies the gate to every
     dataset of the suite; ``slice`` is ``"all"`` or a slice key such as ``"label=refund"``.
     ``text`` is the gate as written and ``where`` its place in the suite (``"gates[2]"``).
@@ -153,6 +155,8 @@ class Gate:
     slice: str = ALL
     text: str = ""
     where: str = "gate"
+    higher_is_better: bool = True
+    """The metric's direction (from the suite's task): what a "drop" is."""
 
     def applies_to(self, dataset: str) -> bool:
         return self.dataset is None or self.dataset == dataset
@@ -176,7 +180,7 @@ class Gate:
             )
         if math.isnan(baseline_value):
             return False, f"{self.metric}: the baseline has no value to compare with"
-        drop = (baseline_value - value) * 100.0  # percentage points
+        drop = (baseline_value - value if self.higher_is_better else value - baseline_value) * 100.0  # percentage points
         passed = _compare(drop, self.op, self.threshold)
         verb = "" if passed else "is not "
         return passed, (
@@ -661,8 +665,15 @@ class _Checker:
             parsed = self._parse_gate(where, text, metrics, slice_key if isinstance(slice_key, str) else ALL)
             if parsed is not None:
                 metric, op, threshold, relative = parsed
-                out.append(Gate(metric, op, threshold, relative, dataset, slice_key, text.strip(), where))
+                out.append(Gate(metric, op, threshold, relative, dataset, slice_key, text.strip(), where,
+                                higher_is_better=self._higher_is_better(metric)))
         return out
+
+    def _higher_is_better(self, metric: str) -> bool:
+        from ..tasks import TASKS
+
+        task = TASKS.get(self.task)
+        return True if task is None else next((m.higher_is_better for m in task.metrics if m.name == metric), True)
 
     @staticmethod
     def _known_slice(key: str, prefixes: list[str]) -> bool:
