@@ -233,16 +233,24 @@ def test_compare_frontier_prefers_the_lower_wer(speech, cli, tmp_path):
     assert r.json()["data"]["metrics"][0] == ["wer", "WER"]
 
 
-def test_drift_to_another_base_is_a_paired_test_over_utterances(trained, speech, cli, tmp_path):
-    """The old run's recipe re-run on a new base (another random init: the trained run's gains do
-    not carry over), both scored on the same test utterances."""
-    new_base = tiny_whisper_model(tmp_path / "other", TOKENIZER, seed=7)
-    d = cli("drift", trained.path, "--base", new_base, "--out", tmp_path / "runs", "--report", tmp_path / "report", "--json")
+def test_drift_to_a_worse_base_is_a_regression_over_the_same_utterances(trained, speech, cli, tmp_path):
+    """A zero-shot run on the trained model (exported as a plain Whisper folder) drifted to the
+    untrained random base, both scored on the same test utterances: the WER rises, which for WER
+    is a regression (exit 1)."""
+    import headstart as hs
+    from headstart.export import export_run
+
+    model, table, _ = speech
+    export_run(trained, tmp_path / "tuned")
+    old = hs.adapt(table, task="asr", backbone=str(tmp_path / "tuned"), method="frozen", out=tmp_path / "runs")
+    d = cli("drift", old.path, "--base", model, "--out", tmp_path / "runs", "--report", tmp_path / "report", "--json")
     result = d.json()
     assert result["task"] == "asr", result
     checks = {c["metric"]: c for c in result["checks"]}
     assert set(checks) == {"wer", "cer"} and checks["wer"]["test"] == "paired bootstrap over utterances"
-    assert checks["wer"]["n"] == trained.metrics["test"]["summary"]["utterances"]
+    assert checks["wer"]["n"] == old.metrics["test"]["summary"]["utterances"]
+    assert checks["wer"]["delta"] > 0 and checks["wer"]["verdict"] == "regression", checks["wer"]
+    assert result["verdict"] == "regression" and d.rc == 1
     assert (tmp_path / "report" / "report.html").is_file()
 
 

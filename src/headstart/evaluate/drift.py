@@ -142,8 +142,10 @@ def drift(run: str | Path, base: str, *, suite: str | Path | None = None, seeds:
         per_class += _per_class(es.name, y, p_old, p_new, old.classes)
         flipped += _flips(es, y, p_old, p_new, old.classes, flips)
     _holm(checks)
-    for c in checks:
-        c["verdict"] = decide(_as_result(c), alpha=alpha, noise_floor=c["noise_floor"])
+    directions = {m.name: m.higher_is_better for m in old.task.metrics}
+    for c in checks:  # a rise is an improvement where higher is better, a regression for WER
+        c["verdict"] = decide(_as_result(c), alpha=alpha, noise_floor=c["noise_floor"],
+                              higher_is_better=directions.get(c["metric"], True))
     deciding = checks if strict_slices else [c for c in checks if c["slice"] == "all"]
     verdict = REGRESSION if any(c["verdict"] == REGRESSION for c in deciding) else \
         IMPROVEMENT if any(c["verdict"] == IMPROVEMENT for c in deciding) else NO_CHANGE
