@@ -134,8 +134,9 @@ def test_slice_verdicts_are_secondary_unless_strict(tmp_path, old_run, base, mon
 
     real = d.decide
 
-    def fake(result, *, alpha, noise_floor):
-        return "regression" if result.n < 40 else real(result, alpha=alpha, noise_floor=noise_floor)
+    def fake(result, *, alpha, noise_floor, higher_is_better=True):
+        return "regression" if result.n < 40 else real(result, alpha=alpha, noise_floor=noise_floor,
+                                                       higher_is_better=higher_is_better)
 
     monkeypatch.setattr(d, "decide", fake)
     same = shutil.copytree(base, tmp_path / "same")
