@@ -439,6 +439,12 @@ def cmd_plan(args) -> int:
                            val_fraction=args.val_fraction, test_fraction=args.test_fraction)
         _emit(args, p.to_dict(), retrieval_table(p))
         return 0
+    if args.task != "classification":
+        from .tasks import get_task
+
+        task = get_task(args.task)
+        raise BadInput(f"plan covers classification and retrieval, not {task.name!r} yet; adapt with the task's defaults "
+                       f"(--backbone {task.default_backbone(args.data)} --method {task.default_method('')}) or name them")
     test_examples = None
     if args.test is not None:
         from .data import load_dataset

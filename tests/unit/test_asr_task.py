@@ -203,6 +203,11 @@ def test_a_speech_suite_gates_on_wer_and_eval_gates_with_min(trained, speech, cl
     assert wrong.rc == 2 and "wer is better lower; use --max wer=X" in wrong.err, wrong
 
 
+def test_plan_refuses_speech_recognition_in_one_line(speech, cli, assert_bad_input):
+    _, table, _ = speech
+    assert_bad_input(cli("plan", table, "--task", "asr"), "plan covers classification and retrieval", "--method lora")
+
+
 def test_language_option(speech, cli, tmp_path, assert_bad_input, train_csv, tiny_bert):
     """--language prompts a multilingual Whisper; an English-only one, a bad code or another task refuse it."""
     model, table, _ = speech
