@@ -52,7 +52,7 @@ def test_finetune_learns_the_toy_words(trained):
     assert losses[-1] < 0.2 * losses[0]  # from ln(51,864) = 10.86 at the random start
     summary = trained.manifest["metrics"]["test"]["summary"]
     assert summary["wer"] <= 0.34 and summary["normalizer"] == "en-1"  # 7 test clips
-    assert summary["encoder_input"] == "clip"  # 'auto' for a trained model
+    assert summary["encoder_input"] == "30s"  # 'auto' for full fine-tuning (clips only for LoRA)
     assert summary["wer_ci"][0] <= summary["wer"] <= summary["wer_ci"][1]
     assert trained.manifest["task"] == "asr" and trained.manifest["modality"] == "audio"
     with open(trained.path / "predictions.csv", newline="") as f:
@@ -80,6 +80,7 @@ def test_parameter_efficient_methods_train_and_reload(method, speech, tmp_path):
     assert 0 < fit["trainable_percent"] < 20
     if method != "adapter":
         assert run.manifest["method"]["config"]["targets"][0] == "self_attn.q_proj"
+    assert run.metrics["test"]["summary"]["encoder_input"] == ("clip" if method in ("lora", "dora") else "30s")
     if method == "qlora":  # the token embedding is tied to the output head: kept whole, not quantised apart
         assert fit["tied_embeddings_kept"] == ["model.decoder.embed_tokens"]
         assert fit["base_weight_bytes"] < fit["base_weight_bytes_fp32"]
@@ -327,5 +328,5 @@ def test_encoder_input_modes(speech, tmp_path):
     spec = dataclasses.replace(bb.spec, preprocessing=dataclasses.replace(bb.spec.preprocessing, encoder_input="clip"))
     short, _ = open_backbone(spec)
     assert short.collate(short.prepare(clip))["input_features"].shape[-1] == MIN_FRAMES  # a 0.4-0.9 s clip
-    bb.adapted_ = True  # what the asr task sets when a method trains the model: 'auto' reads clips
+    bb.adapted_ = True  # what the asr task sets for a model LoRA adapts: 'auto' reads clips
     assert bb.encoder_input == "clip" and bb.collate(bb.prepare(clip))["input_features"].shape[-1] == MIN_FRAMES

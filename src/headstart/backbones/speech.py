@@ -12,7 +12,7 @@ log-mel features with transformers' ``WhisperFeatureExtractor`` (numpy only). Wi
 Whisper was trained; with ``"clip"`` the encoder reads only the longest clip's frames of the batch
 (an even count, at least :data:`MIN_FRAMES`) and its positional embeddings are sliced to match
 (:func:`encode`), so a 0.5 s clip costs 0.5 s -- but zero-shot Whisper then loops. ``"auto"``
-(the default) reads clips for a model being adapted to speech recognition and 30 s otherwise
+(the default) reads clips for a model LoRA adapts to speech recognition and 30 s otherwise
 (measured: see :class:`~headstart.catalog.AudioPreprocessing`).
 
 Packaged weights are CTranslate2 folders; :mod:`.ct2_whisper` converts one once to a Hugging Face
@@ -56,8 +56,8 @@ class AudioClip:
 class WhisperBackbone(Backbone):
     modality = "audio"
     adapted_: bool = False
-    """Set by the speech-recognition task when a method trains the model: ``encoder_input="auto"``
-    then reads the clip's own frames."""
+    """Set by the speech-recognition task for a model LoRA adapts: ``encoder_input="auto"`` then
+    reads the clip's own frames (:meth:`headstart.tasks.asr.SpeechRecognition.build_model`)."""
     batch_budget = (16 * WINDOW_FRAMES, 32)
     """(frames per batch, clips per batch) for frozen features: 16 full windows or 32 clips."""
 
