@@ -34,9 +34,12 @@ HOP = 160
 """Samples per mel frame at 16 kHz (10 ms)."""
 WINDOW_FRAMES = 3000
 """Whisper's input window: 30 s of 10 ms frames (a model's own is twice its ``max_source_positions``)."""
-MIN_FRAMES = 100
-"""The fewest frames the encoder reads in 'clip' mode (1 s; a shorter clip is padded with the
-extractor's log-mel of silence). A choice, not a measurement."""
+MIN_FRAMES = 400
+"""The fewest frames the encoder reads in 'clip' mode (4 s; a shorter clip is padded with the
+extractor's log-mel of silence). Measured on FSDD digits (clips of ~0.4 s), tiny.en LoRA 12 steps,
+100 test clips, one run each: 100 frames WER 0.05, 200 frames 0.04, 400 frames 0.03 (the 30 s
+window: 0.04; the Seq2SeqTrainer recipe: 0.03), training 17 s / 27 s / 44 s against 285 s at 30 s
+on a loaded machine."""
 
 
 class AudioClip:
