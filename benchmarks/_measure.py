@@ -1,12 +1,15 @@
-"""Shared measurement helpers for benchmark scripts: wall time and peak resident memory."""
+"""Shared measurement helpers for benchmark scripts: wall time and peak resident memory, and what
+was measured on (the commit and the CPU)."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -50,3 +53,24 @@ def measure(interval_s: float = 0.01):
         peak[0] = max(peak[0], rss_bytes())
         m.peak_rss_mb = peak[0] / 2**20
         m.peak_extra_mb = (peak[0] - start_rss) / 2**20
+
+
+def code_state(repo: Path) -> dict:
+    """The commit measured, and whether src/ had uncommitted changes (shared work trees)."""
+    def git(*a: str) -> str:
+        try:
+            return subprocess.run(["git", *a], cwd=repo, capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {"commit": git("rev-parse", "HEAD"), "src_changes": git("diff", "--stat", "HEAD", "--", "src")}
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"

@@ -60,6 +60,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _measure import code_state, cpu_name  # noqa: E402
 DATA = HERE.parents[1] / "shared" / "data"
 DATASETS = {"cranfield": DATA / "cranfield", "xquad": DATA / "xquad" / "xquad.en.json"}
 XQUAD_DIR = DATA / "xquad"
@@ -611,13 +613,13 @@ def main() -> int:
         path.write_text(json.dumps(res, indent=2) + "\n")
 
     t_start = time.perf_counter()
-    res: dict = {"machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
+    res: dict = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
                              "python": platform.python_version(), "native_bf16": _has_bf16(),
                              "load_avg_start": os.getloadavg()},
                  "recipe": {**RECIPE, "methods": {m: METHODS[m] for m in methods}, "epochs": {d: epochs[d] for d in datasets},
                             "seed": SEED, "val_fraction": VAL_FRACTION, "test_fraction": TEST_FRACTION, "precision": "fp32",
                             "loss": "MNRL scale 20, cosine", "sampler": "no duplicates"},
-                 "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "code": _code_state(), "datasets": {}}
+                 "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "code": code_state(HERE.parent), "datasets": {}}
     for ds in datasets:
         print(f"{ds}: zero-shot (headstart frozen)", file=sys.stderr, flush=True)
         d = {"frozen": spawn(["--child", "headstart", ds, "frozen", "0"]), "methods": {}}
@@ -660,27 +662,6 @@ def main() -> int:
     save()
     print(f"wrote {path}")
     return 0
-
-
-def _code_state() -> dict:
-    """The commit measured, and whether src/ had uncommitted changes (shared work trees)."""
-    def git(*a: str) -> str:
-        try:
-            return subprocess.run(["git", *a], cwd=HERE.parent, capture_output=True, text=True, timeout=30).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    return {"commit": git("rev-parse", "HEAD"), "src_changes": git("diff", "--stat", "HEAD", "--", "src")}
-
-
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def _has_bf16() -> bool:

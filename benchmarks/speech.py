@@ -64,6 +64,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _measure import code_state, cpu_name  # noqa: E402
 DATA = HERE.parents[1] / "shared" / "data" / "fsdd" / "recordings"
 RESULTS = HERE / "results"
 
@@ -555,13 +557,13 @@ def main() -> int:
     split = split_files(args.train, args.test_clips, args.probe_train)
     tables = write_tables(work, split)
     tj = json.dumps(tables)
-    res: dict = {"machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
+    res: dict = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
                              "python": platform.python_version(), "load_avg_start": os.getloadavg()},
                  "recipe": {**RECIPE, "methods": METHODS, "seed": SEED, "val_clips": VAL_CLIPS, "precision": "fp32",
                             "peer_lora_targets": LORA_TARGETS, "peer_max_new_tokens": PEER_MAX_NEW_TOKENS},
                  "data": {"train_clips": args.train, "val_clips": VAL_CLIPS, "test_clips": len(split["test"]),
                           "probe_clips": len(split["probe"]), "pool": split["pool"], "split": "official (idx 0-4 test)"},
-                 "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "code": _code_state(), "runs": {}}
+                 "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "code": code_state(HERE.parent), "runs": {}}
 
     def save() -> None:
         path.write_text(json.dumps(res, indent=2) + "\n")
@@ -601,26 +603,6 @@ def main() -> int:
     save()
     print(f"wrote {path}")
     return 0
-
-
-def _code_state() -> dict:
-    def git(*a: str) -> str:
-        try:
-            return subprocess.run(["git", *a], cwd=HERE.parent, capture_output=True, text=True, timeout=30).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    return {"commit": git("rev-parse", "HEAD"), "src_changes": git("diff", "--stat", "HEAD", "--", "src")}
-
-
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":
