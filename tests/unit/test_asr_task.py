@@ -88,6 +88,33 @@ def test_parameter_efficient_methods_train_and_reload(method, speech, tmp_path):
     assert run.transcribe(files) == hs.load(run.path).transcribe(files)
 
 
+def test_interrupted_lora_fit_resumes_to_the_same_weights(speech, tmp_path):
+    """Ctrl-C at step 5 of 12 (3 epochs of 4 batches), then --resume: the same LoRA weights as an
+    uninterrupted fit, exactly."""
+    import headstart as hs
+    from safetensors.torch import load_file
+
+    model, table, _ = speech
+    opts = {"epochs": 3, "batch_size": 8, "lr": 1e-2, "patience": 100}
+    full = hs.adapt(table, task="asr", backbone=str(model), method="lora", method_options=opts, out=tmp_path / "a")
+
+    def crash(step: int) -> None:
+        if step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        hs.adapt(table, task="asr", backbone=str(model), method="lora", method_options=opts, out=tmp_path / "b",
+                 _on_step=crash)
+    partial = list((tmp_path / "b" / ".partial").iterdir())
+    assert len(partial) == 1 and (partial[0] / "checkpoint.safetensors").is_file()
+    resumed = hs.adapt(None, resume=partial[0].name, out=tmp_path / "b")
+    assert resumed.manifest["method"]["fit"]["resumed_from_step"] == 5
+    a, b = load_file(str(full.path / "weights.safetensors")), load_file(str(resumed.path / "weights.safetensors"))
+    assert a.keys() == b.keys() and a
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+
+
 def test_reloaded_run_transcribes_the_same(trained, speech):
     import headstart as hs
 
