@@ -43,7 +43,7 @@ def export_whisper(run, out: Path, *, merge: bool = False) -> dict:
         from .tasks.asr import SpeechSet
 
         prepared = bb.prepare(clips[:2])
-        labels = _label_ids(bb, prompt, SpeechSet(audio=clips[:2], transcripts=before_text[:2] or ["a"], source="check"))
+        labels = _label_ids(bb, prompt, SpeechSet(audio=clips[:2], transcripts=before_text[:2], source="check"))
         probe = _collate(bb, prepared, labels, prompt)
         with torch.inference_mode():
             before_logits = model(probe).float()
