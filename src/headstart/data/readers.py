@@ -183,7 +183,7 @@ def _looks_like_data(first: list[str], below: list[list[str]], names: tuple[str 
     cells = [c.strip() for c in first]
     below = [r for r in below if len(r) == len(first)]
     values = [[r[j].strip() for r in below] for j in range(len(first))]
-    known = {n.lower() for n in TEXT_NAMES + LABEL_NAMES} | {n.lower() for n in names if n and not n.isdigit()}
+    known = {n.lower() for n in TEXT_NAMES + LABEL_NAMES + AUDIO_NAMES} | {n.lower() for n in names if n and not n.isdigit()}
     if any(c.lower() in known and c not in set(col) for c, col in zip(cells, values, strict=True)):
         return None
     if not below:
