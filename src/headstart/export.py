@@ -71,13 +71,13 @@ def export_run(run, out: str | Path, *, merge: bool = False) -> dict:
     manifest = run.manifest
     method_name = manifest["method"]["name"]
     family = manifest["backbone"]["spec"].get("family")
-    if family not in ("hf-text", "hf-image", "whisper"):
+    if family not in ("hf-text", "hf-image", "whisper", "causal-lm"):
         raise BadInput(f"export writes Hugging Face folders; backbone {manifest['backbone']['name']!r} ({family}) is not a "
                        "Hugging Face model: use the run folder itself")
     if method_name == "adapter":
         raise BadInput("export: bottleneck adapters add layers a plain Hugging Face architecture does not have, so an adapter run "
                        "cannot become a plain folder; use the run folder itself, or adapt with --method lora to export")
-    if method_name in MERGE_METHODS and not merge:
+    if method_name in MERGE_METHODS and not merge and not run.task.exports_adapters:
         raise BadInput(f"export: a {method_name} run becomes a plain Hugging Face folder only with its low-rank updates merged "
                        "into the weights; add --merge")
     if manifest["modality"] == "image" or (manifest["modality"] == "audio" and run.task.has_head):

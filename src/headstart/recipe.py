@@ -47,6 +47,8 @@ class Recipe:
     language: str | None = None
     """Speech recognition: the spoken language (a Whisper language code such as ``de``) that a
     multilingual model is prompted with; None: English."""
+    task_options: dict[str, Any] = field(default_factory=dict)
+    """Options of the task itself (``--task-set``; generation: max_length, overlong, template...)."""
     split_seed: int | None = None
     """Seed of the train/validation/test split when it differs from ``seed`` (None: ``seed``):
     drift's noise-floor re-runs of a retrieval run keep its test queries and vary the training."""
@@ -62,7 +64,7 @@ class Recipe:
         from .tasks import get_task
 
         problems = self.field_problems()
-        for check in (lambda: get_task(self.task), self.method_object):
+        for check in (lambda: get_task(self.task).options(self.task_options), self.method_object):
             try:
                 check()
             except BadInput as e:

@@ -83,7 +83,8 @@ def _config(folder: Path) -> dict:
 
 @pytest.mark.parametrize("build, arch, family", [(_bert, "BertModel", "hf-text"), (_vit, "ViTModel", "hf-image"),
                                                  (_convnext, "ConvNextModel", "hf-image"),
-                                                 (_whisper, "WhisperModel", "whisper")])
+                                                 (_whisper, "WhisperModel", "whisper"),
+                                                 (_llama, "LlamaForCausalLM", "causal-lm")])
 def test_family_detected_from_config(tmp_path, build, arch, family):
     folder = build(tmp_path / "m")
     assert _config(folder)["architectures"] == [arch]
@@ -105,7 +106,6 @@ def test_whisper_for_conditional_generation_is_a_speech_model_not_a_refused_seq2
 
 
 @pytest.mark.parametrize("build, arch, what", [
-    (_llama, "LlamaForCausalLM", "a causal language model"),
     (_clip, "CLIPModel", "an image-text dual encoder"),
 ])
 def test_unsupported_architecture_refused_in_one_line(tmp_path, build, arch, what):

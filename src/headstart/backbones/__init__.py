@@ -11,6 +11,7 @@ from ..catalog import BackboneSpec, identity, locate, resolve, with_local_family
 from ..device import select_device
 from ..errors import BadInput
 from .base import Backbone, check_modality
+from .causal_lm import CausalLMBackbone
 from .frozen import OnnxTextBackbone, UseNumpyBackbone
 from .speech import WhisperBackbone
 from .text import TextBackbone
@@ -23,7 +24,13 @@ FAMILIES: dict[str, type[Backbone]] = {
     "onnx-text": OnnxTextBackbone,
     "use-numpy": UseNumpyBackbone,
     "whisper": WhisperBackbone,
+    "causal-lm": CausalLMBackbone,
 }
+
+
+def family_class(spec: BackboneSpec) -> type[Backbone] | None:
+    """The backbone class of a spec's family (None while an ``hf:`` id is not on disk yet)."""
+    return FAMILIES.get(spec.family)
 
 
 def family_trains(spec: BackboneSpec) -> bool:
@@ -46,4 +53,4 @@ def open_backbone(name_or_spec: str | BackboneSpec, *, rehash: bool = False, dev
     return cls(spec, path, select_device(device, supported=cls.devices)), identity(path, rehash=rehash)
 
 
-__all__ = ["Backbone", "BackboneSpec", "FAMILIES", "check_modality", "family_trains", "open_backbone"]
+__all__ = ["Backbone", "BackboneSpec", "FAMILIES", "check_modality", "family_class", "family_trains", "open_backbone"]

@@ -48,6 +48,9 @@ class Backbone(ABC):
     modality: ClassVar[str]
     trains: ClassVar[bool] = True
     """False for backbones that give frozen features only (ONNX, numpy): linear probing only."""
+    causal_lm: ClassVar[bool] = False
+    """True for a causal language model: it generates (task ``generation``) and is never pooled
+    into features for the encoder tasks (:meth:`headstart.tasks.Task.check_backbone`)."""
     kind: ClassVar[str] = "torch module"
     devices: ClassVar[tuple[str, ...]] = DEVICE_TYPES
     """Device types the family runs on, passed to :func:`~headstart.device.select_device`."""

@@ -175,3 +175,51 @@ def tone_clips(folder: Path, n: int, *, seed: int = 0, words: dict[str, float] =
         sf.write(folder / name, x.astype(np.float32), sample_rate)
         out.append((name, word))
     return out
+
+
+CHAT_CORPUS = [
+    "what colour is the sky? the sky is blue.", "what colour is grass? grass is green.",
+    "name a fruit. an apple is a fruit.", "translate cat: chat", "translate dog: chien", "say hello: hello there!",
+    "count to three: one two three", "the capital of france is paris.", "the capital of italy is rome.",
+    "system user assistant you are a helpful assistant", "0123456789 .,:;!?'\"()-",
+]
+
+
+def tiny_llama_model(folder: str | Path, *, hidden: int = 32, layers: int = 2, heads: int = 4, kv_heads: int = 2,
+                     vocab: int = 320, chat_template: bool = True, init_range: float = 0.3, seed: int = 0) -> Path:
+    """A tiny random Llama causal LM with a byte-level BPE tokenizer (trained here on a few
+    sentences), ChatML special tokens and, by default, the ChatML chat template (SmolLM2's format).
+
+    ``init_range`` is larger than Llama's 0.02: with the tied embeddings frozen (LoRA), logits of
+    a 32-wide model initialised at 0.02 stay within about +-0.6, too flat for any method to make a
+    reply likely (measured: LoRA plateaued at perplexity 277 of 316)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from ..tasks.generation import CHATML
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(CHAT_CORPUS * 4, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   bos_token="<|im_start|>", unk_token="<|endoftext|>")
+    if chat_template:
+        fast.chat_template = CHATML
+    fast.save_pretrained(folder)
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(fast), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
+                         num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=256,
+                         tie_word_embeddings=True, bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id,
+                         pad_token_id=fast.pad_token_id, initializer_range=init_range)
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id,
+                                               bos_token_id=fast.bos_token_id)
+    model.save_pretrained(folder)
+    return folder

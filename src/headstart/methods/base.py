@@ -33,6 +33,9 @@ class FitContext:
     """Classification: the class names, in the head's order (empty for other tasks)."""
     language: str | None = None
     """Speech recognition: the language a multilingual model is prompted with (None: English)."""
+    task_info: dict = field(default_factory=dict)
+    """The task's own options as the run recorded them (``manifest["task_info"]``; generation:
+    template, max_length...)."""
     task: str = "classification"
     """The registered task (:mod:`headstart.tasks`) whose loss and selection metric training uses."""
     budget_s: float | None = None

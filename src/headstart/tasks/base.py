@@ -123,6 +123,49 @@ class Task(ABC):
     """Whether the recipe's ``language`` applies (speech recognition's prompt)."""
     unit: ClassVar[str] = "examples"
     """What one test example is called in reports (queries, pairs, utterances)."""
+    needs_causal_lm: ClassVar[bool] = False
+    """Whether the task's body is a causal language model (generation) rather than an encoder."""
+    exports_adapters: ClassVar[bool] = False
+    """Whether export writes a LoRA run unmerged as an adapter folder (else it needs --merge)."""
+    options_cls: ClassVar[type | None] = None
+    """The dataclass of the task's own options (``--task-set KEY=VALUE``; None: it takes none)."""
+
+    def check_backbone(self, spec, cls) -> None:
+        """Refuse (BadInput, one line) a backbone whose kind the task cannot use: a causal LM is
+        never pooled into features for the encoder tasks, and generation needs one. ``cls`` is
+        the family's backbone class (None: not known until an ``hf:`` id is on disk)."""
+        from ..errors import BadInput
+
+        if cls is None:
+            return
+        if cls.causal_lm and not self.needs_causal_lm:
+            raise BadInput(f"backbone {spec.name!r} is a causal language model: it generates text and is never mean-pooled "
+                           f"as an encoder for the task {self.name!r}; use it with --task generation, or choose an encoder "
+                           "(see `headstart models`)")
+        if self.needs_causal_lm and not cls.causal_lm:
+            raise BadInput(f"the task {self.name!r} needs a causal language model and backbone {spec.name!r} is not one; "
+                           "choose smollm2-135m-instruct, gemma3-270m, hf:Qwen/Qwen2.5-0.5B-Instruct or a local causal-LM "
+                           "folder")
+
+    def options(self, values: dict | None):
+        """The task's options from ``--task-set`` values (unknown names refused, values checked)."""
+        from dataclasses import fields
+
+        from ..errors import BadInput, did_you_mean
+
+        values = dict(values or {})
+        if self.options_cls is None:
+            if values:
+                raise BadInput(f"the task {self.name!r} takes no --task-set options (got {sorted(values)[0]!r})")
+            return None
+        known = {f.name for f in fields(self.options_cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise BadInput(f"task {self.name!r} has no option {unknown[0]!r}.{did_you_mean(unknown[0], known)} "
+                           f"Its options: {', '.join(sorted(known))}")
+        opts = self.options_cls(**values)
+        opts.validate()
+        return opts
 
     def suite_cells(self, run, path, metrics: tuple[str, ...], *, n_resamples: int, seed: int) -> tuple[dict, str, str]:
         """A suite dataset scored by ``run`` for a task without labels: ``({metric: {"value",

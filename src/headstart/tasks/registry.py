@@ -8,6 +8,7 @@ from .classification import Classification
 from .retrieval import Retrieval
 from .asr import SpeechRecognition
 from .similarity import Similarity
+from .generation import Generation
 
 TASKS: dict[str, Task] = {}
 
@@ -30,3 +31,4 @@ register_task(Classification())
 register_task(Retrieval())
 register_task(Similarity())
 register_task(SpeechRecognition())
+register_task(Generation())
