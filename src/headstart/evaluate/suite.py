@@ -675,6 +675,14 @@ class _Checker:
         task = TASKS.get(self.task)
         return True if task is None else next((m.higher_is_better for m in task.metrics if m.name == metric), True)
 
+    def _bounds(self, metric: str) -> tuple[float, float]:
+        """The metric's range from its task's MetricSpec ((0, 1) when the task does not say)."""
+        from ..tasks import TASKS
+
+        task = TASKS.get(self.task)
+        spec = None if task is None else next((m for m in task.metrics if m.name == metric), None)
+        return (0.0, 1.0) if spec is None else (float(spec.bounds[0]), float(spec.bounds[1]))
+
     @staticmethod
     def _known_slice(key: str, prefixes: list[str]) -> bool:
         if key == ALL:
@@ -722,9 +730,12 @@ class _Checker:
             elif not 0 <= threshold <= 100:
                 self.error(where, f"{text!r}: the allowed drop must be between 0 and 100 points (got {threshold:g})")
                 ok = False
-        elif not 0 <= threshold <= 1:
+        elif self._bounds(metric)[1] == 1.0 and not 0 <= threshold <= 1:
             hint = f"; for {threshold:g}% write {threshold / 100:g}" if 1 < threshold <= 100 else ""
             self.error(where, f"{text!r}: metric values are fractions between 0 and 1 (got {threshold:g}){hint}")
+        elif not self._bounds(metric)[0] <= threshold <= self._bounds(metric)[1]:
+            low, high = self._bounds(metric)
+            self.error(where, f"{text!r}: {metric} lies between {low:g} and {high:g} (got {threshold:g})")
             ok = False
         return (metric, op, threshold, relative) if ok else None
 
