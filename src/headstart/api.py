@@ -505,9 +505,10 @@ def transcribe_audio(run_or_backbone: str | Path, audio: list, *, beams: int = 1
 
 def generate_text(run_or_backbone: str | Path, prompts, *, max_new_tokens: int = 128, temperature: float = 0.0,
                   top_p: float = 1.0, stop: list[str] | None = None, seed: int = 0, store: str | Path | None = None,
-                  allow_base_change: bool = False, streamer=None):
+                  allow_base_change: bool = False, streamer=None, template: str | None = None):
     """Replies by a generation run (id or folder), or by a causal-LM backbone as it is (a catalog
-    name, ``hf:`` id, folder or .gguf file: the zero-shot baseline, under its own chat template).
+    name, ``hf:`` id, folder or .gguf file: the zero-shot baseline, under its own chat template,
+    or ``template`` -- chatml, gemma, plain -- for a base without one; a run keeps its own).
     ``prompts``: one prompt (a string or a message list) or a list of them. Returns the reply (or
     replies) and who made them (``{"run": id}`` or ``{"backbone": name, "sha256": ...}``)."""
     from .catalog import CATALOG
@@ -520,12 +521,15 @@ def generate_text(run_or_backbone: str | Path, prompts, *, max_new_tokens: int =
     kwargs = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "stop": stop, "seed": seed,
               "streamer": streamer}
     if is_run:
+        if template is not None:
+            raise BadInput("--template is for a backbone; a run generates under the template it was trained with")
         run = load(run_or_backbone, store=store, allow_base_change=allow_base_change)
         return run.generate(prompts, **kwargs), {"run": run.id}
     task = get_task("generation")
+    opts = task.options({"template": template} if template is not None else {})
     bb, bb_hash = open_backbone(ref)
     task.check_backbone(bb.spec, type(bb))
-    ctx = FitContext(backbone_hash=bb_hash, precision="fp32", seed=0, task=task.name)
+    ctx = FitContext(backbone_hash=bb_hash, precision="fp32", seed=0, task=task.name, task_info={"template": opts.template})
     one = isinstance(prompts, str) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], dict))
     out = task.generate_texts(Frozen(), bb, [prompts] if one else list(prompts), ctx, **kwargs)
     return (out[0] if one else out), {"backbone": bb.spec.name, "sha256": bb_hash}

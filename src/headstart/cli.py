@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "Whisper is prompted with, as a Whisper code such as de, fr, zh (default: en)")
     p.add_argument("--task-set", dest="task_options", action="append", default=[], metavar="KEY=VALUE",
                    help="option of the task itself, repeatable; generation: max_length=N (tokens per example), "
-                   "overlong=truncate|refuse, template=auto|chatml|plain, max_new_tokens=N (test generations), samples=N "
+                   "overlong=truncate|refuse, template=auto|chatml|gemma|plain, max_new_tokens=N (test generations), samples=N "
                    "(base vs adapted examples in the run)")
     _common(p)
 
@@ -304,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=1.0, metavar="P", help="nucleus sampling mass with --temperature (default: 1.0)")
     p.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop at this text (repeatable; not printed)")
     p.add_argument("--seed", type=int, default=0, help="seed for sampling (default: 0)")
+    p.add_argument("--template", choices=["auto", "chatml", "gemma", "plain"], default=None,
+                   help="for a backbone without a chat template (a base model): the turn format to prompt it with")
     p.add_argument("--allow-base-change", action="store_true", help="generate even if the backbone's weights changed")
     _common(p)
 
@@ -976,7 +978,7 @@ def cmd_generate(args) -> int:
     streamer = None if args.json else _TerminalStreamer()
     text, who = generate_text(args.run, prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                               top_p=args.top_p, stop=args.stop or None, seed=args.seed, store=args.store,
-                              allow_base_change=args.allow_base_change, streamer=streamer)
+                              allow_base_change=args.allow_base_change, streamer=streamer, template=args.template)
     if args.json:
         _emit(args, {"by": who, "prompt": prompt, "text": text}, text)
     else:

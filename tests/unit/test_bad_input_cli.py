@@ -215,7 +215,7 @@ def _causal(d: Path) -> None:
     (d / "config.json").write_text(json.dumps(c))
 
 
-@pytest.mark.parametrize("edit, needle", [(_pickle_only, "a pickle"), (_auto_map, "custom model code"), (_causal, "LlamaForCausalLM")])
+@pytest.mark.parametrize("edit, needle", [(_pickle_only, "a pickle"), (_auto_map, "custom model code"), (_causal, "is a causal language model")])
 def test_backbone_folders_refused_in_one_line(cli, train_csv, tiny_bert, tmp_path, assert_bad_input, edit, needle):
     bb = _folder_variant(tiny_bert, tmp_path / "bb", edit)
     assert_bad_input(cli("adapt", train_csv, "--backbone", bb, "--out", tmp_path / "runs"), needle, out_dir=tmp_path / "runs")
