@@ -84,9 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .tasks import TASKS
 
     p.add_argument("--task", default="classification", choices=sorted(TASKS),
-                   help="what is learned and measured: classification (DATA has text/image and label columns) or "
+                   help="what is learned and measured: classification (DATA has text/image and label columns), "
                    "retrieval (DATA holds query,positive[,negative] pairs, a SQuAD .json, or a BEIR/Cranfield folder; "
-                   "--text-col/--label-col then name the query/positive columns) (default: classification)")
+                   "--text-col/--label-col then name the query/positive columns), similarity (scored pairs), asr (audio "
+                   "paths + transcripts) or generation (alpaca/messages/prompt-completion JSON/JSONL; --text-col/--label-col "
+                   "name a table's prompt/reply columns) (default: classification)")
     p.add_argument("--method", default=None, metavar="NAME",
                    help="adaptation method, lightest first: frozen (retrieval: the body as is, zero-shot), linear-probe "
                    "(classification: frozen body, new head), contrastive (few-shot classification, "
@@ -192,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         "compare", help="run several methods (x backbones) on the same split and tabulate quality vs cost", epilog=EPILOG,
         description="Adapt every METHOD x BACKBONE to DATA on the same train/validation/test split (same seed and fractions; "
         "checked), then print the task's two metrics (classification: test accuracy and macro-F1; retrieval: nDCG@10 and "
-        "MRR@10) with 95% bootstrap intervals, trainable parameters (count and % of "
+        "MRR@10; asr: WER and CER; generation: perplexity and ROUGE-L) with 95% bootstrap intervals, trainable parameters (count and % of "
         "all), wall time and peak memory; a run that --budget stopped is marked with its steps (budget: 3/30 steps). Saves "
         "table.md, comparison.json and frontier.png (the first metric vs wall time and vs trainable %, Pareto frontier drawn) in a "
         "comparison folder recorded in the store; each run is an ordinary run.",
@@ -204,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated backbones: catalog names, hf:<hub id> or model folders (default: minilm-l6)")
     p.add_argument("--test", metavar="DATA", help="separate labelled test data (then DATA is split into train/validation only)")
     p.add_argument("--task", default="classification", choices=sorted(TASKS),
-                   help="the task every run adapts for (default: classification; retrieval compares e.g. frozen,lora,finetune)")
+                   help="the task every run adapts for (default: classification; retrieval, asr and generation compare e.g. "
+                   "frozen,lora,finetune)")
     p.add_argument("--seed", type=int, default=0, help="seed for the split, training and the bootstrap (default: 0)")
     p.add_argument("--set", dest="options", action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="option for one method, repeatable, e.g. --set linear-probe.C=0.5 --set lora.rank=8 (the options of each "
@@ -218,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-fraction", type=float, default=0.2, help="share held out for testing when --test is not given (default: 0.2)")
     p.add_argument("--precision", default="auto", choices=list(PRECISIONS), help="backbone numerics, as for adapt (default: auto)")
     p.add_argument("--budget", metavar="DURATION", help="time limit per run, a number with s, m or h, e.g. 90s, 10m, 1h (default: none)")
+    p.add_argument("--task-set", dest="task_options", action="append", default=[], metavar="KEY=VALUE",
+                   help="option of the task itself for every run, as for adapt (generation: max_length=N, template=..., ...)")
+    p.add_argument("--language", metavar="CODE", help="speech recognition: the spoken language, as for adapt")
     _common(p)
 
     p = sub.add_parser("export", help="write a run as a plain Hugging Face model folder (head included)", epilog=EPILOG,
@@ -921,7 +927,8 @@ def cmd_compare(args) -> int:
         args.data, methods=args.methods, backbones=args.backbones, test=args.test, seed=args.seed, method_options=options,
         out=args.out, runs_out=args.runs_out, store=args.store, text_col=args.text_col, label_col=args.label_col, fmt=args.fmt,
         val_fraction=args.val_fraction, test_fraction=args.test_fraction, precision=args.precision, budget=args.budget,
-        task=args.task, _problems=problems,
+        task=args.task, task_options=_parse_options(args.task_options, flag="--task-set"), language=args.language,
+        _problems=problems,
     )
     _emit(args, result.to_dict(), result.to_text())
     return 0

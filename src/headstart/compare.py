@@ -150,6 +150,8 @@ def compare(
     precision: str = "auto",
     budget: float | str | None = None,
     task: str = "classification",
+    task_options: dict[str, Any] | None = None,
+    language: str | None = None,
     _problems: list[str] | None = None,
 ) -> Comparison:
     """Adapt every backbone x method on the same split of ``data`` and tabulate quality vs cost.
@@ -163,6 +165,8 @@ def compare(
     ``adapt(budget=)``: each run's training stops cleanly at that time. ``task`` is the
     registered task every run adapts for; the table shows its two compared metrics (classification:
     accuracy and macro-F1; retrieval: nDCG@10 and MRR@10) and the frontier is drawn on the first.
+    ``task_options`` (the task's own, as ``adapt(task_options=)``) and ``language`` (asr) apply to
+    every run.
 
     Runs go backbone by backbone, methods in the order given; each is an ordinary run in the
     store. Raises :class:`SplitMismatch` if the runs did not all see the same split, and the
@@ -177,6 +181,7 @@ def compare(
         data, methods=methods, backbones=backbones, test=test, seed=seed, method_options=method_options, out=out,
         runs_out=runs_out, text_col=text_col, label_col=label_col, fmt=fmt, val_fraction=val_fraction,
         test_fraction=test_fraction, precision=precision, budget=budget, problems=list(_problems or []), task=task,
+        task_options=task_options, language=language,
     )
     task_obj = get_task(task)
     store_obj = Store(store)
@@ -197,7 +202,7 @@ def compare(
                         data, test=test, backbone=backbone, method=method, method_options=plan.options.get(method),
                         out=runs_out, seed=seed, text_col=text_col, label_col=label_col, fmt=fmt,
                         val_fraction=val_fraction, test_fraction=test_fraction, precision=precision, store=store, budget=plan.budget_s,
-                        task=task,
+                        task=task, task_options=task_options, language=language,
                     )
             except HeadstartError as e:
                 raise _failed(e, label, runs, labels) from e
@@ -234,7 +239,8 @@ def compare(
             "data": str(data), "test": None if test is None else str(test), "methods": plan.methods, "backbones": plan.backbones,
             "seed": seed, "method_options": {m: _jsonable(o) for m, o in plan.options.items()}, "val_fraction": val_fraction,
             "test_fraction": test_fraction, "precision": precision, "budget_s": plan.budget_s, "text_col": text_col,
-            "label_col": label_col, "format": fmt, "task": task, "runs_out": None if runs_out is None else str(runs_out),
+            "label_col": label_col, "format": fmt, "task": task,
+            "task_options": _jsonable(dict(task_options or {})), "language": language, "runs_out": None if runs_out is None else str(runs_out),
             "store": str(store_obj.path),
         },
         bootstrap={"n_resamples": N_RESAMPLES, "level": LEVEL, "seed": seed, "method": "percentile (Efron & Tibshirani 1993)"},
@@ -278,9 +284,11 @@ def _validate(
     budget: float | str | None,
     problems: list[str],
     task: str = "classification",
+    task_options: dict[str, Any] | None = None,
+    language: str | None = None,
 ) -> _Plan:
     """Check every input that can be checked without training; raise one BadInput naming them all."""
-    from .backbones import check_modality
+    from .backbones import check_modality, family_class
     from .catalog import CATALOG, resolve
     from .methods import METHODS, get_method
 
@@ -330,7 +338,12 @@ def _validate(
 
     # The run-wide checks every adapt makes (precision, seed, split fractions), once for all runs.
     shared = Recipe(data=str(data), test=None if test is None else str(test), seed=seed, precision=precision,
-                    val_fraction=val_fraction, test_fraction=test_fraction).field_problems()
+                    val_fraction=val_fraction, test_fraction=test_fraction, language=language).field_problems()
+    if task_obj is not None:
+        try:
+            task_obj.options(task_options)
+        except (BadInput, TypeError) as e:
+            problems.append(f"--task-set: {e}")
     problems += shared
     fields_ok = not shared  # the split below needs a valid seed and fractions
 
@@ -356,7 +369,7 @@ def _validate(
     if task_obj is not None and fields_ok:  # the task reads and splits the data as each adapt will
         recipe = Recipe(data=str(data), test=None if test is None else str(test), seed=seed, precision=precision,
                         val_fraction=val_fraction, test_fraction=test_fraction, text_col=text_col, label_col=label_col,
-                        fmt=fmt, task=task_obj.name)
+                        fmt=fmt, task=task_obj.name, task_options=dict(task_options or {}))
         try:
             td = task_obj.read(recipe)
         except BadInput as e:
@@ -366,6 +379,7 @@ def _validate(
                 if spec.family != "hf-auto":
                     try:
                         check_modality(spec, td.modality, td.train_record["source"])
+                        task_obj.check_backbone(spec, family_class(spec))
                     except BadInput as e:
                         problems.append(f"--backbones: {e}")
 

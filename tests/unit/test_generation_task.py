@@ -322,3 +322,16 @@ def test_cli_generate_refuses_bad_input(trained, cli, assert_bad_input, train_cs
     assert_bad_input(cli("generate", trained.path, "hi", "--max-new-tokens", "0"), "--max-new-tokens")
     assert_bad_input(cli("generate", trained.path, "   "), "empty prompt")
     assert_bad_input(cli("generate", tiny_bert, "hi"), "needs a causal language model")
+
+
+def test_cli_compare_with_task_options_tabulates_perplexity_and_rouge(toy, llama, cli, tmp_path):
+    r = cli("compare", toy, "--task", "generation", "--backbones", llama, "--methods", "frozen,lora",
+            "--set", "lora.epochs=10", "--set", f"lora.lr={LR['lora']}", "--set", "lora.patience=50",
+            "--task-set", "samples=0", "--task-set", "max_new_tokens=8", "--out", tmp_path / "cmp",
+            "--runs-out", tmp_path / "runs")
+    assert r.rc == 0, r
+    assert "test perplexity [95%]" in r.out and "ROUGE-L [95%]" in r.out and "12 test examples" in r.out, r.out
+    frozen, lora = (line for line in r.out.splitlines() if line.strip().lstrip("*").split()[:1] in (["frozen"], ["lora"]))
+    assert lora.lstrip().startswith("*")  # the lower perplexity is on the frontier
+    bad = cli("compare", toy, "--task", "generation", "--backbones", llama, "--methods", "lora", "--task-set", "max_len=3")
+    assert bad.rc == 2 and "no option 'max_len'" in bad.err

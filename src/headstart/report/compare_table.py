@@ -28,7 +28,10 @@ def legend(comparison: Comparison) -> str:
     """What the intervals, the frontier mark, peak memory, n/a and (when a run was stopped) budget mean."""
     n = comparison.data["split"]["test"]
     pct = f"{comparison.bootstrap['level']:.0%}"
-    unit = "examples" if comparison.data.get("task", "classification") == "classification" else "queries"
+    from ..tasks import TASKS
+
+    task = TASKS.get(comparison.data.get("task", "classification"))
+    unit = task.unit if task is not None else "examples"
     text = (
         f"[low, high]: {pct} percentile-bootstrap interval over the {n} test {unit} ({comparison.bootstrap['n_resamples']} resamples). "
         f"* on the Pareto frontier of {comparison.metrics[0][1]} vs wall time. Peak memory: peak resident memory of the process during the run "

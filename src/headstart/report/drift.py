@@ -164,7 +164,11 @@ def _prepare(result: dict) -> _Report:
     overall = [c for c in checks if c.get("slice") == "all"]
     slices = sorted((c for c in checks if c.get("slice") != "all"), key=_slice_order)
     per_query = result.get("task", "classification") != "classification"
-    moved = (("Worse queries (the primary metric dropped most)", "Better queries (the primary metric rose most)")
+    from ..tasks import TASKS
+
+    task = TASKS.get(result.get("task", "classification"))
+    unit = task.unit if task is not None else "examples"
+    moved = ((f"Worse {unit} (the primary metric moved most the wrong way)", f"Better {unit} (the primary metric moved most the right way)")
              if per_query else ("Broke (old prediction right, new wrong)", "Fixed (old prediction wrong, new right)"))
     sections = [  # summaries first, then the detail (collapsed in HTML): see the module docstring
         _summary_section(result),
