@@ -259,6 +259,10 @@ def test_compare_suite_and_drift_work_on_generation_runs(trained, toy, llama, tm
     assert cells["rouge_l"]["value"] == 1.0 and cells["perplexity"]["value"] < 5
     bad = cli("eval", zero.path, "--suite", suite, "--json")
     assert bad.rc == 1, bad
+    gated = cli("eval", trained.path, toy, "--max", "perplexity=5")
+    assert gated.rc == 0 and "ROUGE-L 1.0000" in gated.out and "check perplexity <= 5: passed" in gated.out, gated
+    failed = cli("eval", zero.path, toy, "--max", "perplexity=5")
+    assert failed.rc == 1 and "is above --max perplexity=5" in failed.err, failed
     d = cli("drift", zero.path, "--base", llama, "--out", tmp_path / "runs", "--json")
     assert d.rc in (0, 1), d
     checks = {c["metric"]: c for c in d.json()["checks"]}

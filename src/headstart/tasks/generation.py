@@ -448,7 +448,7 @@ class Generation(Task):
         return Training(lengths=[len(r.ids) for r in rows], collate=collate, objective=objective)
 
     # -- scoring ---------------------------------------------------------------------------------
-    def score(self, method, backbone, test, ctx, *, n_resamples: int = 1000, seed: int = 0) -> Scored:
+    def score(self, method, backbone, test, ctx, *, n_resamples: int = 1000, intervals: bool = True, seed: int = 0) -> Scored:
         from ..evaluate.bootstrap import bootstrap_ci
         from ..evaluate.generation import Perplexity, example_scores, prediction_mean
 
