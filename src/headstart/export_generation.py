@@ -43,7 +43,8 @@ def export_causal_lm(run, out: Path, *, merge: bool = False) -> dict:
         raise BadInput("export: a qlora run's base is 4-bit; add --merge for a plain fp32 causal-LM folder")
     adapter_form = name in ("lora", "dora") and not merge
     model = method.task_model(bb, ctx)
-    template = chat_template(bb.tokenizer, run.task._options(ctx).template, bb.spec.name)
+    template = chat_template(bb.tokenizer, run.task._options(ctx).template, bb.spec.name, bb.spec.chat_template)
+    bb.tokenizer.chat_template = template  # the export carries the template the run trained with
     prompts = [encode_prompt(bb.tokenizer, template, [{"role": "user", "content": p}]) for p in _check_prompts(run)]
     run_replies = generate_ids(model, prompts, max_new_tokens=32, desc="checking the export") if prompts else []
     probe = None
@@ -98,7 +99,7 @@ def export_causal_lm(run, out: Path, *, merge: bool = False) -> dict:
                 gen = pipeline("text-generation", model=str(tmp), device="cpu")
                 texts = [_check_prompts(run)[i] for i in range(len(prompts))]
                 heard = [gen([{"role": "user", "content": t}], max_new_tokens=32, do_sample=False)[0]["generated_text"][-1]
-                         ["content"].strip() for t in texts] if bb.tokenizer.chat_template else []
+                         ["content"].strip() for t in texts]
                 if heard:
                     same = sum(a == b for a, b in zip(heard, run_replies, strict=True))
                     record.update(pipeline_checked=len(heard), pipeline_same_reply=same)

@@ -166,6 +166,14 @@ def test_overlong_examples_are_truncated_and_counted_or_refused(tmp_path, llama,
     bb, _ = open_backbone(str(llama))
     kept, counts = Generation().encode_set(bb, load_chat(path), GenerationOptions(max_length=40))
     assert counts["truncated"] == 1 and counts["dropped"] == 1 and len(kept) == 30
+    wordy = tmp_path / "wordy.json"  # every reply runs past max_length: each example is truncated, none dropped
+    wordy.write_text(json.dumps([{"instruction": q, "output": "one two three " * 20} for q, _ in PAIRS] * 3))
+    run = hs.adapt(wordy, task="generation", backbone=str(llama), method="lora", out=tmp_path / "runs",
+                   method_options={"epochs": 1}, task_options={"max_length": 40, "samples": 0, "max_new_tokens": 2})
+    prep = run.manifest["method"]["fit"]["data_prep"]
+    assert prep["max_length"] == 40 and prep["truncated"] == prep["examples"] == run.manifest["data"]["split"]["train"]
+    assert run.manifest["metrics"]["test"]["summary"]["truncated"] == run.manifest["data"]["split"]["test"]
+    assert 0 < prep["supervised_tokens"] < prep["train_tokens"]
 
 
 # -- learning, save/load, resume --------------------------------------------------------------
@@ -260,7 +268,7 @@ def test_compare_suite_and_drift_work_on_generation_runs(trained, toy, llama, tm
     bad = cli("eval", zero.path, "--suite", suite, "--json")
     assert bad.rc == 1, bad
     gated = cli("eval", trained.path, toy, "--max", "perplexity=5")
-    assert gated.rc == 0 and "ROUGE-L 1.0000" in gated.out and "check perplexity <= 5: passed" in gated.out, gated
+    assert gated.rc == 0 and "ROUGE-L 1.0000" in gated.out and "check perplexity <= 5" in gated.out and ": passed" in gated.out, gated
     failed = cli("eval", zero.path, toy, "--max", "perplexity=5")
     assert failed.rc == 1 and "is above --max perplexity=5" in failed.err, failed
     d = cli("drift", zero.path, "--base", llama, "--out", tmp_path / "runs", "--json")
@@ -339,3 +347,23 @@ def test_cli_compare_with_task_options_tabulates_perplexity_and_rouge(toy, llama
     assert lora.lstrip().startswith("*")  # the lower perplexity is on the frontier
     bad = cli("compare", toy, "--task", "generation", "--backbones", llama, "--methods", "lora", "--task-set", "max_len=3")
     assert bad.rc == 2 and "no option 'max_len'" in bad.err
+
+
+def test_default_base_follows_the_data_language_and_a_catalog_base_may_name_its_template(tmp_path, llama):
+    from headstart.backbones.testing import tiny_llama_model
+    from headstart.catalog import CATALOG
+    from headstart.tasks.generation import CHATML, Generation, chat_template
+
+    zh = tmp_path / "zh.json"
+    zh.write_text(json.dumps([{"instruction": "用一句话总结这张工单。", "output": "客户要求退款。"}] * 4, ensure_ascii=False),
+                  encoding="utf-8")
+    en = tmp_path / "en.json"
+    en.write_text(json.dumps([{"instruction": "Summarise the ticket in one line.", "output": "The customer wants a refund."}] * 4))
+    assert Generation().default_backbone(zh) == "gemma3-270m" and Generation().default_backbone(en) == "smollm2-135m-instruct"
+    assert CATALOG["gemma3-270m"].chat_template == "gemma" and CATALOG["gemma3-270m"].languages == ("multi",)
+    from transformers import AutoTokenizer
+
+    bare = AutoTokenizer.from_pretrained(tiny_llama_model(tmp_path / "bare", chat_template=False))
+    assert chat_template(bare, "auto", "bare", "chatml") == CHATML  # what the catalog entry names
+    with pytest.raises(BadInput, match="no chat template"):
+        chat_template(bare, "auto", "bare", None)

@@ -97,6 +97,9 @@ class Training:
     objective: Objective
     batches: Callable | None = None
     """A per-epoch batch sampler ``batches(rng)`` (None: length-bucketed batches)."""
+    record: dict = field(default_factory=dict)
+    """Facts about the training data as the task prepared it, for the run's ``method.fit``
+    (generation: examples truncated or dropped at max_length, supervised tokens)."""
 
 
 class Task(ABC):

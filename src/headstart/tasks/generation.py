@@ -119,8 +119,12 @@ class Encoded:
         return int(sum(self.supervised))
 
 
-def chat_template(tokenizer, template: str, name: str) -> str:
-    """The Jinja chat template in use; a base without one needs ``template=chatml|plain``."""
+def chat_template(tokenizer, template: str, name: str, named: str | None = None) -> str:
+    """The Jinja chat template in use: the base's own for ``auto`` (or the built-in format its
+    catalog entry names, ``named``, for a base without one); a base without either needs
+    ``template=chatml|gemma|plain``."""
+    if template == "auto" and not getattr(tokenizer, "chat_template", None) and named:
+        template = named
     if template == "chatml":
         return CHATML
     if template == "plain":
@@ -314,7 +318,18 @@ class Generation(Task):
     exports_adapters: ClassVar[bool] = True
 
     def default_backbone(self, data) -> str:
-        return "smollm2-135m-instruct"
+        """``smollm2-135m-instruct`` (English) unless most prompts and replies are in other
+        languages: then the multilingual ``gemma3-270m``."""
+        from ..plan.profile import LANGUAGE_WARN_SHARE, detect_scripts
+
+        try:
+            chats = _load(data, _NoColumns())
+        except BadInput:
+            return "smollm2-135m-instruct"  # read() names the problem
+        sample = [" ".join(m["content"] for m in conv) for conv in chats.conversations[:200]]
+        shares = detect_scripts(sample) if sample else {}
+        other = sum(share for lang, share in shares.items() if lang != "en")
+        return "gemma3-270m" if other >= LANGUAGE_WARN_SHARE else "smollm2-135m-instruct"
 
     def default_method(self, backbone: str) -> str:
         return "lora"
@@ -348,6 +363,7 @@ class Generation(Task):
             split_record={"val_fraction": recipe.val_fraction, "test_fraction": test_fraction, "seed": recipe.seed_of_split,
                           "by": "example", "train": len(train), "val": len(val), "test": len(test)},
             separate_test=recipe.test is not None, info={"task_info": _options_record(opts)},
+            texts=_texts_for_language(full),
         )
 
     def context(self, data: TaskData) -> dict:
@@ -371,7 +387,7 @@ class Generation(Task):
 
     def encoder(self, bb, opts: GenerationOptions):
         """(template, max_length) for a backbone and the task options."""
-        template = chat_template(bb.tokenizer, opts.template, bb.spec.name)
+        template = chat_template(bb.tokenizer, opts.template, bb.spec.name, bb.spec.chat_template)
         limit = opts.max_length or min(bb.max_positions, 1024)
         return template, min(limit, bb.max_positions)
 
@@ -416,7 +432,6 @@ class Generation(Task):
         rows, counts = self.encode_set(bb, train, opts)
         val_rows, _ = self.encode_set(bb, val, opts)
         pad = bb.tokenizer.pad_token_id or 0
-        self.last_counts_ = counts
         from .._util import status
 
         if counts["truncated"]:
@@ -445,7 +460,9 @@ class Generation(Task):
             return {"perplexity": math.exp(min(mean, 50.0)), "loss": mean}
 
         objective = Objective(loss=loss, evaluate=evaluate, metric=self.primary, val_examples=len(val_rows))
-        return Training(lengths=[len(r.ids) for r in rows], collate=collate, objective=objective)
+        record = {"data_prep": {**counts, "train_tokens": sum(len(r.ids) for r in rows),
+                                "supervised_tokens": sum(r.supervised_count for r in rows)}}
+        return Training(lengths=[len(r.ids) for r in rows], collate=collate, objective=objective, record=record)
 
     # -- scoring ---------------------------------------------------------------------------------
     def score(self, method, backbone, test, ctx, *, n_resamples: int = 1000, intervals: bool = True, seed: int = 0) -> Scored:
@@ -539,7 +556,7 @@ class Generation(Task):
         opts = self._options(ctx)
         model = method.task_model(backbone, ctx)
         bb = model._backbone[0]
-        template = chat_template(bb.tokenizer, opts.template, bb.spec.name)
+        template = chat_template(bb.tokenizer, opts.template, bb.spec.name, bb.spec.chat_template)
         ids = []
         for p in prompts:
             messages = [{"role": "user", "content": p}] if isinstance(p, str) else list(p)
@@ -574,6 +591,18 @@ def _teacher_forced(model: CausalLMModel, rows: list[Encoded], bb) -> tuple[np.n
         nll[idx] = sums.double().cpu().numpy()
         tokens[idx] = n.cpu().numpy()
     return nll, tokens
+
+
+def _texts_for_language(data):
+    """The user turns and replies of up to 200 examples, for adapt's language check."""
+    from ..data import Dataset
+
+    texts = [" ".join(m["content"] for m in conv if m["role"] != "system") for conv in data.conversations[:200]]
+    return Dataset(inputs=texts, labels=None, modality="text", source=data.source)
+
+
+class _NoColumns:
+    text_col = label_col = fmt = header = None
 
 
 def _options_record(opts: GenerationOptions) -> dict:
