@@ -444,8 +444,10 @@ def cmd_export(args) -> int:
 
     run = load(args.run, store=args.store, allow_base_change=args.allow_base_change)
     record = export_run(run, args.out, merge=args.merge)
-    check = record["check"]
-    if "max_abs_prob_diff" in check:
+    check = record.get("check") or {}
+    if "checked" in record:  # the export form says in one line what it checked
+        checked = f"  {record['checked']}"
+    elif "max_abs_prob_diff" in check:
         checked = (f"  checked on {check['examples']} test inputs: max |p_export - p_run| = {check['max_abs_prob_diff']:.1e} "
                    f"(tolerance {check['tolerance']:.0e}, fp32)")
     else:

@@ -92,9 +92,11 @@ def export_causal_lm(run, out: Path, *, merge: bool = False) -> dict:
                 if diff > LOGIT_TOLERANCE:
                     raise BadInput(f"export: the saved model's logits differ from the run's by {diff:.2e} "
                                    f"(> {LOGIT_TOLERANCE:g}); nothing was written")
-                record.update(max_abs_logit_diff=diff, checked_with=how, check_prompts=len(prompts))
+                record.update(max_abs_logit_diff=diff, checked_with=how, check_prompts=len(prompts),
+                              checked=f"checked on {len(prompts)} test prompts with {how}: max |logit_export - logit_run| "
+                              f"= {diff:.1e} (tolerance {LOGIT_TOLERANCE:g}, fp32)")
             else:
-                record.update(checked_with=how)
+                record.update(checked_with=how, checked=f"{how}: the adapter folder was written but not reloaded")
             if not adapter_form:
                 gen = pipeline("text-generation", model=str(tmp), device="cpu")
                 texts = [_check_prompts(run)[i] for i in range(len(prompts))]
@@ -103,9 +105,11 @@ def export_causal_lm(run, out: Path, *, merge: bool = False) -> dict:
                 if heard:
                     same = sum(a == b for a, b in zip(heard, run_replies, strict=True))
                     record.update(pipeline_checked=len(heard), pipeline_same_reply=same)
+                    record["checked"] += f"; pipeline('text-generation') replied as the run to {same} of {len(heard)}"
                     if same < len(heard):
                         warnings.warn(f"export: pipeline('text-generation') replied as the run does to {same} of "
                                       f"{len(heard)} test prompts", stacklevel=2)
+        record.setdefault("checked", "not checked: the run's predictions.csv holds no test prompts")
         (tmp / "headstart.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
     write_folder_atomically(out, run.id, fill)

@@ -80,11 +80,15 @@ def export_whisper(run, out: Path, *, merge: bool = False) -> dict:
             limit = {"max_new_tokens": min(200, reloaded.config.max_target_positions - len(prompt.ids))}
             heard = [asr({"raw": read_audio(c), "sampling_rate": 16000}, generate_kwargs=limit)["text"].strip() for c in clips]
             same = sum(a == b for a, b in zip(heard, before_text, strict=True))
-            record.update(max_abs_logit_diff=diff, pipeline_checked=len(clips), pipeline_same_transcript=same)
+            record.update(max_abs_logit_diff=diff, pipeline_checked=len(clips), pipeline_same_transcript=same,
+                          checked=f"checked on {len(clips)} test clips: max |logit_export - logit_run| = {diff:.1e} "
+                          f"(tolerance {LOGIT_TOLERANCE:g}, fp32); pipeline('automatic-speech-recognition') transcribed "
+                          f"{same} of {len(clips)} as the run")
             if same < len(clips):
                 warnings.warn(f"export: transformers' pipeline transcribed {same} of {len(clips)} test clips exactly as the "
                               "run does (it pads every clip to 30 s; the run's encoder_input is "
                               f"{record['encoder_input']!r})", stacklevel=2)
+        record.setdefault("checked", "not checked: the run's test clips are gone (predictions.csv names none that exist)")
         (tmp / "headstart.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
     write_folder_atomically(out, run.id, fill)

@@ -186,6 +186,12 @@ def test_cli_adapt_prints_the_human_readable_summary(method, speech, cli, tmp_pa
     assert "Traceback" not in r.err
 
 
+def test_cli_export_prints_what_it_checked(trained, cli, tmp_path):
+    r = cli("export", trained.path, "--out", tmp_path / "w", "--merge")
+    assert r.rc == 0, r
+    assert "max |logit_export - logit_run|" in r.out and "pipeline('automatic-speech-recognition') transcribed" in r.out
+
+
 def test_cli_transcribe_refuses_bad_input(trained, cli, assert_bad_input, tmp_path):
     assert_bad_input(cli("transcribe", trained.path, tmp_path / "nope.wav"), "nope.wav", "no such audio file")
     text = tmp_path / "notes.wav"

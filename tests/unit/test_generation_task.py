@@ -367,3 +367,12 @@ def test_default_base_follows_the_data_language_and_a_catalog_base_may_name_its_
     assert chat_template(bare, "auto", "bare", "chatml") == CHATML  # what the catalog entry names
     with pytest.raises(BadInput, match="no chat template"):
         chat_template(bare, "auto", "bare", None)
+
+
+def test_cli_export_prints_what_it_checked(trained, cli, tmp_path):
+    merged = cli("export", trained.path, "--out", tmp_path / "m", "--merge")
+    assert merged.rc == 0, merged
+    assert "exported run" in merged.out and "max |logit_export - logit_run|" in merged.out
+    assert "pipeline('text-generation') replied as the run to" in merged.out
+    adapter = cli("export", trained.path, "--out", tmp_path / "a", "--json")
+    assert adapter.rc == 0 and adapter.json()["form"] == "peft-adapter", adapter
