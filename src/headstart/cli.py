@@ -784,9 +784,27 @@ def _runs_show(args, store, run) -> int:
         what = f"suite {e['suite']}" if e.get("suite") else e["data_source"]
         lines.append(f"    {e['created_at']}  {what}: {_fmt_metrics(e['metrics'], run.task.shown)}{gate}")
     lines += [f"  drift {d['created_at']}: {d['old_run']} -> {d['new_run']}: {d['verdict']} ({d['report']})" for d in drifts]
+    samples = _samples(run.path)
+    if samples:  # generation: test prompts answered by the base as loaded and by the adapted model
+        lines.append(f"  samples (base model | adapted), {len(samples)} test prompts:")
+        for smp in samples[:3]:
+            clip = lambda t: " ".join(str(t).split())[:100]  # noqa: E731
+            lines += [f"    prompt    {clip(smp['prompt'])}", f"    reference {clip(smp['reference'])}",
+                      f"    base      {clip(smp['base'])}", f"    adapted   {clip(smp['adapted'])}"]
     _emit(args, {"manifest": m, "path": str(run.path), "deployed": bool(row.get("deployed")), "evals": evals,
                  "drifts": drifts, "parent": parent, "children": [c["id"] for c in children]}, "\n".join(lines))
     return 0
+
+
+def _samples(run_path) -> list[dict]:
+    """Side-by-side samples a run's test scoring kept (``metrics.json`` test ``samples``), if any."""
+    try:
+        detail = json.loads((Path(run_path) / "metrics.json").read_text(encoding="utf-8"))["test"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    samples = detail.get("samples") if isinstance(detail, dict) else None
+    return [s for s in samples if isinstance(s, dict) and {"prompt", "reference", "base", "adapted"} <= set(s)] \
+        if isinstance(samples, list) else []
 
 
 def _runs_compare(args, store) -> int:

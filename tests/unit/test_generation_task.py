@@ -190,6 +190,7 @@ def test_learns_a_toy_mapping(method, toy, llama, tmp_path):
     assert len(samples) == 2 and samples[0]["adapted"] == samples[0]["reference"] != samples[0]["base"]
 
 
+
 @pytest.mark.parametrize("method", ["dora", "qlora", "adapter", "scratch"])
 def test_every_method_trains_through_the_one_trainer(method, toy, llama, tmp_path):
     if method == "qlora":
@@ -376,3 +377,13 @@ def test_cli_export_prints_what_it_checked(trained, cli, tmp_path):
     assert "pipeline('text-generation') replied as the run to" in merged.out
     adapter = cli("export", trained.path, "--out", tmp_path / "a", "--json")
     assert adapter.rc == 0 and adapter.json()["form"] == "peft-adapter", adapter
+
+
+def test_runs_shows_base_and_adapted_samples_side_by_side(trained, cli):
+    r = cli("runs", trained.path, "--store", trained.store.path)
+    assert r.rc == 0, r
+    assert "samples (base model | adapted), 2 test prompts:" in r.out
+    lines = r.out.splitlines()
+    adapted = [line.split("adapted", 1)[1].strip() for line in lines if line.strip().startswith("adapted ")]
+    references = [line.split("reference", 1)[1].strip() for line in lines if line.strip().startswith("reference ")]
+    assert adapted == references and len(adapted) == 2
