@@ -387,3 +387,18 @@ def test_runs_shows_base_and_adapted_samples_side_by_side(trained, cli):
     adapted = [line.split("adapted", 1)[1].strip() for line in lines if line.strip().startswith("adapted ")]
     references = [line.split("reference", 1)[1].strip() for line in lines if line.strip().startswith("reference ")]
     assert adapted == references and len(adapted) == 2
+
+
+def test_checkpointing_recomputes_the_same_training_and_is_qloras_default(toy, llama, tmp_path):
+    from safetensors.torch import load_file
+
+    plain = adapt(toy, llama, "lora", tmp_path / "a", epochs=2)
+    recomputed = adapt(toy, llama, "lora", tmp_path / "b", epochs=2, checkpointing=True)
+    assert recomputed.manifest["method"]["config"]["checkpointing"] is True
+    a, b = load_file(plain.path / "weights.safetensors"), load_file(recomputed.path / "weights.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    if __import__("importlib").util.find_spec("bitsandbytes") is not None:
+        q = adapt(toy, llama, "qlora", tmp_path / "c", epochs=1)
+        assert q.manifest["method"]["config"]["checkpointing"] is True
+    with pytest.raises(BadInput, match="checkpointing must be true or false"):
+        adapt(toy, llama, "lora", tmp_path / "d", checkpointing="yes")

@@ -627,7 +627,8 @@ PRESETS: dict[str, dict] = {
     # LoRA on every linear layer of the blocks (attention and MLP projections: the default targets).
     "lora": _LORA,
     "dora": _LORA,
-    "qlora": _LORA,
+    # QLoRA is chosen to save memory: activations are recomputed in the backward pass as well.
+    "qlora": {**_LORA, "checkpointing": True},
     "finetune": {"lr": 2e-5},
     "adapter": {"lr": 2e-4, "bottleneck": 64},
     "scratch": {"lr": 5e-4},
