@@ -272,7 +272,10 @@ def generate_ids(model: CausalLMModel, prompts: list[list[int]], *, max_new_toke
         kwargs["streamer"] = streamer.bind(tok, stop) if hasattr(streamer, "bind") else streamer
     batch_size = 1 if streamer is not None else GEN_BATCH
     torch.manual_seed(seed)
-    with progress(len(prompts), desc, unit="prompt") as bar:
+    from contextlib import nullcontext
+
+    bar_or_none = nullcontext(None) if streamer is not None else progress(len(prompts), desc, unit="prompt")
+    with bar_or_none as bar:  # a streamed reply is its own progress; a bar would interleave with it
         for s in range(0, len(order), batch_size):
             idx = order[s:s + batch_size]
             width = max(len(prompts[i]) for i in idx)
@@ -288,7 +291,8 @@ def generate_ids(model: CausalLMModel, prompts: list[list[int]], *, max_new_toke
                 cut = next((k for k, t in enumerate(new) if t in eos), len(new))
                 text = tok.decode(new[:cut], skip_special_tokens=True)
                 out[i] = cut_at_stop(text, stop).strip()
-            bar.update(len(idx))
+            if bar is not None:
+                bar.update(len(idx))
     return out
 
 
