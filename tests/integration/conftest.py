@@ -25,6 +25,18 @@ def isolated_headstart(tmp_path_factory, monkeypatch):
     return home
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of real-weights tests (on a busy 2-core machine 2 threads
+    measured up to 10x slower than 1); the previous count is restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def shared_data():
     """``shared_data("banking77", "banking_data", "train.csv")``: the path, or skip with the reason."""

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from ..evaluate.metrics import MetricSpec
-from .base import Objective, Scored, Task, TaskData, Training
+from .base import Objective, Scored, Task, TaskData, Training, seeded_split
 
 TRANSCRIPT_NAMES = ("transcript", "transcription", "text", "sentence", "sentences", "normalized_text", "label")
 MAX_NEW_TOKENS = 200
@@ -323,18 +323,9 @@ class SpeechRecognition(Task):
 
     # -- data ------------------------------------------------------------------------------------
     def read(self, recipe) -> TaskData:
-        from ..errors import BadInput
-
         full = _load(recipe.data, recipe)
-        test_fraction = 0.0 if recipe.test is not None else recipe.test_fraction
         n = len(full)
-        order = np.random.default_rng(recipe.seed_of_split).permutation(n)
-        n_test = max(1, int(round(n * test_fraction))) if test_fraction > 0 else 0
-        n_val = max(1, int(round(n * recipe.val_fraction)))
-        if n - n_test - n_val < 2:
-            raise BadInput(f"{full.source}: {n} utterances leave too few to train on after the split; add utterances or "
-                           "lower --val-fraction/--test-fraction")
-        parts = [sorted(p.tolist()) for p in (order[n_test + n_val:], order[n_test:n_test + n_val], order[:n_test])]
+        *parts, test_fraction = seeded_split(n, recipe, full.source, "utterances")
         train, val, test = (full.subset(p) for p in parts)
         if recipe.test is not None:
             test = _load(recipe.test, recipe)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -256,4 +257,21 @@ class Task(ABC):
                        f"Its metrics: {', '.join(m.name for m in self.metrics)}")
 
 
-__all__ = ["Objective", "Scored", "Task", "TaskData", "Training"]
+def seeded_split(n: int, recipe, source: str, unit: str) -> tuple[list[int], list[int], list[int], float]:
+    """(train, validation, test indices, the test fraction used) of ``n`` examples shuffled with
+    the recipe's split seed (no test part when the recipe names a test file); too few left to
+    train on is one line naming ``source`` and what to change."""
+    from ..errors import BadInput
+
+    test_fraction = 0.0 if recipe.test is not None else recipe.test_fraction
+    order = np.random.default_rng(recipe.seed_of_split).permutation(n)
+    n_test = max(1, int(round(n * test_fraction))) if test_fraction > 0 else 0
+    n_val = max(1, int(round(n * recipe.val_fraction)))
+    if n - n_test - n_val < 2:
+        raise BadInput(f"{source}: {n} {unit} leave too few to train on after the split; add {unit} or lower "
+                       "--val-fraction/--test-fraction")
+    train, val, test = (sorted(p.tolist()) for p in (order[n_test + n_val:], order[n_test:n_test + n_val], order[:n_test]))
+    return train, val, test, test_fraction
+
+
+__all__ = ["Objective", "Scored", "Task", "TaskData", "Training", "seeded_split"]

@@ -49,7 +49,7 @@ from torch import nn
 
 from ..errors import BadInput
 from ..evaluate.metrics import MetricSpec
-from .base import Objective, Scored, Task, TaskData, Training
+from .base import Objective, Scored, Task, TaskData, Training, seeded_split
 
 TEMPLATES = ("auto", "chatml", "gemma", "plain")
 OVERLONG = ("truncate", "refuse")
@@ -345,15 +345,8 @@ class Generation(Task):
     # -- data ------------------------------------------------------------------------------------
     def read(self, recipe) -> TaskData:
         full = _load(recipe.data, recipe)
-        test_fraction = 0.0 if recipe.test is not None else recipe.test_fraction
         n = len(full)
-        order = np.random.default_rng(recipe.seed_of_split).permutation(n)
-        n_test = max(1, int(round(n * test_fraction))) if test_fraction > 0 else 0
-        n_val = max(1, int(round(n * recipe.val_fraction)))
-        if n - n_test - n_val < 2:
-            raise BadInput(f"{full.source}: {n} examples leave too few to train on after the split; add examples or lower "
-                           "--val-fraction/--test-fraction")
-        parts = [sorted(p.tolist()) for p in (order[n_test + n_val:], order[n_test:n_test + n_val], order[:n_test])]
+        *parts, test_fraction = seeded_split(n, recipe, full.source, "examples")
         train, val, test = (full.subset(p) for p in parts)
         if recipe.test is not None:
             test = _load(recipe.test, recipe)
