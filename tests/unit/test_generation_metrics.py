@@ -251,3 +251,17 @@ def test_paired_bootstrap_with_generation_metrics():
     result = paired_bootstrap(np.zeros(len(PAIRS)), old, new, prediction_mean, n_resamples=500, seed=0)
     assert result.old == pytest.approx(old.mean()) and result.new == pytest.approx(new.mean())
     assert result.ci[0] <= result.delta <= result.ci[1]
+
+
+def test_bits_per_byte_is_the_nll_per_byte_in_bits_and_vectorised():
+    from headstart.evaluate.bootstrap import bootstrap_ci
+    from headstart.evaluate.generation import bits_per_byte
+
+    sizes = np.array([10.0, 20.0, 30.0])
+    nll = np.array([7.0, 14.0, 21.0])
+    assert bits_per_byte(sizes, nll) == pytest.approx(42.0 / (np.log(2) * 60.0))
+    idx = np.random.default_rng(0).integers(0, 3, size=(50, 3))
+    expected = [bits_per_byte(sizes[i], nll[i]) for i in idx]
+    assert np.allclose(bits_per_byte.batch(sizes, nll, idx), expected)
+    value, low, high = bootstrap_ci(sizes, nll, bits_per_byte, n_resamples=200)
+    assert low <= value <= high

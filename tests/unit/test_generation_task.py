@@ -272,10 +272,16 @@ def test_compare_suite_and_drift_work_on_generation_runs(trained, toy, llama, tm
     assert gated.rc == 0 and "ROUGE-L 1.0000" in gated.out and "check perplexity <= 5" in gated.out and ": passed" in gated.out, gated
     failed = cli("eval", zero.path, toy, "--max", "perplexity=5")
     assert failed.rc == 1 and "is above --max perplexity=5" in failed.err, failed
-    d = cli("drift", zero.path, "--base", llama, "--out", tmp_path / "runs", "--json")
+    # drift to a base with another tokenizer (vocabulary 280, not 320): decided on bits per byte,
+    # which does not depend on the tokenizer (per-token perplexity would not be comparable)
+    from headstart.backbones.testing import tiny_llama_model
+
+    other = tiny_llama_model(tmp_path / "other-vocab", vocab=280, seed=2)
+    d = cli("drift", zero.path, "--base", other, "--out", tmp_path / "runs", "--json")
     assert d.rc in (0, 1), d
     checks = {c["metric"]: c for c in d.json()["checks"]}
-    assert set(checks) == {"perplexity", "rouge_l"} and checks["perplexity"]["n"] == 12
+    assert set(checks) == {"bits_per_byte", "rouge_l", "chrf"} and checks["bits_per_byte"]["n"] == 12
+    assert checks["bits_per_byte"]["test"] == "paired bootstrap over examples"
 
 
 # -- export -----------------------------------------------------------------------------------

@@ -243,17 +243,18 @@ def _query_checks(old, new, noise_runs, n_resamples, noise_values, limit) -> tup
     ``predictions.csv`` (:meth:`Task.run_values`); the re-seeded runs give the noise floor. For
     retrieval also the queries whose primary metric moved most each way (as "flips")."""
     task = old.task
+    metrics = task.drifted or task.compared
     runs = [old, new, *noise_runs]
     values = [task.run_values(r.path, r.manifest) for r in runs]
     for r, v in zip(runs, values, strict=True):
         if v is None:
             raise BadInput(f"drift: run {r.id}'s predictions.csv lacks the per-example values drift compares; re-adapt it")
         same = r.manifest["data"]["test"]["fingerprint"] == old.manifest["data"]["test"]["fingerprint"]
-        if not same or any(not np.array_equal(v[m][0], values[0][m][0]) for m in task.compared):
+        if not same or any(not np.array_equal(v[m][0], values[0][m][0]) for m in metrics):
             raise BadInput(f"drift: run {r.id} was tested on other examples than run {old.id} (the split or test file "
                            "changed); re-adapt both on the same data")
     checks = []
-    for metric in task.compared:
+    for metric in metrics:
         y, p_old, statistic = values[0][metric]
         p_new = values[1][metric][1]
         res = paired_bootstrap(y, p_old, p_new, statistic, n_resamples=n_resamples)

@@ -123,6 +123,10 @@ class Task(ABC):
     """Metrics the command line prints for a run, name -> label, primary first."""
     compared: ClassVar[tuple[str, str]] = ("", "")
     """The two metrics ``compare`` tabulates (with intervals) and plots, the primary first."""
+    drifted: ClassVar[tuple[str, ...] | None] = None
+    """The metrics ``drift`` decides on for a task without labels (None: ``compared``); they must
+    mean the same on the old and the new base (generation: bits per byte, not per-token perplexity,
+    since a new base may bring another tokenizer)."""
     takes_language: ClassVar[bool] = False
     """Whether the recipe's ``language`` applies (speech recognition's prompt)."""
     unit: ClassVar[str] = "examples"

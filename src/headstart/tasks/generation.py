@@ -29,7 +29,9 @@ Model and loss
 
 Metrics (test)
     ``perplexity`` (exp of the mean negative log-likelihood per reply token, corpus-level) and
-    ``loss`` from teacher forcing; ``rouge_l``, ``chrf`` and ``exact_match`` of the greedy
+    ``loss`` from teacher forcing, and ``bits_per_byte`` (the same NLL per UTF-8 byte of the replies:
+    independent of the tokenizer, so ``drift`` decides on it when the new base brings another
+    vocabulary); ``rouge_l``, ``chrf`` and ``exact_match`` of the greedy
     generation against the reference (:mod:`headstart.evaluate.generation`), each per example with
     a 95% bootstrap interval; ``predictions.csv`` holds every example's prompt, reference,
     generation and values. The first ``samples`` test prompts are also answered by the base model
@@ -310,12 +312,14 @@ class Generation(Task):
     metrics: ClassVar[tuple[MetricSpec, ...]] = (
         primary,
         MetricSpec("loss", higher_is_better=False, bounds=(0.0, float("inf"))),
+        MetricSpec("bits_per_byte", higher_is_better=False, bounds=(0.0, float("inf"))),
         MetricSpec("rouge_l"), MetricSpec("chrf"), MetricSpec("exact_match"),
     )
     has_head: ClassVar[bool] = False
     predicts: ClassVar[bool] = False
     shown: ClassVar[dict[str, str]] = {"perplexity": "perplexity", "rouge_l": "ROUGE-L", "chrf": "chrF"}
     compared: ClassVar[tuple[str, str]] = ("perplexity", "rouge_l")
+    drifted: ClassVar[tuple[str, ...]] = ("bits_per_byte", "rouge_l", "chrf")
     unit: ClassVar[str] = "examples"
     needs_causal_lm: ClassVar[bool] = True
     options_cls: ClassVar[type] = GenerationOptions
@@ -464,7 +468,7 @@ class Generation(Task):
     # -- scoring ---------------------------------------------------------------------------------
     def score(self, method, backbone, test, ctx, *, n_resamples: int = 1000, intervals: bool = True, seed: int = 0) -> Scored:
         from ..evaluate.bootstrap import bootstrap_ci
-        from ..evaluate.generation import Perplexity, example_scores, prediction_mean
+        from ..evaluate.generation import BitsPerByte, Perplexity, example_scores, prediction_mean
 
         opts = self._options(ctx)
         model = method.task_model(backbone, ctx)
@@ -481,11 +485,16 @@ class Generation(Task):
             s = example_scores(conv[-1]["content"], reply)
             records.append({"prompt": _prompt_text(conv), "reference": conv[-1]["content"], "generation": reply,
                             "nll": round(float(nll[i]), 6), "tokens": int(tokens[i]),
+                            "reference_bytes": _reply_bytes(conv),
                             **{k: round(float(v), 6) for k, v in s.items()}})
         summary: dict[str, Any] = {}
         value, low, high = bootstrap_ci(tokens, nll, Perplexity(), n_resamples=n_resamples, seed=seed)
         summary["perplexity"], summary["perplexity_ci"] = round(float(value), 6), [round(float(low), 6), round(float(high), 6)]
         summary["loss"] = round(float(nll.sum() / max(1, tokens.sum())), 6)
+        sizes = np.array([r["reference_bytes"] for r in records], dtype=np.float64)
+        value, low, high = bootstrap_ci(sizes, nll, BitsPerByte(), n_resamples=n_resamples, seed=seed)
+        summary["bits_per_byte"], summary["bits_per_byte_ci"] = round(float(value), 6), [round(float(low), 6),
+                                                                                          round(float(high), 6)]
         for m in ("rouge_l", "chrf", "exact_match"):
             values = np.array([r[m] for r in records], dtype=np.float64)
             v, lo, hi = bootstrap_ci(np.zeros(len(values)), values, prediction_mean, n_resamples=n_resamples, seed=seed)
@@ -510,24 +519,26 @@ class Generation(Task):
                  "base": before[i], "adapted": replies[i]} for i in range(n)]
 
     def run_values(self, run_path, manifest):
-        """Per-example values behind perplexity and ROUGE-L, from ``predictions.csv``."""
+        """Per-example values behind perplexity, bits per byte, ROUGE-L and chrF, from ``predictions.csv``."""
         import csv
 
-        from ..evaluate.generation import Perplexity, prediction_mean
+        from ..evaluate.generation import BitsPerByte, Perplexity, prediction_mean
 
-        tokens, nll, rouge = [], [], []
+        cols = {k: [] for k in ("tokens", "nll", "reference_bytes", "rouge_l", "chrf")}
         try:
             with open(Path(run_path) / "predictions.csv", newline="", encoding="utf-8") as f:
                 for rec in csv.DictReader(f):
-                    tokens.append(float(rec["tokens"]))
-                    nll.append(float(rec["nll"]))
-                    rouge.append(float(rec["rouge_l"]))
+                    for k, v in cols.items():
+                        v.append(float(rec[k]))
         except (OSError, KeyError, ValueError):
             return None
-        if not tokens:
+        if not cols["tokens"]:
             return None
-        return {"perplexity": (np.array(tokens), np.array(nll), Perplexity()),
-                "rouge_l": (np.zeros(len(rouge)), np.array(rouge), prediction_mean)}
+        a = {k: np.array(v) for k, v in cols.items()}
+        zeros = np.zeros(len(a["tokens"]))
+        return {"perplexity": (a["tokens"], a["nll"], Perplexity()),
+                "bits_per_byte": (a["reference_bytes"], a["nll"], BitsPerByte()),
+                "rouge_l": (zeros, a["rouge_l"], prediction_mean), "chrf": (zeros, a["chrf"], prediction_mean)}
 
     def suite_cells(self, run, path, metrics, *, n_resamples: int, seed: int):
         data, source, fingerprint = self.read_eval(run, path)
@@ -567,6 +578,11 @@ class Generation(Task):
         from ..export_generation import export_causal_lm
 
         return export_causal_lm(run, out, merge=merge)
+
+
+def _reply_bytes(conv) -> int:
+    """UTF-8 bytes of every assistant reply of a conversation (what its supervised tokens spell)."""
+    return sum(len(m["content"].encode("utf-8")) for m in conv if m["role"] == "assistant")
 
 
 def _prompt_text(conv) -> str:
