@@ -408,3 +408,14 @@ def test_checkpointing_recomputes_the_same_training_and_is_qloras_default(toy, l
         assert q.manifest["method"]["config"]["checkpointing"] is True
     with pytest.raises(BadInput, match="checkpointing must be true or false"):
         adapt(toy, llama, "lora", tmp_path / "d", checkpointing="yes")
+
+
+def test_a_language_mismatch_warning_names_a_multilingual_llm():
+    from headstart.catalog import CATALOG
+    from headstart.data import Dataset
+    from headstart.plan.profile import language_warning
+
+    texts = Dataset(inputs=["用一句话总结这张工单。客户要求退款。"] * 10, labels=None, modality="text", source="zh.json")
+    message = language_warning(texts, CATALOG["smollm2-135m-instruct"])
+    assert "expect poor replies" in message and "--backbone gemma3-270m" in message
+    assert "linear-probe" not in message and "majority class" not in message

@@ -82,10 +82,13 @@ def language_warning(data: Dataset, spec: BackboneSpec) -> str | None:
     if sum(missing.values()) < LANGUAGE_WARN_SHARE:
         return None
     found = ", ".join(f"{_LANGUAGE_NAMES.get(lang, lang)} {share:.0%}" for lang, share in missing.items())
+    generator = spec.family == "causal-lm"
+    consequence = ("it has seen little of them, so expect poor replies and slow adaptation" if generator else
+                   "so its features carry little of their meaning (the model may learn only the majority class)")
     message = (f"{data.source}: the texts look like {found} (by script and English function words), but backbone "
-               f"{spec.name!r} was trained for {', '.join(spec.languages)} only, so its features carry little of "
-               "their meaning (the model may learn only the majority class)")
-    alternatives = [s for s in CATALOG.values() if s.modality == "text" and all(covers(s, lang) for lang in missing)]
+               f"{spec.name!r} was trained for {', '.join(spec.languages)} only, {consequence}")
+    alternatives = [s for s in CATALOG.values() if s.modality == "text" and (s.family == "causal-lm") == generator
+                    and all(covers(s, lang) for lang in missing)]
     alternatives.sort(key=lambda s: s.name != MULTILINGUAL)
     if alternatives:
         alt = alternatives[0]
