@@ -185,6 +185,7 @@ def test_learns_a_toy_mapping(method, toy, llama, tmp_path):
     s = run.manifest["metrics"]["test"]["summary"]
     history = run.manifest["method"]["fit"]["history"]
     assert history[0]["val_perplexity"] > 100 and s["perplexity"] < 3, s
+    assert s["base_perplexity"] > 100 and s["base_bits_per_byte"] > s["bits_per_byte"]  # the base beside the run
     assert s["exact_match"] == 1.0 and s["rouge_l"] == 1.0
     samples = json.loads((run.path / "metrics.json").read_text())["test"]["samples"]
     assert len(samples) == 2 and samples[0]["adapted"] == samples[0]["reference"] != samples[0]["base"]

@@ -317,7 +317,8 @@ class Generation(Task):
     )
     has_head: ClassVar[bool] = False
     predicts: ClassVar[bool] = False
-    shown: ClassVar[dict[str, str]] = {"perplexity": "perplexity", "rouge_l": "ROUGE-L", "chrf": "chrF"}
+    shown: ClassVar[dict[str, str]] = {"perplexity": "perplexity", "base_perplexity": "base perplexity", "rouge_l": "ROUGE-L",
+                                       "chrf": "chrF"}
     compared: ClassVar[tuple[str, str]] = ("perplexity", "rouge_l")
     drifted: ClassVar[tuple[str, ...]] = ("bits_per_byte", "rouge_l", "chrf")
     unit: ClassVar[str] = "examples"
@@ -501,22 +502,34 @@ class Generation(Task):
             summary[m], summary[f"{m}_ci"] = round(float(v), 6), [round(float(lo), 6), round(float(hi), 6)]
         summary.update(examples=len(records), truncated=counts["truncated"], ci_level=0.95, ci_resamples=n_resamples,
                        decoding="greedy", max_new_tokens=opts.max_new_tokens)
-        detail = {**summary, "samples": self._samples(backbone, ctx, test, rows, replies, opts)}
+        base_scores, samples = self._base(method, backbone, ctx, test, rows, replies, opts, sizes)
+        summary.update(base_scores)
+        detail = {**summary, "samples": samples}
         return Scored(summary=summary, detail=detail, records=records)
 
-    def _samples(self, backbone, ctx, test, rows, replies, opts) -> list[dict]:
-        """The first ``samples`` test prompts answered by the base as loaded and by the run."""
-        if not opts.samples or not len(test):
-            return []
+    def _base(self, method, backbone, ctx, test, rows, replies, opts, sizes) -> tuple[dict, list[dict]]:
+        """The base model as loaded beside the adapted one: its perplexity and bits per byte on the
+        same test replies (teacher forcing: one forward pass each), and the first ``samples`` test
+        prompts answered by both. Nothing for a ``frozen`` run (it is the base)."""
+        from ..evaluate.generation import BitsPerByte
+        from ..methods.trained import TrainedMethod
+
+        if not isinstance(method, TrainedMethod) or not rows:
+            return {}, []
         from ..methods.frozen import Frozen
 
-        n = min(opts.samples, len(rows))
         fresh = type(backbone)(backbone.spec, backbone.path, backbone.device)
         base = Frozen().task_model(fresh, ctx)
+        nll, tokens = _teacher_forced(base, rows, fresh)
+        scores = {"base_perplexity": round(math.exp(min(float(nll.sum() / max(1, tokens.sum())), 50.0)), 6),
+                  "base_bits_per_byte": round(float(BitsPerByte()(sizes, nll)), 6)}
+        n = min(opts.samples, len(rows))
+        if not n:
+            return scores, []
         before = generate_ids(base, [list(r.ids[: r.prompt_len]) for r in rows[:n]], max_new_tokens=opts.max_new_tokens,
                               desc="generating (base model)")
-        return [{"prompt": _prompt_text(test.conversations[i]), "reference": test.conversations[i][-1]["content"],
-                 "base": before[i], "adapted": replies[i]} for i in range(n)]
+        return scores, [{"prompt": _prompt_text(test.conversations[i]), "reference": test.conversations[i][-1]["content"],
+                         "base": before[i], "adapted": replies[i]} for i in range(n)]
 
     def run_values(self, run_path, manifest):
         """Per-example values behind perplexity, bits per byte, ROUGE-L and chrF, from ``predictions.csv``."""
