@@ -186,7 +186,8 @@ def test_example_scores():
 
 
 def test_metric_specs():
-    assert set(GENERATION_METRICS) == {"perplexity", "loss", "rouge_l", "chrf", "exact_match"}
+    assert set(GENERATION_METRICS) == {"perplexity", "loss", "bits_per_byte", "rouge_l", "chrf", "exact_match"}
+    assert not GENERATION_METRICS["bits_per_byte"].higher_is_better
     assert not GENERATION_METRICS["perplexity"].higher_is_better
     assert GENERATION_METRICS["perplexity"].bounds == (1.0, math.inf)
     assert not GENERATION_METRICS["loss"].higher_is_better and GENERATION_METRICS["loss"].bounds == (0.0, math.inf)

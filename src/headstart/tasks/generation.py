@@ -50,6 +50,7 @@ import torch
 from torch import nn
 
 from ..errors import BadInput
+from ..evaluate.generation import GENERATION_METRICS
 from ..evaluate.metrics import MetricSpec
 from .base import Objective, Scored, Task, TaskData, Training, seeded_split
 
@@ -308,13 +309,8 @@ def cut_at_stop(text: str, stop: list[str] | None) -> str:
 
 class Generation(Task):
     name: ClassVar[str] = "generation"
-    primary: ClassVar[MetricSpec] = MetricSpec("perplexity", higher_is_better=False, bounds=(1.0, float("inf")))
-    metrics: ClassVar[tuple[MetricSpec, ...]] = (
-        primary,
-        MetricSpec("loss", higher_is_better=False, bounds=(0.0, float("inf"))),
-        MetricSpec("bits_per_byte", higher_is_better=False, bounds=(0.0, float("inf"))),
-        MetricSpec("rouge_l"), MetricSpec("chrf"), MetricSpec("exact_match"),
-    )
+    primary: ClassVar[MetricSpec] = GENERATION_METRICS["perplexity"]
+    metrics: ClassVar[tuple[MetricSpec, ...]] = tuple(GENERATION_METRICS.values())
     has_head: ClassVar[bool] = False
     predicts: ClassVar[bool] = False
     shown: ClassVar[dict[str, str]] = {"perplexity": "perplexity", "base_perplexity": "base perplexity", "rouge_l": "ROUGE-L",
