@@ -37,8 +37,11 @@ max_length, packing=False, max_steps, per_device_train_batch_size, learning_rate
 lr_scheduler_type="linear", warmup_steps, weight_decay, max_grad_norm, seed, eval_strategy="no",
 save_strategy="no", report_to=[], gradient_checkpointing=False), train_dataset, peft_config=
 LoraConfig(...))``; training time is ``trainer.train()``'s wall time (it runs no evaluation).
-``gradient_checkpointing`` is TRL's default True; it is set False because headstart does not
-recompute activations (equal work per step; True would make TRL slower).
+``gradient_checkpointing`` is TRL's default True; it is set False for LoRA because headstart's LoRA
+does not recompute activations (equal work per step; True would make TRL slower). The QLoRA pair
+(``trl-qlora``: the same model loaded with ``BitsAndBytesConfig(load_in_4bit, nf4, double quant,
+fp32 compute)``; ``hs-qlora``: headstart's qlora, whose generation preset recomputes activations)
+both recompute, so they are compared like for like.
 
 Throughput: tokens of the training examples (after templating and truncation, each seen once in
 the one epoch) per second of training: ``total`` (every non-padding token) and ``supervised`` (reply
@@ -105,6 +108,7 @@ RUNS = {
     "hs-lora": "headstart LoRA",
     "hs-qlora": "headstart QLoRA (NF4 base)",
     "trl-lora": "TRL SFTTrainer + PEFT LoRA",
+    "trl-qlora": "TRL SFTTrainer + PEFT LoRA on a bitsandbytes NF4 base (QLoRA)",
 }
 
 
@@ -286,7 +290,7 @@ def child_headstart(cfg: dict, method: str) -> dict:
             "scores": scores}
 
 
-def child_trl(cfg: dict, steps: int) -> dict:
+def child_trl(cfg: dict, steps: int, quantized: bool = False) -> dict:
     from _measure import measure
 
     threads = _threads()
@@ -307,14 +311,22 @@ def child_trl(cfg: dict, steps: int) -> dict:
     records = [{"prompt": [dict(m) for m in conv[:-1]], "completion": [dict(conv[-1])]} for conv in td.train.conversations]
     warmup = int(round(RECIPE["warmup_ratio"] * steps))  # headstart's count
     tok = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="sdpa")
+    if quantized:  # QLoRA the transformers way: NF4 + double quantisation, fp32 compute, as headstart's qlora
+        from transformers import BitsAndBytesConfig
+
+        bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                 bnb_4bit_compute_dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="sdpa",
+                                                     quantization_config=bnb, device_map="cpu")
+    else:
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="sdpa")
     with tempfile.TemporaryDirectory(prefix="bench-generation-trl-") as tmp:
         args = SFTConfig(output_dir=tmp, use_cpu=True, bf16=False, fp16=False, completion_only_loss=True,
                          max_length=cfg["max_length"], packing=False, max_steps=steps,
                          per_device_train_batch_size=cfg["batch"], learning_rate=cfg["lr"], lr_scheduler_type="linear",
                          warmup_steps=warmup, weight_decay=RECIPE["weight_decay"], max_grad_norm=RECIPE["max_grad_norm"],
                          seed=SEED, data_seed=SEED, eval_strategy="no", save_strategy="no", report_to=[],
-                         gradient_checkpointing=False, logging_steps=1, disable_tqdm=True, dataloader_num_workers=0)
+                         gradient_checkpointing=quantized, logging_steps=1, disable_tqdm=True, dataloader_num_workers=0)
         peft_config = LoraConfig(r=LORA["rank"], lora_alpha=LORA["alpha"], lora_dropout=LORA["lora_dropout"],
                                  target_modules=TARGETS, task_type="CAUSAL_LM")
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(records), processing_class=tok,
@@ -338,7 +350,7 @@ def child_trl(cfg: dict, steps: int) -> dict:
     bb.tokenizer_, bb.module_ = tok, merged
     scores = score(CausalLMModel(bb), cfg)
     counts = train_tokens(cfg, bb)
-    return {"tool": "trl", "method": "lora", "threads": threads, "steps": int(result.global_step), "warmup_steps": warmup,
+    return {"tool": "trl", "method": "qlora" if quantized else "lora", "threads": threads, "steps": int(result.global_step), "warmup_steps": warmup,
             "trainable_params": trainable, "lora_targets": targeted, "train_only_s": round(train_s, 2),
             "train_counts": counts, "trl_counts": trl_counts,
             "tokens_per_s": round(counts["tokens"] / train_s, 3),
@@ -394,7 +406,7 @@ def print_tables(res: dict) -> None:
           "| tokens/s | supervised tokens/s | vs TRL | peak RSS training (MB) | peak RSS process (MB) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     peer = r.get("trl-lora") if ok("trl-lora") else None
-    for k in ("trl-lora", "hs-lora", "hs-qlora"):
+    for k in ("trl-lora", "hs-lora", "trl-qlora", "hs-qlora"):
         if not ok(k):
             continue
         x = r[k]
@@ -430,6 +442,17 @@ def floors(res: dict) -> list[dict]:
             out.append({"floor": "headstart LoRA: trainable parameters equal TRL's (a check)",
                         "value": f"{r['hs-lora'].get('trainable_params')} vs {p['trainable_params']}",
                         "pass": r["hs-lora"].get("trainable_params") == p["trainable_params"]})
+    if ok("trl-qlora") and ok("hs-qlora"):  # like for like: both QLoRA, both recomputing activations
+        p, h = r["trl-qlora"], r["hs-qlora"]
+        ratio = h["tokens_per_s"] / p["tokens_per_s"]
+        rel = abs(h["scores"]["loss"] - p["scores"]["loss"]) / p["scores"]["loss"]
+        equal = rel <= FLOOR_LOSS_TOL
+        out.append({"floor": f"headstart QLoRA: training tokens/s >= {FLOOR_SPEEDUP}x TRL's QLoRA at equal held-out loss "
+                             "(within 2%)",
+                    "value": f"{ratio:.2f}x ({h['tokens_per_s']:.1f} vs {p['tokens_per_s']:.1f} tokens/s); held-out loss "
+                             f"{h['scores']['loss']:.4f} vs {p['scores']['loss']:.4f} ({100 * rel:.2f}% apart: "
+                             f"{'equal' if equal else 'NOT equal'})",
+                    "pass": ratio >= FLOOR_SPEEDUP and equal})
     if ok("hs-lora") and ok("hs-qlora"):
         for key, what in (("peak_rss_train_mb", "training phase"), ("peak_rss_mb", "whole process")):
             ratio = r["hs-qlora"][key] / r["hs-lora"][key]
@@ -438,7 +461,7 @@ def floors(res: dict) -> list[dict]:
                         "pass": ratio <= FLOOR_RSS})
     if ok("base"):
         b = r["base"]["scores"]["perplexity"]
-        for k in ("hs-lora", "hs-qlora", "trl-lora"):
+        for k in ("hs-lora", "hs-qlora", "trl-lora", "trl-qlora"):
             if ok(k):
                 a = r[k]["scores"]["perplexity"]
                 out.append({"floor": f"{RUNS[k]}: held-out perplexity after adaptation below the base's",
@@ -474,7 +497,7 @@ def main() -> int:
         elif kind == "headstart":
             out = child_headstart(cfg, rest[0])
         else:
-            out = child_trl(cfg, int(rest[0]))
+            out = child_trl(cfg, int(rest[0]), quantized=rest[1:] == ["qlora"])
         print(json.dumps(out))
         return 0
 
@@ -533,7 +556,7 @@ def main() -> int:
                 steps = steps or out["steps"]
         else:
             n = steps or math.ceil(args.train / args.batch)
-            out = spawn(["--child", "trl", cj, str(n)])
+            out = spawn(["--child", "trl", cj, str(n), *(["qlora"] if k == "trl-qlora" else [])])
         res["runs"][k] = out
         save()
     res["wall_s"] = round(time.perf_counter() - t_start, 1)
