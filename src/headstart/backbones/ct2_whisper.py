@@ -59,12 +59,8 @@ CT2's (float32, greedy, same features and prompt) on 20/20 FSDD clips (tiny.en) 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import struct
-import time
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -86,7 +82,7 @@ _DTYPES = ("float32", "int8", "int16", "int32", "float16", "bfloat16")
 """CT2's DataType enum order (``include/ctranslate2/types.h``)."""
 
 _MULTILINGUAL_VOCAB = 51865
-_COMPLETE = ".complete"
+
 _FIX = "re-download the model package (or re-convert it with ct2-transformers-converter)"
 
 
@@ -470,10 +466,6 @@ def _write_folder(model_dir: Path, out: Path, multilingual: bool | None) -> None
     WhisperFeatureExtractor(feature_size=config.num_mel_bins).save_pretrained(out)
 
 
-def _tmp_sibling(out_dir: Path) -> Path:
-    return out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
 def convert_ct2_whisper(model_dir: Path, out_dir: Path, *, multilingual: bool | None = None) -> Path:
     """Write the HF folder of a CT2 Whisper folder to ``out_dir`` and return it: ``config.json``,
     ``model.safetensors`` (float32), ``generation_config.json``, ``tokenizer.json`` +
@@ -482,43 +474,17 @@ def convert_ct2_whisper(model_dir: Path, out_dir: Path, *, multilingual: bool | 
     The folder is written next to ``out_dir`` and moved into place with ``os.replace``, so
     ``out_dir`` is never half written; an existing ``out_dir`` is replaced. ``multilingual``
     overrides transformers' rule (vocabulary >= 51865 entries)."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_sibling(out_dir)
-    tmp.mkdir()
-    try:
-        _write_folder(Path(model_dir), tmp, multilingual)
-        marker = {"converter_version": CONVERTER_VERSION, "source": str(Path(model_dir).resolve())}
-        (tmp / _COMPLETE).write_text(json.dumps(marker) + "\n", encoding="utf-8")
-        _publish(tmp, out_dir, keep_complete=False)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+    from .converted import write_converted
 
-
-def _publish(tmp: Path, out_dir: Path, keep_complete: bool) -> None:
-    """Move ``tmp`` to ``out_dir``; an existing ``out_dir`` is replaced, unless ``keep_complete``
-    and it is complete (another process finished the same conversion first)."""
-    try:
-        os.replace(tmp, out_dir)  # succeeds when out_dir is absent (or an empty folder)
-        return
-    except OSError:
-        if keep_complete and _is_complete(out_dir):
-            return
-    aside = _tmp_sibling(out_dir)
-    os.replace(out_dir, aside)
-    try:
-        os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(aside, ignore_errors=True)
+    marker = {"converter_version": CONVERTER_VERSION, "source": str(Path(model_dir).resolve())}
+    return write_converted(Path(out_dir), lambda tmp: _write_folder(Path(model_dir), tmp, multilingual), marker,
+                           keep_complete=False)
 
 
 def _is_complete(folder: Path) -> bool:
-    try:
-        marker = json.loads((folder / _COMPLETE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(marker, dict) and marker.get("converter_version") == CONVERTER_VERSION
+    from .converted import is_complete
+
+    return is_complete(folder, CONVERTER_VERSION)
 
 
 def converted_folder(model_dir: Path, source_sha256: str) -> Path:
@@ -526,29 +492,12 @@ def converted_folder(model_dir: Path, source_sha256: str) -> Path:
     SHA-256 ``source_sha256``: ``<cache_dir>/whisper-hf/<source_sha256>``, converted on first use
     and reused after. A folder without a current ``.complete`` marker (interrupted, or an older
     converter) is converted again; temp folders older than an hour left by killed runs are removed."""
-    from .._util import cache_dir, status
+    from .._util import cache_dir
+    from .converted import converted_once
 
     if not re.fullmatch(r"[0-9a-f]{64}", source_sha256 or ""):
         raise BadInput(f"source_sha256 {source_sha256!r} is not a SHA-256 hex digest; pass sha256_file(model.bin)")
     out = cache_dir() / "whisper-hf" / source_sha256
-    if _is_complete(out):
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{out.name}.tmp-*"):
-        try:
-            if time.time() - stale.stat().st_mtime > 3600:
-                shutil.rmtree(stale, ignore_errors=True)
-        except OSError:
-            pass
-    status(f"converting the CTranslate2 Whisper model {model_dir} to a Hugging Face folder (once)")
-    tmp = _tmp_sibling(out)
-    tmp.mkdir()
-    try:
-        _write_folder(Path(model_dir), tmp, None)
-        marker = {"converter_version": CONVERTER_VERSION, "source": str(Path(model_dir).resolve()),
-                  "source_sha256": source_sha256}
-        (tmp / _COMPLETE).write_text(json.dumps(marker) + "\n", encoding="utf-8")
-        _publish(tmp, out, keep_complete=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    marker = {"converter_version": CONVERTER_VERSION, "source": str(Path(model_dir).resolve()), "source_sha256": source_sha256}
+    return converted_once(out, lambda tmp: _write_folder(Path(model_dir), tmp, None), marker,
+                          f"converting the CTranslate2 Whisper model {model_dir} to a Hugging Face folder (once)")

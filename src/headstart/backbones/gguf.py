@@ -43,12 +43,7 @@ transformers) -> :class:`BadInput` listing the ones it can; a truncated or corru
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import shutil
-import time
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -57,7 +52,7 @@ from ..errors import BackboneUnavailable, BadInput
 CONVERTER_VERSION = 1
 """Bumped when the output of :func:`dequantised_folder` changes; older cached folders are rebuilt."""
 
-_COMPLETE = ".complete"
+
 _FIX = "re-download the GGUF file (or re-export it with llama.cpp's convert_hf_to_gguf.py)"
 
 # GGUF architecture names that transformers spells differently in its legacy mapping
@@ -206,33 +201,10 @@ def _write_folder(gguf_file: Path, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def _tmp_sibling(out_dir: Path) -> Path:
-    return out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
 def _is_complete(folder: Path) -> bool:
-    try:
-        marker = json.loads((folder / _COMPLETE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(marker, dict) and marker.get("converter_version") == CONVERTER_VERSION
+    from .converted import is_complete
 
-
-def _publish(tmp: Path, out_dir: Path) -> None:
-    """Move ``tmp`` to ``out_dir``, replacing an incomplete or outdated ``out_dir``; an ``out_dir``
-    that became complete meanwhile (another process built the same file) is kept."""
-    try:
-        os.replace(tmp, out_dir)  # succeeds when out_dir is absent (or an empty folder)
-        return
-    except OSError:
-        if _is_complete(out_dir):
-            return
-    aside = _tmp_sibling(out_dir)
-    os.replace(out_dir, aside)
-    try:
-        os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(aside, ignore_errors=True)
+    return is_complete(folder, CONVERTER_VERSION)
 
 
 @contextmanager
@@ -265,7 +237,8 @@ def dequantised_folder(gguf_file: Path, sha256: str) -> Path:
     rebuilt; temp folders older than an hour left by killed runs are removed. Raises
     :class:`BackboneUnavailable` without the ``gguf`` package and :class:`BadInput` for a
     truncated/corrupt file or an architecture transformers cannot load."""
-    from .._util import cache_dir, status
+    from .._util import cache_dir
+    from .converted import converted_once
 
     gguf_file = Path(gguf_file)
     if not re.fullmatch(r"[0-9a-f]{64}", sha256 or ""):
@@ -276,23 +249,10 @@ def dequantised_folder(gguf_file: Path, sha256: str) -> Path:
     if not is_gguf(gguf_file):
         raise BadInput(f"{gguf_file}: not a GGUF file (expected an existing file named *.gguf)")
     _check_architecture(gguf_file, gguf_architecture(gguf_file))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{out.name}.tmp-*"):
-        try:
-            if time.time() - stale.stat().st_mtime > 3600:
-                shutil.rmtree(stale, ignore_errors=True)
-        except OSError:
-            pass
-    status(f"dequantising {gguf_file.name} from GGUF (once) into {out}")
-    tmp = _tmp_sibling(out)
-    tmp.mkdir()
-    try:
+
+    def fill(tmp: Path) -> None:
         with _quiet_conversion():
             _write_folder(gguf_file, tmp)
-        marker = {"converter_version": CONVERTER_VERSION, "source": str(gguf_file.resolve()),
-                  "source_sha256": sha256}
-        (tmp / _COMPLETE).write_text(json.dumps(marker) + "\n", encoding="utf-8")
-        _publish(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+
+    marker = {"converter_version": CONVERTER_VERSION, "source": str(gguf_file.resolve()), "source_sha256": sha256}
+    return converted_once(out, fill, marker, f"dequantising {gguf_file.name} from GGUF (once) into {out}")
