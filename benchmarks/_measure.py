@@ -55,6 +55,37 @@ def measure(interval_s: float = 0.01):
         m.peak_extra_mb = (peak[0] - start_rss) / 2**20
 
 
+def instrument_trainer(around=None) -> tuple[list[float], dict]:
+    """Patch headstart's ``Trainer`` in this (child) process: every validation pass is timed (the
+    list of seconds returned, to subtract from ``train_s``) and ``fit`` is measured (``["m"]`` of
+    the dict returned: a :class:`Measurement`); ``around()``, a context manager, wraps each fit
+    (a token counter switched on for training only)."""
+    from contextlib import nullcontext
+
+    from headstart.train import trainer as trainer_mod
+
+    evals: list[float] = []
+    fit_measure: dict = {}
+    original_eval, original_fit = trainer_mod.Trainer.evaluate, trainer_mod.Trainer.fit
+
+    def timed_evaluate(self, objective):
+        t0 = time.perf_counter()
+        try:
+            return original_eval(self, objective)
+        finally:
+            evals.append(time.perf_counter() - t0)
+
+    def measured_fit(self, **kwargs):
+        with around() if around is not None else nullcontext(), measure() as m:
+            result = original_fit(self, **kwargs)
+        fit_measure["m"] = m
+        return result
+
+    trainer_mod.Trainer.evaluate = timed_evaluate
+    trainer_mod.Trainer.fit = measured_fit
+    return evals, fit_measure
+
+
 def code_state(repo: Path) -> dict:
     """The commit measured, and whether src/ had uncommitted changes (shared work trees)."""
     def git(*a: str) -> str:

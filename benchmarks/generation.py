@@ -227,30 +227,10 @@ def child_base(cfg: dict) -> dict:
 
 
 def child_headstart(cfg: dict, method: str) -> dict:
-    from _measure import measure
+    from _measure import instrument_trainer
 
     threads = _threads()
-    from headstart.train import trainer as trainer_mod
-
-    evals: list[float] = []
-    fit_measure: dict = {}
-    original_eval, original_fit = trainer_mod.Trainer.evaluate, trainer_mod.Trainer.fit
-
-    def timed_evaluate(self, objective):
-        t0 = time.perf_counter()
-        try:
-            return original_eval(self, objective)
-        finally:
-            evals.append(time.perf_counter() - t0)
-
-    def measured_fit(self, **kwargs):
-        with measure() as m:
-            result = original_fit(self, **kwargs)
-        fit_measure["m"] = m
-        return result
-
-    trainer_mod.Trainer.evaluate = timed_evaluate
-    trainer_mod.Trainer.fit = measured_fit
+    evals, fit_measure = instrument_trainer()
     import headstart as hs
 
     options = {**LORA, **RECIPE, "lr": cfg["lr"], "batch_size": cfg["batch"], "epochs": 1.0, "eval_every": 1.0,

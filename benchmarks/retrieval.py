@@ -173,35 +173,21 @@ def child_headstart(dataset: str, method: str, epochs: float) -> dict:
     """``hs.adapt`` on ``dataset``; times the validation passes inside the training loop and
     samples RSS during ``Trainer.fit``."""
     sys.path.insert(0, str(HERE))
-    from _measure import measure
+    from _measure import instrument_trainer
 
     threads = _threads()
     counter = TokenCounter() if method != "frozen" else None
-    from headstart.train import trainer as trainer_mod
+    from contextlib import contextmanager
 
-    evals: list[float] = []
-    fit_measure: dict = {}
-    original_eval, original_fit = trainer_mod.Trainer.evaluate, trainer_mod.Trainer.fit
-
-    def timed_evaluate(self, objective):
-        t0 = time.perf_counter()
-        try:
-            return original_eval(self, objective)
-        finally:
-            evals.append(time.perf_counter() - t0)
-
-    def measured_fit(self, **kwargs):
+    @contextmanager
+    def counting():  # padding is counted in training forwards only
         counter.on = True
         try:
-            with measure() as m:
-                result = original_fit(self, **kwargs)
+            yield
         finally:
             counter.on = False
-        fit_measure["m"] = m
-        return result
 
-    trainer_mod.Trainer.evaluate = timed_evaluate
-    trainer_mod.Trainer.fit = measured_fit
+    evals, fit_measure = instrument_trainer(counting)
 
     import headstart as hs
 
