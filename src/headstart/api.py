@@ -530,9 +530,15 @@ def generate_text(run_or_backbone: str | Path, prompts, *, max_new_tokens: int =
     bb, bb_hash = open_backbone(ref)
     task.check_backbone(bb.spec, type(bb))
     ctx = FitContext(backbone_hash=bb_hash, precision="fp32", seed=0, task=task.name, task_info={"template": opts.template})
-    one = isinstance(prompts, str) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], dict))
-    out = task.generate_texts(Frozen(), bb, [prompts] if one else list(prompts), ctx, **kwargs)
+    one, items = _prompt_items(prompts)
+    out = task.generate_texts(Frozen(), bb, items, ctx, **kwargs)
     return (out[0] if one else out), {"backbone": bb.spec.name, "sha256": bb_hash}
+
+
+def _prompt_items(prompts) -> tuple[bool, list]:
+    """(whether ``prompts`` is one prompt -- a string or one message list --, the prompts as a list)."""
+    one = isinstance(prompts, str) or (isinstance(prompts, list) and bool(prompts) and isinstance(prompts[0], dict))
+    return one, [prompts] if one else list(prompts)
 
 
 class Run:
@@ -678,8 +684,7 @@ class Run:
         if verb is None:
             raise BadInput(f"run {self.id} is a {self.task.name} run; generation needs a generation run "
                            "(`headstart adapt DATA --task generation`)")
-        one = isinstance(prompts, str) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], dict))
-        items = [prompts] if one else list(prompts)
+        one, items = _prompt_items(prompts)
         method, bb = self.open_model()
         out = verb(method, bb, items, self.fit_context(), max_new_tokens=max_new_tokens, temperature=temperature,
                    top_p=top_p, stop=stop, seed=seed, streamer=streamer)

@@ -131,7 +131,7 @@ def test_lm_head_on_supervised_positions_equals_the_models_own_logits(llama):
     batch = _collate(rows, bb.tokenizer.pad_token_id)
     model = CausalLMModel(bb).eval()
     with torch.no_grad():
-        sums, counts = token_nll(model, model(batch), batch["target"])
+        sums, counts = token_nll(model, *model(batch))
         logits = bb.module(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         ref = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch["target"], reduction="none",
                                                 ignore_index=-100).sum(1)

@@ -180,22 +180,25 @@ def encode_conversation(tokenizer, template: str, conv, *, where: str = "") -> E
 def encode_prompt(tokenizer, template: str, messages) -> list[int]:
     """Ids of a prompt (a conversation without its reply) with the generation prompt appended,
     tokenised in the same pieces as training (:func:`encode_conversation`)."""
-    conv = tuple(messages) + ({"role": "assistant", "content": "x"},)
-    return list(encode_conversation(tokenizer, template, conv).ids[: encode_conversation(tokenizer, template, conv).prompt_len])
+    enc = encode_conversation(tokenizer, template, tuple(messages) + ({"role": "assistant", "content": "x"},))
+    return list(enc.ids[: enc.prompt_len])
 
 
 class CausalLMModel(nn.Module):
-    """A causal LM as the task trains it: ``forward`` gives the last hidden states (B, L, H);
-    :meth:`logits` applies the LM head to the positions asked for. ``.body`` is the whole model."""
+    """A causal LM as the task trains it: ``forward`` gives the last hidden states (B, L, H) and
+    the batch's next-token targets (the loss needs both; the targets are built once, in the
+    collate); :meth:`logits` applies the LM head to the positions asked for. ``.body`` is the
+    whole model."""
 
     def __init__(self, backbone):
         super().__init__()
         self.body = backbone.module
         self._backbone = [backbone]
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         inner = getattr(self.body, self.body.base_model_prefix)
-        return inner(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).last_hidden_state
+        hidden = inner(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).last_hidden_state
+        return hidden, batch["target"]
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The LM head on hidden states (any leading shape), as the model's own forward applies it."""
@@ -439,9 +442,8 @@ class Generation(Task):
         def collate(idx: list[int]) -> dict[str, torch.Tensor]:
             return _collate([rows[i] for i in idx], pad)
 
-        def loss(hidden: torch.Tensor, idx: list[int]) -> torch.Tensor:
-            target = _collate([rows[i] for i in idx], pad)["target"]
-            sums, counts_ = token_nll(model, hidden, target)
+        def loss(out: tuple[torch.Tensor, torch.Tensor], idx: list[int]) -> torch.Tensor:
+            sums, counts_ = token_nll(model, *out)
             return sums / counts_.clamp(min=1)
 
         order = sorted(range(len(val_rows)), key=lambda i: -len(val_rows[i].ids))
@@ -451,7 +453,7 @@ class Generation(Task):
             nll = tokens = 0.0
             for idx in val_batches:
                 batch = {k: v.to(bb.device) for k, v in _collate([val_rows[i] for i in idx], pad).items()}
-                sums, n = token_nll(m, m(batch), batch["target"])
+                sums, n = token_nll(m, *m(batch))
                 nll += float(sums.sum())
                 tokens += float(n.sum())
             mean = nll / max(1.0, tokens)
@@ -609,7 +611,7 @@ def _teacher_forced(model: CausalLMModel, rows: list[Encoded], bb) -> tuple[np.n
     for s in range(0, len(order), GEN_BATCH):
         idx = order[s:s + GEN_BATCH]
         batch = {k: v.to(bb.device) for k, v in _collate([rows[i] for i in idx], pad).items()}
-        sums, n = token_nll(model, model(batch), batch["target"])
+        sums, n = token_nll(model, *model(batch))
         nll[idx] = sums.double().cpu().numpy()
         tokens[idx] = n.cpu().numpy()
     return nll, tokens
