@@ -24,8 +24,8 @@ Model and loss
     SmolLM2's template, median 162 tokens, max_length 512) bucketed batches of 4 / 8 / 16 carry
     1.8% / 2.4% / 3.4% padding (random batches: 73% / 105% / 129%), and packing into 512-token
     rows would leave 0.8% -- at most ~3% fewer tokens, bought with block-diagonal attention masks
-    (off SDPA's fast causal path) over rows three times the median length. The run records its
-    ``padded_token_ratio``. Selection is by validation perplexity over reply tokens.
+    (off SDPA's fast causal path) over rows three times the median length
+    (``benchmarks/generation_padding.py``). The run records its ``padded_token_ratio``. Selection is by validation perplexity over reply tokens.
 
 Metrics (test)
     ``perplexity`` (exp of the mean negative log-likelihood per reply token, corpus-level) and
