@@ -234,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN", help="run folder or run id (prefix)")
     p.add_argument("--out", required=True, metavar="DIR", help="new (or empty) folder to write")
     p.add_argument("--merge", action="store_true", help="merge LoRA/DoRA/QLoRA updates into the weights")
+    p.add_argument("--format", choices=("hf", "onnx"), default="hf",
+                   help="hf (default): the task's Hugging Face / sentence-transformers folder; onnx: one ONNX graph "
+                   "(tokenised inputs in, probabilities or embeddings out) + tokenizer, for ONNX Runtime and `headstart serve`")
     p.add_argument("--allow-base-change", action="store_true", help="export even if the backbone's weights changed")
     _common(p)
 
@@ -294,6 +297,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10, metavar="K", help="documents to return (default: 10)")
     p.add_argument("--run", metavar="RUN", help="the run that built the index, if the store does not know it (a folder)")
     p.add_argument("--allow-base-change", action="store_true", help="search even if the backbone's weights changed")
+    _common(p)
+
+    p = sub.add_parser("serve", help="serve runs over HTTP (predict, embed, search, transcribe, generate)", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Serve RUN(s) over HTTP until Ctrl-C / SIGTERM (requests in flight finish first).\n"
+                       "Routes: POST /v1/<verb> for each run's task (classification: /v1/predict; retrieval: /v1/embed, and\n"
+                       "/v1/search with --index; asr: /v1/transcribe; generation: /v1/generate), GET /health, /ready (200 once\n"
+                       "the models are loaded), /metrics (Prometheus), /v1/models, /openapi.json, /docs.\n"
+                       "Requests that arrive within --max-wait-ms of each other run as one batch (micro-batching).\n"
+                       "A RUN may also be an ONNX export folder (`headstart export RUN --format onnx`), run by ONNX Runtime.\n\n"
+                       "  headstart serve RUN --port 8000\n"
+                       "  curl -s localhost:8000/v1/predict -H 'content-type: application/json' -d '{\"inputs\": [\"where is my card?\"]}'")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run ids (prefixes), run folders or ONNX export folders")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free port, printed)")
+    p.add_argument("--index", action="append", default=[], metavar="DIR",
+                   help="an index built by `headstart index` with one of the runs, for /v1/search (repeatable)")
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="torch threads for model calls (default: 1; measured faster than 2 under load on 2 cores, "
+                   "see benchmarks/README.md)")
+    p.add_argument("--max-batch", type=int, default=32, metavar="N", help="items per model call at most (default: 32)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, metavar="MS",
+                   help="how long a request waits for others to share its batch (default: 5)")
+    p.add_argument("--no-batching", action="store_true", help="one request per model call (no micro-batching)")
+    p.add_argument("--max-inputs", type=int, default=64, metavar="N", help="items per request at most (default: 64)")
+    p.add_argument("--max-request-mb", type=float, default=1.0, metavar="MB", help="request body size at most (default: 1)")
+    p.add_argument("--max-queue", type=int, default=4096, metavar="N",
+                   help="items waiting per model at most; beyond, 503 + Retry-After (default: 4096)")
+    p.add_argument("--graceful-s", type=float, default=30.0, metavar="S",
+                   help="on shutdown, how long requests in flight may take to finish (default: 30)")
+    p.add_argument("--access-log", action="store_true", help="log every request (uvicorn's access log)")
+    p.add_argument("--allow-base-change", action="store_true", help="serve even if a backbone's weights changed")
     _common(p)
 
     p = sub.add_parser("generate", help="generate replies with a generation run (or a causal-LM backbone, zero-shot)",
@@ -443,7 +478,7 @@ def cmd_export(args) -> int:
     from .export import export_run
 
     run = load(args.run, store=args.store, allow_base_change=args.allow_base_change)
-    record = export_run(run, args.out, merge=args.merge)
+    record = export_run(run, args.out, merge=args.merge, format=args.format)
     check = record.get("check") or {}
     if "checked" in record:  # the export form says in one line what it checked
         checked = f"  {record['checked']}"
@@ -984,6 +1019,37 @@ def cmd_search(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from .serve.app import ServeSettings
+    from .serve.server import open_models, require_stack, serve
+
+    require_stack()
+    settings = ServeSettings(threads=args.threads, max_batch=1 if args.no_batching else args.max_batch,
+                             max_wait_ms=0.0 if args.no_batching else args.max_wait_ms, max_inputs=args.max_inputs,
+                             max_request_bytes=int(args.max_request_mb * (1 << 20)), max_queue=args.max_queue)
+    settings.validate()
+    if args.graceful_s < 0:
+        raise BadInput(f"--graceful-s {args.graceful_s}: must be 0 or more seconds")
+    served = open_models(args.runs, store=args.store, threads=args.threads, indexes=args.index,
+                         allow_base_change=args.allow_base_change)
+
+    def announce(url: str) -> None:
+        routes = sorted({f"/v1/{v.name}" for s in served for v in s.verbs()})
+        if args.json:
+            print(json.dumps({"url": url, "models": [s.describe() for s in served], "routes": routes}), flush=True)
+            return
+        for s in served:
+            print(f"serving {s.kind} {s.id} ({s.task_name}): {', '.join('/v1/' + v.name for v in s.verbs())}", flush=True)
+        batching = "off" if args.no_batching else f"up to {settings.max_batch} items, {settings.max_wait_ms:g} ms wait"
+        print(f"listening on {url}  (docs {url}/docs, readiness {url}/ready; micro-batching {batching}; "
+              f"{settings.threads} torch thread(s)); Ctrl-C stops", flush=True)
+
+    serve(served, host=args.host, port=args.port, settings=settings, access_log=args.access_log,
+          graceful_s=args.graceful_s, announce=announce)
+    print("stopped", file=sys.stderr)
+    return 0
+
+
 def cmd_transcribe(args) -> int:
     from .api import transcribe_audio
 
@@ -1050,7 +1116,7 @@ class _TerminalStreamer:
         sys.stdout.flush()
 
 
-COMMANDS = {"generate": cmd_generate, "transcribe": cmd_transcribe, "index": cmd_index, "search": cmd_search, "adapt": cmd_adapt, "plan": cmd_plan, "compare": cmd_compare, "predict": cmd_predict, "eval": cmd_eval, "export": cmd_export,
+COMMANDS = {"serve": cmd_serve, "generate": cmd_generate, "transcribe": cmd_transcribe, "index": cmd_index, "search": cmd_search, "adapt": cmd_adapt, "plan": cmd_plan, "compare": cmd_compare, "predict": cmd_predict, "eval": cmd_eval, "export": cmd_export,
             "drift": cmd_drift, "watch": cmd_watch, "runs": cmd_runs, "models": cmd_models}
 
 if __name__ == "__main__":

@@ -474,6 +474,13 @@ class SpeechRecognition(Task):
             raise BadInput(f"beams must be an integer from 1 (greedy) to 16 (got {beams!r})")
         return transcribe(method.task_model(backbone, ctx), [str(p) for p in paths], language=_language(ctx), beams=beams)
 
+    def verbs(self, modality: str) -> tuple:
+        from .verbs import Param, Verb
+
+        return (Verb("transcribe", "the transcript of each audio file (base64-encoded WAV, FLAC, OGG or MP3)", item="audio",
+                     field="audio", call=_transcribe_verb, needs=("transcribe",), result="transcripts", max_batch=8,
+                     params=(Param("beams", int, 1, "1: greedy; more: beam search", ge=1, le=16),)),)
+
     def export(self, run, out, *, merge: bool = False) -> dict:
         from ..export_speech import export_whisper
 
@@ -582,3 +589,11 @@ PRESETS: dict[str, dict] = {
 
 __all__ = ["Prompt", "SpeechRecognition", "SpeechSet", "SpeechToTextModel", "decode", "load_speech", "prompt_for",
            "transcribe"]
+
+
+def _transcribe_verb(served, items: list, params: dict) -> list[dict]:
+    """``POST /v1/transcribe``: ``{"text"}`` per audio file."""
+    from .verbs import decoded_files
+
+    with decoded_files(items, "audio") as paths:
+        return [{"text": t} for t in served.transcribe(paths, beams=params["beams"])]

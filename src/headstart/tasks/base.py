@@ -246,10 +246,24 @@ class Task(ABC):
     def examples(self, data: Any) -> int:
         return len(data)
 
+    def verbs(self, modality: str) -> tuple:
+        """What ``headstart serve`` offers for a run of this task (:class:`~.verbs.Verb`s), for
+        inputs of ``modality``; none by default."""
+        return ()
+
     def export(self, run, out, *, merge: bool = False) -> dict:
         from ..errors import BadInput
 
         raise BadInput(f"export: runs of the task {self.name!r} cannot be exported yet; use the run folder itself")
+
+    def onnx_graph(self, method: Method, backbone: Backbone, ctx: FitContext, texts: list[str]):
+        """What the ONNX export (:mod:`headstart.export_onnx`) puts on the run's pooled body, as an
+        :class:`~headstart.export_onnx.OnnxGraph`: the module on the features, the output's name,
+        the run's own outputs on the check ``texts`` (fp32 ``ctx``) and the record's task fields."""
+        from ..errors import BadInput
+
+        raise BadInput(f"export: runs of the task {self.name!r} cannot be exported to ONNX yet; use --format hf or the run "
+                       "folder")
 
     def metric(self, name: str) -> MetricSpec:
         for m in self.metrics:

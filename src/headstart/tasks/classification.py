@@ -213,10 +213,34 @@ class Classification(Task):
                 out[idx] = torch.softmax(model(batch).float(), dim=-1).cpu().numpy()
         return out
 
+    def verbs(self, modality: str) -> tuple:
+        from .verbs import Verb
+
+        item = "text" if modality == "text" else modality
+        return (Verb("predict", "label and class probabilities of each input", item=item, field="inputs",
+                     call=_predict_verb, needs=("predict_proba", "classes"), result="predictions",
+                     example="where is my card?" if item == "text" else None),)
+
     def export(self, run, out, *, merge: bool = False) -> dict:
         from ..export import export_classifier
 
         return export_classifier(run, out, merge=merge)
+
+    def onnx_graph(self, method, backbone, ctx, texts):
+        """The run's linear head and softmax on the pooled body: output ``probabilities`` (B, n_classes)."""
+        from ..data import Dataset
+        from ..export import classifier_head
+        from ..export_onnx import OnnxGraph
+
+        data = Dataset(inputs=list(texts), labels=None, modality="text", source="<export check>")
+        reference = method.predict_proba(backbone, data, ctx)  # a trained method builds its model here
+        weight, bias = classifier_head(method)
+        head = nn.Linear(weight.shape[1], weight.shape[0])
+        with torch.no_grad():
+            head.weight.copy_(weight)
+            head.bias.copy_(bias)
+        return OnnxGraph(top=nn.Sequential(head, nn.Softmax(dim=-1)).eval(), output="probabilities",
+                         reference={None: reference}, fields={"classes": list(ctx.classes)})
 
 
 def load_with_hint(path: Path, cols: dict, labels_required: bool, fmt: str | None = None, text_col: str | None = None,
@@ -246,3 +270,17 @@ def check_known_labels(data, classes: list[str]) -> None:
 
 
 __all__ = ["Classification", "ClassifierModel", "check_known_labels", "load_with_hint"]
+
+
+def _predict_verb(served, items: list, params: dict) -> list[dict]:
+    """``POST /v1/predict``: ``{"label", "probabilities": {class: p}}`` per input."""
+    from .verbs import decoded_files
+
+    if served.modality == "text":
+        proba = served.predict_proba(items)
+    else:
+        with decoded_files(items, served.modality) as paths:
+            proba = served.predict_proba(paths)
+    classes = served.classes
+    return [{"label": classes[int(row.argmax())], "probabilities": {c: round(float(p), 6) for c, p in zip(classes, row, strict=True)}}
+            for row in proba]

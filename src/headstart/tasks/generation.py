@@ -585,6 +585,18 @@ class Generation(Task):
         return generate_ids(model, ids, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, stop=stop,
                             seed=seed, streamer=streamer)
 
+    def verbs(self, modality: str) -> tuple:
+        from .verbs import Param, Verb
+
+        return (Verb("generate", "a reply to each prompt (a string: one user turn; or a list of {role, content} messages)",
+                     item="prompt", field="prompts", call=_generate_verb, needs=("generate",), result="replies",
+                     example="Write a haiku about the sea.", max_batch=8,
+                     params=(Param("max_new_tokens", int, 128, "tokens to generate at most", ge=1, le=4096),
+                             Param("temperature", float, 0.0, "0: greedy; above: sampling", ge=0.0, le=10.0),
+                             Param("top_p", float, 1.0, "nucleus sampling mass", ge=0.0, le=1.0),
+                             Param("stop", list, None, "cut each reply at the first of these strings"),
+                             Param("seed", int, 0, "sampling seed", ge=0))),)
+
     def export(self, run, out, *, merge: bool = False) -> dict:
         from ..export_generation import export_causal_lm
 
@@ -661,3 +673,10 @@ PRESETS: dict[str, dict] = {
 
 __all__ = ["CausalLMModel", "Encoded", "Generation", "GenerationOptions", "encode_conversation", "encode_prompt",
            "generate_ids"]
+
+
+def _generate_verb(served, items: list, params: dict) -> list[dict]:
+    """``POST /v1/generate``: ``{"text"}`` per prompt."""
+    replies = served.generate(items, max_new_tokens=params["max_new_tokens"], temperature=params["temperature"],
+                              top_p=params["top_p"], stop=params["stop"], seed=params["seed"])
+    return [{"text": r} for r in replies]

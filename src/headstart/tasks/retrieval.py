@@ -321,10 +321,40 @@ class Retrieval(Task):
         return Training(lengths=lengths, collate=collate, objective=objective,
                         batches=lambda rng: no_duplicate_batches(keys, lengths, cfg.batch_size, rng))
 
+    def verbs(self, modality: str) -> tuple:
+        from .verbs import Param, Verb
+
+        return (
+            Verb("embed", "unit-length embeddings of each text by the adapted encoder", item="text", field="inputs",
+                 call=_embed_verb, needs=("embed",), result="embeddings", example="card not working",
+                 params=(Param("role", str, "query", "query or document: the backbone's prefix for it goes in front "
+                                                      "(e5's 'query: ' / 'passage: '; most have none)",
+                               choices=("query", "document")),)),
+            Verb("search", "the nearest documents of the served index for each query", item="text", field="queries",
+                 call=_search_verb, needs=("embed", "index"), result="results", example="card not working",
+                 params=(Param("k", int, 10, "documents per query", ge=1, le=1000),
+                         Param("index", str, "", "which served index (its folder name); may be left out when the "
+                                                 "server holds one"))),
+        )
+
     def export(self, run, out, *, merge: bool = False) -> dict:
         from ..export_st import export_sentence_transformer
 
         return export_sentence_transformer(run, out)
+
+    def onnx_graph(self, method, backbone, ctx, texts):
+        """The pooled (and normalised) body itself: output ``embeddings`` (B, dim); the role
+        prefixes go in the record, and the check embeds the texts as queries and as documents."""
+        from ..data import Dataset
+        from ..export_onnx import OnnxGraph
+
+        pre = backbone.spec.preprocessing
+        reference = {role: method.embed(backbone, Dataset(inputs=prefixed(pre, texts, role), labels=None, modality="text",
+                                                          source="<export check>"), ctx)
+                     for role in ("query", "document")}
+        return OnnxGraph(top=nn.Identity(), output="embeddings", reference=reference,
+                         fields={"prompts": {"query": pre.query_prefix, "document": pre.document_prefix},
+                                 "dim": backbone.feature_dim})
 
 
 # Hyperparameters by the number of training pairs: few <= 500 < medium <= 5000 < large. The body
@@ -425,3 +455,17 @@ def _check_unseen(test, train, path) -> None:
 
 
 __all__ = ["EncoderModel", "Retrieval", "prefixed"]
+
+
+def _embed_verb(served, items: list, params: dict) -> list[list[float]]:
+    """``POST /v1/embed``: one embedding (a list of floats) per text."""
+    return [[round(float(x), 7) for x in row] for row in served.embed(items, role=params["role"])]
+
+
+def _search_verb(served, items: list, params: dict) -> list[dict]:
+    """``POST /v1/search``: ``{"hits": [{"id", "score", "text"}]}`` per query, best first."""
+    index = served.index(params["index"])
+    vectors = served.embed(items, role="query")
+    found = index.search(vectors, min(params["k"], len(index)), served.producer)
+    return [{"hits": [{"id": d, "score": round(float(sc), 6), "text": index.text(d)} for d, sc in zip(ids, scores, strict=True)]}
+            for ids, scores in found]
