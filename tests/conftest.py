@@ -336,3 +336,54 @@ def flat_images(tmp_path_factory) -> tuple[Path, list[str]]:
     for i, label in enumerate(truth):
         make_image(root / f"img{i}.png", 0 if label == "red" else 2, rng)
     return root, truth
+
+
+# -- a real HTTP server ------------------------------------------------------------------------
+
+
+class HttpServer:
+    """``headstart serve``'s application under uvicorn in a thread, on a free 127.0.0.1 port
+    (``url``); entering waits until ``/ready`` answers 200, leaving stops it as SIGINT would."""
+
+    def __init__(self, served: list, settings=None):
+        import uvicorn
+
+        from headstart.serve.app import ServeSettings, build_app
+        from headstart.serve.server import bind
+
+        self.app = build_app(served, settings or ServeSettings())
+        self.sock = bind("127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="on", loop="asyncio", http="h11"))
+        self.thread = __import__("threading").Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> HttpServer:
+        import time
+
+        import httpx
+
+        self.thread.start()
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(self.url + "/ready", timeout=5).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError("the server did not become ready in 60 s")
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+        self.sock.close()
+
+
+@pytest.fixture(scope="session")
+def http_server():
+    """``http_server(served_models, settings=None)``: a context manager giving a running
+    :class:`HttpServer` (skips when the serve extra or httpx is missing)."""
+    pytest.importorskip("fastapi", reason="the serve extra (FastAPI + uvicorn) is not installed")
+    pytest.importorskip("uvicorn", reason="the serve extra (FastAPI + uvicorn) is not installed")
+    pytest.importorskip("httpx", reason="httpx (the test client) is not installed")
+    return HttpServer

@@ -364,3 +364,23 @@ def test_encoder_input_modes(speech, tmp_path):
     bb.adapted_ = True  # what the asr task sets for a model LoRA adapts: 'auto' reads clips
     assert bb.encoder_input == "clip"
     assert bb.collate(bb.prepare(clip))["input_features"].shape[-1] == min(MIN_FRAMES, bb.window_frames)
+
+
+def test_served_over_http_transcribes_base64_audio_as_the_run_does(trained, speech, http_server):
+    import base64
+
+    import httpx
+
+    from headstart.serve.app import ServeSettings
+    from headstart.serve.models import ServedRun
+
+    _, _, clips = speech
+    files = sorted(clips.glob("*.wav"))[:3]
+    audio = [base64.b64encode(f.read_bytes()).decode() for f in files]
+    with http_server([ServedRun(trained)], ServeSettings(max_wait_ms=1)) as s:
+        r = httpx.post(s.url + "/v1/transcribe", json={"audio": audio}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert [x["text"] for x in r.json()["transcripts"]] == trained.transcribe([str(f) for f in files])
+        bad = httpx.post(s.url + "/v1/transcribe", json={"audio": [audio[0], base64.b64encode(b"not audio at all").decode()]},
+                         timeout=60)
+        assert bad.status_code == 422 and bad.json()["field"] == "audio" and "item 1" in bad.json()["error"]

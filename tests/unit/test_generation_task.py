@@ -420,3 +420,25 @@ def test_a_language_mismatch_warning_names_a_multilingual_llm():
     message = language_warning(texts, CATALOG["smollm2-135m-instruct"])
     assert "expect poor replies" in message and "--backbone gemma3-270m" in message
     assert "linear-probe" not in message and "majority class" not in message
+
+
+def test_served_over_http_replies_as_the_run_does(trained, http_server):
+    """`headstart serve` on a generation run: POST /v1/generate gives run.generate's replies, one
+    message list counts as one prompt, and bad sampling options are a 422 naming the field."""
+    import httpx
+
+    from headstart.serve.app import ServeSettings
+    from headstart.serve.models import ServedRun
+
+    prompts = [PAIRS[0][0], PAIRS[1][0]]
+    with http_server([ServedRun(trained)], ServeSettings(max_wait_ms=1)) as s:
+        r = httpx.post(s.url + "/v1/generate", json={"prompts": prompts, "max_new_tokens": 6}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert [x["text"] for x in r.json()["replies"]] == trained.generate(prompts, max_new_tokens=6)
+        messages = [{"role": "user", "content": PAIRS[0][0]}]
+        one = httpx.post(s.url + "/v1/generate", json={"prompts": messages, "max_new_tokens": 6}, timeout=60).json()
+        assert [x["text"] for x in one["replies"]] == [trained.generate(messages, max_new_tokens=6)]
+        bad = httpx.post(s.url + "/v1/generate", json={"prompts": "x", "temperature": -1}, timeout=60)
+        assert bad.status_code == 422 and bad.json()["field"] == "temperature"
+        role = httpx.post(s.url + "/v1/generate", json={"prompts": [{"role": "robot", "content": "x"}]}, timeout=60)
+        assert role.status_code == 422 and "role" in role.json()["field"]

@@ -24,37 +24,8 @@ pytest.importorskip("uvicorn", reason="the serve extra (FastAPI + uvicorn) is no
 httpx = pytest.importorskip("httpx", reason="httpx (the test client) is not installed")
 
 import headstart as hs  # noqa: E402
-from headstart.serve.app import ServeSettings, build_app  # noqa: E402
+from headstart.serve.app import ServeSettings  # noqa: E402
 from headstart.serve.server import bind, open_models  # noqa: E402
-
-
-class Server:
-    """uvicorn in a thread on a socket bound here; ``url``; stopped like SIGINT would."""
-
-    def __init__(self, served: list, settings: ServeSettings):
-        import uvicorn
-
-        self.app = build_app(served, settings)
-        self.sock = bind("127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="on", loop="asyncio", http="h11"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> Server:
-        self.thread.start()
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(self.url + "/ready", timeout=5).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError("the server did not become ready in 60 s")
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
 
 
 @pytest.fixture(scope="module")
@@ -82,10 +53,10 @@ def runs(tmp_path_factory, tiny_bert, data_helpers, retrieval_helpers):
 
 
 @pytest.fixture(scope="module")
-def server(runs):
+def server(runs, http_server):
     served = open_models([str(runs["clf"].path), str(runs["ret"].path)], store=runs["store"], threads=1,
                          indexes=[str(runs["index"])])
-    with Server(served, ServeSettings(max_batch=16, max_wait_ms=20, max_inputs=8, max_request_bytes=64 * 1024)) as s:
+    with http_server(served, ServeSettings(max_batch=16, max_wait_ms=20, max_inputs=8, max_request_bytes=64 * 1024)) as s:
         yield s
 
 
@@ -200,9 +171,9 @@ def test_concurrent_requests_share_batches_and_get_their_own_answers(server, run
     assert 'headstart_errors_total{route="/v1/predict",kind="bad_input"}' in metrics
 
 
-def test_without_batching_every_request_is_its_own_call(runs):
+def test_without_batching_every_request_is_its_own_call(runs, http_server):
     served = open_models([str(runs["clf"].path)], store=runs["store"], threads=1, indexes=[])
-    with Server(served, ServeSettings(max_batch=1, max_wait_ms=0)) as s:
+    with http_server(served, ServeSettings(max_batch=1, max_wait_ms=0)) as s:
         async def fire():
             async with httpx.AsyncClient(base_url=s.url, timeout=30) as client:
                 return await asyncio.gather(*(client.post("/v1/predict", json={"inputs": ["good"]}) for _ in range(10)))
