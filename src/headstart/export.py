@@ -61,13 +61,20 @@ CHECK_EXAMPLES = 64
 MERGE_METHODS = ("lora", "dora", "qlora")
 
 
-def export_run(run, out: str | Path, *, merge: bool = False) -> dict:
+def export_run(run, out: str | Path, *, merge: bool = False, format: str = "hf") -> dict:
     """Write ``run`` as a folder the standard loader of its task reads (classification: a Hugging
     Face folder with the head; retrieval: a sentence-transformers folder); returns the
-    ``headstart.json`` record. The form is the task's (:meth:`headstart.tasks.Task.export`)."""
+    ``headstart.json`` record. The form is the task's (:meth:`headstart.tasks.Task.export`);
+    ``format="onnx"``: one ONNX graph of the run's forward instead (:mod:`headstart.export_onnx`)."""
     out = Path(out).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise BadInput(f"--out {out} exists and is not an empty folder; choose a new folder")
+    if format == "onnx":  # one traced graph of the run's own forward: its own checks (any method)
+        from .export_onnx import export_onnx
+
+        return export_onnx(run, out)
+    if format != "hf":
+        raise BadInput(f"export: --format {format!r} is not one of hf, onnx")
     manifest = run.manifest
     method_name = manifest["method"]["name"]
     family = manifest["backbone"]["spec"].get("family")
@@ -149,10 +156,20 @@ def write_folder_atomically(out: Path, run_id: str, fill) -> None:
         raise
 
 
-def export_classifier(run, out: Path, *, merge: bool = False) -> dict:
-    """The classification export: the body, the pooling and the head (see the module docstring)."""
+def classifier_head(method) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight (n_classes, D), bias (n_classes,)) of a classification run's linear head, fp32 on the
+    CPU; call after the method predicted (a trained method builds its model then)."""
     from .methods.trained import TrainedMethod
 
+    if isinstance(method, TrainedMethod):
+        head_w, head_b = method.model_.head.weight.detach(), method.model_.head.bias.detach()
+    else:  # linear probe: the body is the base; contrastive: the base tuned in place by predict_proba
+        head_w, head_b = method.weight_, method.bias_
+    return head_w.float().contiguous().cpu(), head_b.float().contiguous().cpu()
+
+
+def export_classifier(run, out: Path, *, merge: bool = False) -> dict:
+    """The classification export: the body, the pooling and the head (see the module docstring)."""
     manifest = run.manifest
     method_name = manifest["method"]["name"]
     run, method, bb, ctx = open_for_export(run)
@@ -160,14 +177,10 @@ def export_classifier(run, out: Path, *, merge: bool = False) -> dict:
     reference = method.predict_proba(bb, _texts(sample, manifest["modality"]), ctx)
 
     body = plain_body(method, bb)
-    if isinstance(method, TrainedMethod):
-        head_w, head_b = method.model_.head.weight.detach(), method.model_.head.bias.detach()
-    else:  # linear probe: the body is the base; contrastive: the base tuned in place by predict_proba above
-        head_w, head_b = method.weight_.float(), method.bias_.float()
+    head_w, head_b = classifier_head(method)
 
     pre = manifest["backbone"]["spec"]["preprocessing"]
     classes = run.classes
-    head_w, head_b = head_w.float().contiguous().cpu(), head_b.float().contiguous().cpu()
     record: dict = {}
 
     def fill(tmp: Path) -> None:
