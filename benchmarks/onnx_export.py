@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -62,11 +63,18 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    root = Path(tempfile.mkdtemp(prefix="headstart-onnx-bench-"))
+    root = Path(tempfile.mkdtemp(prefix="headstart-onnx-bench-"))  # the run, the export, the caches; removed at the end
     os.environ["HEADSTART_HOME"] = str(root / "home")
     os.environ.setdefault("HEADSTART_PROGRESS", "0")
+    try:
+        bench(args, root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
+
+def bench(args, root: Path) -> None:
     import onnxruntime
+    import torch
 
     import headstart as hs
     from headstart.data import Dataset
@@ -124,7 +132,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-    import shutil
-
-    for folder in Path(tempfile.gettempdir()).glob("headstart-onnx-bench-*"):  # this script's runs, exports, caches
-        shutil.rmtree(folder, ignore_errors=True)
