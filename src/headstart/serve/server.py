@@ -100,7 +100,11 @@ def serve(served: list, *, host: str, port: int, settings: ServeSettings, access
     # dying by the signal after its clean shutdown.
     caught: list[int] = []
     main = threading.current_thread() is threading.main_thread()
-    before = {sig: signal.signal(sig, lambda s, f: caught.append(s)) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    def note(sig, frame) -> None:  # also before uvicorn has its own handlers: then stop as soon as it starts
+        caught.append(sig)
+        server.should_exit = True
+
+    before = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
     try:
         server.run(sockets=[sock])
     finally:
