@@ -102,6 +102,9 @@ def export_onnx(run, out: Path) -> dict:
             "format": FORMAT,
             "task": run.task.name,
             "source_run": run.id,
+            # who embeds: the run's identity, so an index built with the run serves this export's
+            # queries (the graph gives the run's embeddings within TOLERANCE, checked below)
+            "producer": run.producer,
             "backbone": {"name": manifest["backbone"]["name"], "sha256": manifest["backbone"]["sha256"]},
             "method": method_name,
             "merged": method_name in MERGE_METHODS,

@@ -329,3 +329,29 @@ def test_cli_json_announces_the_url_and_routes(runs):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_onnx_exports_serve_what_the_runs_give(runs, http_server, tmp_path):
+    """An ONNX export folder in place of a run: ONNX Runtime answers predict, embed and search
+    (with the run's index: the export carries the run's producer) within the export tolerance."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from headstart.export import export_run
+
+    export_run(runs["clf"], tmp_path / "clf-onnx", format="onnx")
+    export_run(runs["ret"], tmp_path / "ret-onnx", format="onnx")
+    served = open_models([str(tmp_path / "clf-onnx"), str(tmp_path / "ret-onnx")], store=runs["store"], threads=1,
+                         indexes=[str(runs["index"])])
+    assert [s.kind for s in served] == ["onnx", "onnx"] and [s.id for s in served] == [runs["clf"].id, runs["ret"].id]
+    texts = ["good movie", "awful food"]
+    with http_server(served, ServeSettings(max_wait_ms=1)) as s:
+        got = httpx.post(s.url + "/v1/predict", json={"inputs": texts}, timeout=30).json()["predictions"]
+        expected = runs["clf"].predict(texts)
+        np.testing.assert_allclose([[p["probabilities"][c] for c in expected.classes] for p in got], expected.probabilities,
+                                   atol=1e-4)
+        emb = httpx.post(s.url + "/v1/embed", json={"inputs": texts}, timeout=30).json()["embeddings"]
+        np.testing.assert_allclose(emb, runs["ret"].embed(texts), atol=1e-4)
+        hits = httpx.post(s.url + "/v1/search", json={"queries": "my card delivery", "k": 1}, timeout=30).json()
+        assert hits["results"][0]["hits"][0]["id"] == runs["ret"].search(runs["index"], "my card delivery", k=1).ids[0]
+        models = httpx.get(s.url + "/v1/models").json()["models"]
+        assert {m["kind"] for m in models} == {"onnx"}

@@ -9,7 +9,6 @@ A *served model* exposes the capabilities verbs use (:mod:`headstart.tasks.verbs
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..errors import BadInput
@@ -112,17 +111,18 @@ class ServedOnnx(Served):
         from ..export_onnx import OnnxRun
 
         super().__init__()
-        self.onnx = OnnxRun(folder, threads=threads)
-        record = json.loads((Path(folder) / "headstart.json").read_text(encoding="utf-8"))
-        self.id = record.get("source_run") or record.get("run") or Path(folder).name
+        # one OnnxRun, called only from the model's worker thread (its tokenizer is not thread-safe)
+        self.onnx = OnnxRun(folder, intra_op_num_threads=threads)
+        meta = self.onnx.meta
+        self.id = meta["source_run"]
         self.task_name = self.onnx.task
         self.modality = "text"
-        self.classes = list(self.onnx.classes or []) or None
-        if self.classes is None:
+        self.classes = list(self.onnx.classes or [])
+        if meta.get("output") != "probabilities":
             self.predict_proba = None
-        self.producer = record.get("producer") or {"run": self.id}
-        if not hasattr(self.onnx, "embed"):
+        if meta.get("output") != "embeddings":
             self.embed = None
+        self.producer = meta.get("producer") or {"run": self.id}
 
     def predict_proba(self, inputs: list):
         return self.onnx.predict_proba(list(inputs))
