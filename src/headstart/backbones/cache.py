@@ -73,3 +73,79 @@ def frozen_features(backbone, backbone_hash: str, data, precision: str, desc: st
     return cache.get_or_compute(
         data.item_keys, data.inputs, lambda missing: backbone.embed(missing, precision=precision, desc=desc)
     )
+
+
+def table_features(backbone, backbone_hash: str, table, precision: str, desc: str = "encoding") -> tuple[Path, int]:
+    """The frozen features of every row of a :class:`~headstart.data.large.LargeTable`, as one
+    ``(n_rows, D)`` float32 ``.npy`` file in ``<cache>/features/tables``; returns its path and how
+    many rows were encoded now.
+
+    Keyed by (backbone hash, preprocessing signature, precision, the table's fingerprint, text
+    column). Filled a chunk of :data:`~headstart.data.large.CHUNK` texts at a time through
+    ``backbone.embed`` with plain file writes (the file is allocated in full first, so a full disk
+    fails at the start with one line rather than half-way); after each chunk a progress record is
+    replaced atomically, so an interrupted encode resumes after the last finished chunk. The file
+    counts as complete only once its ``.done`` marker exists.
+    """
+    import errno
+    import json
+    import os
+
+    from .._util import progress
+    from ..data.large import CHUNK, npy_header
+    from ..errors import BadInput
+
+    ident = canonical_json({"backbone": backbone_hash, "signature": backbone.preprocessing_signature(), "precision": precision,
+                            "table": table.fingerprint, "text": table.columns["text"]})
+    key = hashlib.sha256(ident.encode()).hexdigest()[:24]
+    folder = cache_dir() / "features" / "tables"
+    path, done, state = folder / f"{key}.npy", folder / f"{key}.done", folder / f"{key}.progress"
+    if done.is_file() and path.is_file():
+        return path, 0
+    n, dim = table.n_rows, int(backbone.feature_dim)
+    finished = 0
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if path.is_file() and state.is_file():
+            try:
+                record = json.loads(state.read_text())
+            except ValueError:
+                record = {}  # unreadable: start over
+            if record.get("shape") == [n, dim] and record.get("chunk") == CHUNK:
+                finished = int(record["rows"])
+        if finished == 0:
+            for stale in (path, state):
+                stale.unlink(missing_ok=True)
+            with open(path, "wb") as f:
+                np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (n, dim)})
+                offset = f.tell()
+                try:
+                    os.posix_fallocate(f.fileno(), 0, offset + n * dim * 4)
+                except OSError as e:
+                    if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                        raise
+                    f.truncate(offset + n * dim * 4)  # a file system without fallocate: a sparse file
+        _, _, offset = npy_header(path)
+        encoded = 0
+        rows = None if finished == 0 else np.arange(finished, n)
+        with open(path, "r+b") as f, progress(n, desc, unit="ex") as bar:
+            bar.initial = bar.n = finished  # resumed: the rate (and ETA) counts only rows encoded now
+            bar.refresh()
+            for idx, texts in table.iter_texts(rows, CHUNK):
+                x = np.ascontiguousarray(backbone.embed(texts, precision=precision, desc="chunk"), dtype=np.float32)
+                f.seek(offset + int(idx[0]) * dim * 4)
+                f.write(x.tobytes())
+                f.flush()
+                encoded += len(texts)
+                tmp = state.with_suffix(".progress.tmp")
+                tmp.write_text(json.dumps({"rows": int(idx[-1]) + 1, "shape": [n, dim], "chunk": CHUNK}))
+                os.replace(tmp, state)
+                bar.update(len(texts))
+            os.fsync(f.fileno())
+        done.write_text(json.dumps({"rows": n, "dim": dim, "table": table.source}))
+        state.unlink(missing_ok=True)
+    except OSError as e:
+        raise BadInput(f"cannot write the feature file {path} ({n:,} x {dim} float32, {n * dim * 4 / 1e9:.2f} GB): "
+                       f"{e.strerror or e}; free space or set HEADSTART_CACHE to a folder with room, then run again "
+                       "(finished chunks are kept)") from None
+    return path, encoded

@@ -105,23 +105,42 @@ def stratified_split(data: Dataset, *, val_fraction: float, test_fraction: float
     every held-out split gets its held-out example in the test split first (it is what is reported).
     """
     data.require_labels()
+    classes = data.classes
+    index = {c: i for i, c in enumerate(classes)}
+    codes = np.fromiter((index[label] for label in data.labels), dtype=np.int32, count=len(data))
+    train, val, test = split_indices(codes, classes, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                                     source=data.source)
+    return Split(
+        train=data.subset(train),
+        val=data.subset(val),
+        test=data.subset(test) if test_fraction > 0 else None,
+    )
+
+
+def split_indices(codes: np.ndarray, classes: list[str], *, val_fraction: float, test_fraction: float, seed: int,
+                  source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rule of :func:`stratified_split` on label codes (``codes[i]`` indexes ``classes``, which
+    are in :func:`_label_sort_key` order): sorted int64 row indices of train, validation, test.
+
+    Works on index arrays only, so a table of millions of rows splits without a Python object per row.
+    """
     if not 0 < val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
         raise BadInput(f"split fractions must be in (0, 1) and sum below 1 (validation {val_fraction}, test {test_fraction})")
-    by_class: dict[str, list[int]] = {}
-    for i, label in enumerate(data.labels):
-        by_class.setdefault(label, []).append(i)
-    too_small = [(c, len(ix)) for c, ix in by_class.items() if len(ix) < 2]
+    order = np.argsort(codes, kind="stable")  # rows grouped by class, in row order within each
+    counts = np.bincount(codes, minlength=len(classes))
+    too_small = [(classes[c], int(n)) for c, n in enumerate(counts) if n < 2]
     if too_small:
         shown = ", ".join(f"{c!r} ({n})" for c, n in too_small[:5])
         more = f" and {len(too_small) - 5} more" if len(too_small) > 5 else ""
         raise BadInput(
-            f"{data.source}: classes with fewer than 2 examples cannot be split: {shown}{more}; "
+            f"{source}: classes with fewer than 2 examples cannot be split: {shown}{more}; "
             "add examples, drop those classes, or pass a separate --test file and more training rows"
         )
     rng = np.random.default_rng(seed)
     train, val, test = [], [], []
-    for label in sorted(by_class, key=_label_sort_key):
-        ix = np.array(by_class[label])
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    for c in range(len(classes)):
+        ix = order[starts[c] : starts[c + 1]].astype(np.int64)
         rng.shuffle(ix)
         n = len(ix)
         n_test = int(round(n * test_fraction))
@@ -131,13 +150,10 @@ def stratified_split(data: Dataset, *, val_fraction: float, test_fraction: float
         n_val = min(n_val, n - n_test - 1)
         if n_val == 0 and n - n_test >= 2:  # every class gets a validation example when it can
             n_val = 1
-        test.extend(ix[:n_test])
-        val.extend(ix[n_test : n_test + n_val])
-        train.extend(ix[n_test + n_val :])
-    if not val:
-        raise BadInput(f"{data.source}: too few examples to hold out a validation split; add examples")
-    return Split(
-        train=data.subset(sorted(train)),
-        val=data.subset(sorted(val)),
-        test=data.subset(sorted(test)) if test_fraction > 0 else None,
-    )
+        test.append(ix[:n_test])
+        val.append(ix[n_test : n_test + n_val])
+        train.append(ix[n_test + n_val :])
+    train_ix, val_ix, test_ix = (np.sort(np.concatenate(parts)) if parts else np.empty(0, np.int64) for parts in (train, val, test))
+    if not len(val_ix):
+        raise BadInput(f"{source}: too few examples to hold out a validation split; add examples")
+    return train_ix, val_ix, test_ix

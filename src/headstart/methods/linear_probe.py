@@ -23,8 +23,9 @@ import torch
 
 from .._util import progress
 from ..backbones import Backbone
-from ..backbones.cache import frozen_features
+from ..backbones.cache import frozen_features, table_features
 from ..data import Dataset
+from ..data.large import TableFeatures, TableRows
 from ..errors import BadInput
 from .base import FitContext, Method
 
@@ -64,22 +65,37 @@ def fit_logistic_regression(
     on_iter=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (W (K, D), b (K,)) minimising mean CE(x W^T + b, y) + ||W||^2 / (2 C n)."""
-    n, d = x.shape
+    return fit_logistic_regression_chunks(lambda: ((x, y),), x.shape[0], x.shape[1], n_classes, C, max_iter, init,
+                                          on_iter=on_iter, dtype=x.dtype)
+
+
+def fit_logistic_regression_chunks(
+    chunks, n: int, d: int, n_classes: int, C: float, max_iter: int, init: tuple[torch.Tensor, torch.Tensor] | None = None,
+    on_iter=None, dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`fit_logistic_regression` over examples that arrive in pieces: ``chunks()`` yields
+    ``(x (m, D), y (m,))`` pairs covering the ``n`` examples once per call (an in-memory tensor is
+    one chunk; a feature file on disk is read a chunk at a time, so memory holds one chunk)."""
     k = n_classes
     penalty = 1.0 / (2.0 * C * n)
-    rows = torch.arange(n)
 
     def objective(theta: torch.Tensor) -> tuple[float, torch.Tensor]:
         w, b = theta[: k * d].view(k, d), theta[k * d :]
-        logp = torch.log_softmax(x @ w.T + b, dim=1)  # (n, K)
-        loss = -logp[rows, y].mean() + penalty * (w * w).sum()
-        resid = logp.exp_()  # softmax, then (P - onehot(y)) / n: the gradient wrt the logits
-        resid[rows, y] -= 1.0
-        resid /= n
-        grad = torch.cat([(resid.T @ x + 2.0 * penalty * w).reshape(-1), resid.sum(0)])
-        return float(loss), grad
+        nll = torch.zeros((), dtype=torch.float64)
+        grad_w, grad_b = torch.zeros_like(w), torch.zeros_like(b)
+        for x, y in chunks():
+            rows = torch.arange(len(y))
+            logp = torch.log_softmax(x @ w.T + b, dim=1)  # (m, K)
+            nll += -logp[rows, y].double().sum()
+            resid = logp.exp_()  # softmax, then (P - onehot(y)) / n: the gradient wrt the logits
+            resid[rows, y] -= 1.0
+            resid /= n
+            grad_w += resid.T @ x
+            grad_b += resid.sum(0)
+        loss = float(nll) / n + float(penalty * (w * w).sum())
+        return loss, torch.cat([(grad_w + 2.0 * penalty * w).reshape(-1), grad_b])
 
-    theta0 = torch.zeros(k * d + k, dtype=x.dtype) if init is None else torch.cat([init[0].reshape(-1), init[1]]).to(x.dtype)
+    theta0 = torch.zeros(k * d + k, dtype=dtype) if init is None else torch.cat([init[0].reshape(-1), init[1]]).to(dtype)
     theta = lbfgs(objective, theta0, max_iter=max_iter, on_iter=on_iter)
     return theta[: k * d].view(k, d).clone(), theta[k * d :].clone()
 
@@ -149,6 +165,8 @@ class LinearProbe(Method):
 
     def fit(self, backbone: Backbone, train: Dataset, val: Dataset, ctx: FitContext) -> dict[str, Any]:
         self.config.validate()
+        if isinstance(train, TableRows):
+            return self._fit_table(backbone, train, val, ctx)
         t0 = time.perf_counter()
         both = Dataset.concat(train, val)
         feats, n_encoded = frozen_features(backbone, ctx.backbone_hash, both, ctx.precision, desc="encoding train+validation")  # the bar counts both splits
@@ -172,8 +190,48 @@ class LinearProbe(Method):
             "fit_s": round(time.perf_counter() - t1, 3),
         }
 
+    def _fit_table(self, backbone: Backbone, train: TableRows, val: TableRows, ctx: FitContext) -> dict[str, Any]:
+        """The same head on a streamed table (:mod:`headstart.data.large`): every row's features
+        are written to a file in chunks, and the standardisation, each L-BFGS objective and the
+        validation accuracy are summed over that file a block of rows at a time."""
+        t0 = time.perf_counter()
+        table = train.table
+        path, n_encoded = table_features(backbone, ctx.backbone_hash, table, ctx.precision, desc="encoding the table")
+        t_encode = time.perf_counter() - t0
+        part = np.full(table.n_rows, -1, dtype=np.int8)
+        part[train.rows], part[val.rows] = 0, 1
+        t1 = time.perf_counter()
+        source = TableFeatures(path, part, table.codes)
+        self.weight_, self.bias_, chosen, val_scores = fit_probe_head_on(source, len(ctx.classes), self.config)
+        self.C_ = chosen
+        return {
+            "C": chosen,
+            "val_accuracy_by_C": val_scores,
+            "trainable_params": int(self.weight_.numel() + self.bias_.numel()),
+            "frozen_params": backbone.param_count(),
+            "examples_encoded": n_encoded,
+            "examples_from_cache": table.n_rows - n_encoded,
+            "streamed": {"rows": table.n_rows, "features": str(path), "block_rows": source.block},
+            "encode_s": round(t_encode, 3),
+            "fit_s": round(time.perf_counter() - t1, 3),
+        }
+
+    def predict_table(self, backbone: Backbone, rows: TableRows, ctx: FitContext):
+        """``(row indices, probabilities (m, K))`` of the rows of a streamed table, a block at a
+        time in row order (features encoded into the table's feature file first when missing)."""
+        table = rows.table
+        path, _ = table_features(backbone, ctx.backbone_hash, table, ctx.precision, desc="encoding the table")
+        part = np.full(table.n_rows, -1, dtype=np.int8)
+        part[rows.rows] = 2
+        for idx, x in TableFeatures(path, part, table.codes).blocks("test"):
+            logits = torch.from_numpy(x) @ self.weight_.T + self.bias_
+            yield idx, torch.softmax(logits, dim=1).numpy()
+
     def predict_proba(self, backbone: Backbone, data: Dataset, ctx: FitContext) -> np.ndarray:
-        feats, _ = frozen_features(backbone, ctx.backbone_hash, data, ctx.precision, desc="encoding")
+        if ctx.feature_cache:
+            feats, _ = frozen_features(backbone, ctx.backbone_hash, data, ctx.precision, desc="encoding")
+        else:
+            feats = backbone.embed(list(data.inputs), precision=ctx.precision, desc="encoding")
         logits = torch.from_numpy(feats) @ self.weight_.T + self.bias_
         return torch.softmax(logits, dim=1).numpy()
 
@@ -199,10 +257,52 @@ def fit_probe_head(
 
     Returns (W, b, chosen C, validation accuracy by C); W and b apply to raw features.
     """
+    return fit_probe_head_on(InMemoryFeatures(x, y, n_train), n_classes, cfg)
+
+
+class InMemoryFeatures:
+    """Features held in one tensor, as one chunk: the first ``n_train`` rows train, the rest validate.
+
+    What :func:`fit_probe_head_on` reads (:class:`headstart.data.large.TableFeatures` is the same
+    interface over a feature file on disk): ``dim``, ``sizes`` (examples per part: "train", "val"
+    and "fit", the rows the final fit trains on), ``standardiser()`` (training-split mean and std)
+    and ``chunks(part)`` yielding standardised ``(x, y)`` pieces once ``standardise`` was called."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, n_train: int):
+        self.x, self.y, self.n_train = x, y, n_train
+        self.dim = x.shape[1]
+        self.sizes = {"train": n_train, "val": len(y) - n_train, "fit": len(y)}
+
+    def standardiser(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return _standardiser(self.x[: self.n_train])
+
+    def standardise(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.xs = (self.x - mean) / std
+
+    def chunks(self, part: str):
+        rows = {"train": slice(0, self.n_train), "val": slice(self.n_train, None), "fit": slice(None)}[part]
+        return ((self.xs[rows], self.y[rows]),)
+
+
+def fit_probe_head_on(
+    source, n_classes: int, cfg: LinearProbeConfig
+) -> tuple[torch.Tensor, torch.Tensor, float, dict[str, float]]:
+    """:func:`fit_probe_head` on a feature source (:class:`InMemoryFeatures` or one on disk, read
+    in chunks); "fit" is train + validation with ``cfg.refit``, else train."""
     k = n_classes
     # Standardise with training-split statistics (for conditioning); folded into W, b below.
-    mean, std = _standardiser(x[:n_train])
-    xs = (x - mean) / std
+    mean, std = source.standardiser()
+    source.standardise(mean, std)
+    d = source.dim
+
+    def fit(part: str, c: float, iters: int, init, tick):
+        return fit_logistic_regression_chunks(lambda: source.chunks(part), source.sizes[part], d, k, c, iters, init,
+                                              on_iter=tick, dtype=mean.dtype)
+
+    def val_accuracy(head) -> float:
+        correct = sum(int(((x @ head[0].T + head[1]).argmax(1) == y).sum()) for x, y in source.chunks("val"))
+        return correct / max(1, source.sizes["val"])
+
     val_scores: dict[str, float] = {}
     fits: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
     if cfg.C is None:
@@ -219,11 +319,11 @@ def fit_probe_head(
         done = 0
         if cfg.C is None:
             for c in grid:
-                init = fit_logistic_regression(xs[:n_train], y[:n_train], k, c, cfg.select_iter, init, on_iter=tick)
+                init = fit("train", c, cfg.select_iter, init, tick)
                 done += cfg.select_iter
                 bar.update(done - bar.n)
                 fits[c] = init
-                acc = float(((xs[n_train:] @ init[0].T + init[1]).argmax(1) == y[n_train:]).float().mean())
+                acc = val_accuracy(init)
                 val_scores[f"{c:g}"] = round(acc, 6)
                 if acc > best_acc + 1e-12:  # ties keep the stronger penalty
                     best_c, best_acc, since_best = c, acc, 0
@@ -235,8 +335,7 @@ def fit_probe_head(
             chosen = float(best_c)
         else:
             chosen = float(cfg.C)
-        rows = slice(None) if cfg.refit else slice(0, n_train)
-        w, b = fit_logistic_regression(xs[rows], y[rows], k, chosen, cfg.max_iter, fits.get(chosen), on_iter=tick)
+        w, b = fit("fit" if cfg.refit else "train", chosen, cfg.max_iter, fits.get(chosen), tick)
         bar.update(bar.total - bar.n)  # converged before max_iter: the bar ends full
     # Fold the standardisation into the head: W (x - m) / s + b = (W / s) x + (b - (W / s) m)
     weight = (w / std).contiguous()
@@ -245,7 +344,12 @@ def fit_probe_head(
 
 def _standardiser(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     mean = x.mean(0)
-    std = x.std(0, unbiased=False).clamp(min=1e-6 * max(1.0, float(x.abs().max())) + 1e-12)
+    std = x.std(0, unbiased=False).clamp(min=std_floor(float(x.abs().max())))
     if not math.isfinite(float(std.sum())):
         raise BadInput("features contain NaN or infinity; the backbone produced invalid outputs")
     return mean, std
+
+
+def std_floor(biggest: float) -> float:
+    """The smallest standard deviation a feature is divided by (a constant feature stays finite)."""
+    return 1e-6 * max(1.0, biggest) + 1e-12

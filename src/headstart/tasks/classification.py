@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 from typing import ClassVar
@@ -33,8 +34,22 @@ class ClassifierModel(nn.Module):
         return self.head(self.drop(self._backbone[0].forward_features(batch)))
 
 
+@dataclass
+class ClassificationOptions:
+    streaming: bool | None = None
+    """Read the table a chunk at a time from disk (linear probe only, see
+    :mod:`headstart.data.large`): None when it has more than LARGE_ROWS rows, true always, false never."""
+
+    def validate(self) -> None:
+        from ..errors import BadInput
+
+        if self.streaming is not None and not isinstance(self.streaming, bool):
+            raise BadInput(f"classification option streaming must be true or false (got {self.streaming!r})")
+
+
 class Classification(Task):
     name: ClassVar[str] = "classification"
+    options_cls: ClassVar[type] = ClassificationOptions
     primary: ClassVar[MetricSpec] = MetricSpec("accuracy")
     metrics: ClassVar[tuple[MetricSpec, ...]] = (MetricSpec("accuracy"), MetricSpec("macro_f1"))
     shown: ClassVar[dict[str, str]] = {"accuracy": "accuracy", "macro_f1": "macro-F1"}
@@ -68,11 +83,26 @@ class Classification(Task):
 
     # -- data ------------------------------------------------------------------------------------
     def read(self, recipe) -> TaskData:
+        from ..data import load_dataset
+        from ..data.large import LARGE_ROWS, open_table, streams, table_kind
+
+        text_col, label_col, fmt, header = recipe.text_col, recipe.label_col, recipe.fmt, recipe.header
+        forced = self.options(recipe.task_options).streaming
+        if streams(recipe.data, fmt, forced):
+            table = open_table(recipe.data, fmt=fmt, header=header, text_col=text_col, label_col=label_col)
+            small_arrow = table_kind(Path(recipe.data).expanduser(), fmt) == "arrow" and table.n_rows <= LARGE_ROWS
+            if forced or not small_arrow:
+                return self._read_table(recipe, table)
+            full = table.to_dataset()  # a small Arrow IPC table: read like any other
+        else:
+            full = load_dataset(recipe.data, text_col=text_col, label_col=label_col, fmt=fmt, header=header)
+        return self._read_dataset(recipe, full)
+
+    def _read_dataset(self, recipe, full) -> TaskData:
         from ..data import load_dataset, stratified_split
         from ..errors import BadInput
 
         text_col, label_col, fmt, header = recipe.text_col, recipe.label_col, recipe.fmt, recipe.header
-        full = load_dataset(recipe.data, text_col=text_col, label_col=label_col, fmt=fmt, header=header)
         classes = full.classes
         if len(classes) < 2:
             raise BadInput(f"{full.source}: only one class ({classes[0]!r}); a classifier needs at least two labels")
@@ -100,6 +130,43 @@ class Classification(Task):
             info={"classes": classes}, separate_test=test_data is not None, texts=full,
         )
 
+    def _read_table(self, recipe, table) -> TaskData:
+        """A streamed table (:mod:`headstart.data.large`): the splits are row-index views, and only
+        the linear probe fits on them."""
+        from ..data.large import LARGE_ROWS, open_table, split_table
+        from ..errors import BadInput
+
+        if recipe.method != "linear-probe":
+            raise BadInput(f"{table.source}: {table.n_rows:,} rows are streamed from disk (more than {LARGE_ROWS:,}, or "
+                           f"--task-set streaming=true) and only the linear probe streams; use --method linear-probe, or "
+                           f"sample the table to at most {LARGE_ROWS:,} rows for {recipe.method!r}")
+        if len(table.classes) < 2:
+            raise BadInput(f"{table.source}: only one class ({table.classes[0]!r}); a classifier needs at least two labels")
+        test_table = None
+        if recipe.test is not None:
+            named = recipe.text_col or recipe.label_col
+            test_table = open_table(recipe.test, fmt=recipe.fmt, header=recipe.header, text_col=recipe.text_col,
+                                    label_col=recipe.label_col, hint=None if named else table.columns, classes=table.classes)
+        test_fraction = 0.0 if test_table is not None else recipe.test_fraction
+        train, val, test = split_table(table, val_fraction=recipe.val_fraction, test_fraction=test_fraction,
+                                       seed=recipe.seed_of_split)
+        if test_table is not None:
+            import numpy as np
+
+            test = test_table.rows_view(np.arange(test_table.n_rows), "test")
+        sizes = {"train": len(train), "val": len(val), "test": len(test)}
+        return TaskData(
+            train=train, val=val, test=test, modality="text",
+            train_record={"source": table.source, "fingerprint": table.fingerprint, "examples": table.n_rows,
+                          "columns": table.columns, "streamed": True},
+            test_record={"source": test_table.source if test_table is not None else "held out from train",
+                         "fingerprint": test_table.fingerprint if test_table is not None else _rows_fingerprint(test),
+                         "examples": len(test)},
+            split_record={"val_fraction": recipe.val_fraction, "test_fraction": test_fraction, "seed": recipe.seed_of_split,
+                          **sizes},
+            info={"classes": table.classes}, separate_test=test_table is not None, texts=table.sample(),
+        )
+
     def context(self, data: TaskData) -> dict:
         return {"classes": data.info["classes"]}
 
@@ -116,6 +183,10 @@ class Classification(Task):
         from ..evaluate import classification_metrics
         from ..runs.run import Predictions
 
+        from ..data.large import TableRows
+
+        if isinstance(test, TableRows):
+            return self._score_table(method, backbone, test, ctx, n_resamples=n_resamples, intervals=intervals)
         classes = ctx.classes
         preds = Predictions(classes, method.predict_proba(backbone, test, ctx))
         index = {c: i for i, c in enumerate(classes)}
@@ -134,6 +205,28 @@ class Classification(Task):
             records.append(row)
         summary = {k: v for k, v in metrics.items() if k != "per_class"}
         return Scored(summary=summary, detail=metrics, records=records)
+
+    def _score_table(self, method, backbone, test, ctx, *, n_resamples: int, intervals: bool) -> Scored:
+        """:meth:`score` on the rows of a streamed table: predictions a block at a time into int
+        arrays for the metrics; ``predictions.csv`` rows are produced lazily when written."""
+        from ..evaluate import classification_metrics
+
+        classes = ctx.classes
+        y = test.codes.astype(np.int64)
+        pred = np.empty(len(test), dtype=np.int64)
+        at = 0
+        for _, proba in method.predict_table(backbone, test, ctx):
+            pred[at : at + len(proba)] = proba.argmax(1)
+            at += len(proba)
+        metrics = classification_metrics(y, pred, classes)
+        if intervals:
+            from ..evaluate.suite import evaluate_slices
+
+            whole = evaluate_slices(y, pred, classes, {}, ("accuracy", "macro_f1"), n_resamples=n_resamples)["all"]
+            metrics.update(accuracy_ci=whole["accuracy"]["ci"], macro_f1_ci=whole["macro_f1"]["ci"], ci_level=0.95,
+                           ci_resamples=n_resamples)
+        summary = {k: v for k, v in metrics.items() if k != "per_class"}
+        return Scored(summary=summary, detail=metrics, records=StreamedRecords(method, backbone, test, ctx))
 
     # -- trained methods -------------------------------------------------------------------------
     def preset(self, method: str, train) -> tuple[str, dict]:
@@ -241,6 +334,60 @@ class Classification(Task):
             head.bias.copy_(bias)
         return OnnxGraph(top=nn.Sequential(head, nn.Softmax(dim=-1)).eval(), output="probabilities",
                          reference={None: reference}, fields={"classes": list(ctx.classes)})
+
+
+class StreamedRecords:
+    """``predictions.csv`` rows of a streamed test split (``input,label,predicted,p[<class>]...``,
+    as :meth:`Classification.score` writes them), made a chunk at a time as the run folder is
+    written: the sequence interface :func:`headstart.runs.run.write_run_folder` reads (length,
+    the first row for the columns, iteration)."""
+
+    def __init__(self, method, backbone, rows, ctx):
+        self.method, self.backbone, self.rows, self.ctx = method, backbone, rows, ctx
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        if i != 0:
+            raise IndexError("streamed records are read in order; only the first is indexed")
+        return next(iter(self))
+
+    def __iter__(self):
+        classes = self.ctx.classes
+        probs = _rows_of(self.method.predict_table(self.backbone, self.rows, self.ctx))
+        for idx, texts in self.rows.table.iter_texts(self.rows.rows):
+            block = probs(len(idx))
+            for text, truth, p in zip(texts, self.rows.table.codes[idx], block, strict=True):
+                row = {"input": text, "label": classes[truth], "predicted": classes[int(p.argmax())]}
+                row.update({f"p[{c}]": round(float(v), 6) for c, v in zip(classes, p, strict=True)})
+                yield row
+
+
+def _rows_of(blocks):
+    """``take(m)``: the next ``m`` rows of the arrays ``blocks`` yields as ``(index, array)``."""
+    held: list[np.ndarray] = []
+    count = 0
+
+    def take(m: int) -> np.ndarray:
+        nonlocal count
+        while count < m:
+            _, arr = next(blocks)
+            held.append(arr)
+            count += len(arr)
+        both = np.concatenate(held) if len(held) > 1 else held[0]
+        held[:] = [both[m:]] if len(both) > m else []
+        count -= m
+        return both[:m]
+
+    return take
+
+
+def _rows_fingerprint(rows) -> str:
+    """Content hash of a split of a streamed table: the table's fingerprint and the split's rows."""
+    import hashlib
+
+    return hashlib.sha256(rows.table.fingerprint.encode() + rows.rows.tobytes()).hexdigest()
 
 
 def load_with_hint(path: Path, cols: dict, labels_required: bool, fmt: str | None = None, text_col: str | None = None,
