@@ -14,7 +14,8 @@ Floors (issue 17): zero 5xx and zero dropped requests; micro-batching >= 2x the 
 one-request-at-a-time serving; memory flat over a 5-minute soak.
 
     apt-get install hey                       # the load generator
-    python benchmarks/serve.py                # ~8 min: 4 x 30 s configurations + a 5-minute soak
+    python benchmarks/serve.py                # ~9 min: 6 x 30 s configurations (torch and the ONNX export)
+                                              # + a 5-minute soak
     python benchmarks/serve.py --quick        # ~2 min: 10 s each, 60 s soak (a smoke run)
 """
 
@@ -117,7 +118,7 @@ def main() -> int:
     ap.add_argument("--soak", type=int, default=300, help="soak seconds (default: 300; 0: none)")
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--quick", action="store_true", help="10 s per configuration, 60 s soak")
-    ap.add_argument("--onnx", metavar="DIR", help="also serve this ONNX export of the run (headstart export --format onnx)")
+    ap.add_argument("--no-onnx", action="store_true", help="skip serving the run's ONNX export (headstart export --format onnx)")
     args = ap.parse_args()
     if args.quick:
         args.seconds, args.soak = 10, 60
@@ -135,9 +136,14 @@ def main() -> int:
                ("micro-batching, 1 thread", run, ["--threads", "1"]),
                ("no batching, 2 threads", run, ["--no-batching", "--threads", "2"]),
                ("micro-batching, 2 threads", run, ["--threads", "2"])]
-    if args.onnx:
-        configs += [("ONNX Runtime, micro-batching, 1 thread", args.onnx, ["--threads", "1"]),
-                    ("ONNX Runtime, no batching, 1 thread", args.onnx, ["--no-batching", "--threads", "1"])]
+    if not args.no_onnx:
+        onnx = tmp / "onnx"
+        done = subprocess.run([sys.executable, "-m", "headstart.cli", "export", run, "--format", "onnx", "--out", str(onnx),
+                               "--quiet"], capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            raise SystemExit(f"the ONNX export failed: {done.stderr}")
+        configs += [("ONNX Runtime, no batching, 1 thread", str(onnx), ["--no-batching", "--threads", "1"]),
+                    ("ONNX Runtime, micro-batching, 1 thread", str(onnx), ["--threads", "1"])]
     print(f"run {run}\nhey -z {args.seconds}s -c {args.concurrency}, one text per POST /v1/predict, "
           f"{os.cpu_count()} CPUs\n")
     rows = []
@@ -162,7 +168,7 @@ def main() -> int:
     print(f"\nmicro-batching / one request per call (1 thread): {ratio:.2f}x requests/s")
     threads = by["micro-batching, 1 thread"]["rps"] / by["micro-batching, 2 threads"]["rps"]
     print(f"micro-batching, 1 thread / 2 threads: {threads:.2f}x requests/s")
-    if args.onnx:
+    if not args.no_onnx:
         onnx_ratio = by["ONNX Runtime, micro-batching, 1 thread"]["rps"] / by["micro-batching, 1 thread"]["rps"]
         print(f"ONNX Runtime / torch (micro-batching, 1 thread): {onnx_ratio:.2f}x requests/s")
     five = sum(n for _, r in rows for c, n in r["codes"].items() if c >= 500)

@@ -1024,6 +1024,7 @@ def cmd_serve(args) -> int:
     from .serve.server import open_models, require_stack, serve
 
     require_stack()
+    os.environ["HEADSTART_PROGRESS"] = "0"  # no progress bar per request
     settings = ServeSettings(threads=args.threads, max_batch=1 if args.no_batching else args.max_batch,
                              max_wait_ms=0.0 if args.no_batching else args.max_wait_ms, max_inputs=args.max_inputs,
                              max_request_bytes=int(args.max_request_mb * (1 << 20)), max_queue=args.max_queue)

@@ -355,3 +355,16 @@ def test_onnx_exports_serve_what_the_runs_give(runs, http_server, tmp_path):
         assert hits["results"][0]["hits"][0]["id"] == runs["ret"].search(runs["index"], "my card delivery", k=1).ids[0]
         models = httpx.get(s.url + "/v1/models").json()["models"]
         assert {m["kind"] for m in models} == {"onnx"}
+
+
+def test_served_predictions_bypass_the_feature_cache(server, monkeypatch):
+    """A server's inputs rarely repeat: the linear probe computes features instead of reading and
+    growing the on-disk cache with every request."""
+    from headstart.methods import linear_probe
+
+    def no_cache(*a, **k):
+        raise AssertionError("the feature cache was used while serving")
+
+    monkeypatch.setattr(linear_probe, "frozen_features", no_cache)
+    r = post(server, "/v1/predict", {"inputs": ["a text never seen before good"]})
+    assert r.status_code == 200, r.text

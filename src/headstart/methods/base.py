@@ -47,6 +47,10 @@ class FitContext:
     """Where a training method keeps its resumable checkpoint (None: no checkpoints)."""
     on_step: Callable[[int], None] | None = None
     """Called after each optimizer step (tests use it to interrupt a fit)."""
+    feature_cache: bool = True
+    """Whether frozen features are looked up in and added to the on-disk feature cache
+    (:mod:`headstart.backbones.cache`). A server turns it off: its inputs rarely repeat, and every
+    request would grow the cache on disk."""
 
 
 def copy_tensors(own: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], *, who: str, mismatch: str) -> None:
