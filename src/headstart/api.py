@@ -18,7 +18,7 @@ import time
 import warnings
 from pathlib import Path
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,7 @@ from .runs.run import FORMAT, MANIFEST, Predictions, read_run_folder, validate_m
 from .recipe import Recipe
 from .runs.repair import remove_stale_tmp
 from .runs.store import Store
-from .train import resolve_precision
+from .train import distributed, resolve_precision
 from .tasks import get_task
 from .tasks.classification import load_with_hint
 from .train.budget import Deadline, parse_budget
@@ -92,8 +92,13 @@ def adapt(
     ``task_options`` are the task's own options (generation: max_length, overlong, template,
     max_new_tokens, samples).
     """
+    distributed.require_accelerate()  # a distributed launch without accelerate: one line, before any work
+    distributed.quiet_other_ranks()
     if resume is not None:
         return _resume(resume, out=out, store=store, _on_step=_on_step)
+    if distributed.launched() and "auto" in (backbone, method):
+        raise BadInput(f"--backbone/--method auto is not planned under a distributed launch (WORLD_SIZE={distributed.world_size()}): "
+                       "run `headstart plan` in one process, then launch with the backbone and method it chose")
     task_obj = get_task(task)
     if backbone is None:
         backbone = task_obj.default_backbone(data)
@@ -204,8 +209,11 @@ def adapt_recipe(recipe: Recipe, *, out, store, **kwargs) -> Run:
     no empty ``runs/``."""
     recipe.validate()  # every option problem at once, before any folder or model
     method_obj = recipe.method_object()
+    distributed.require_accelerate()
+    distributed.quiet_other_ranks()
     out_dir = Path(out).expanduser() if out else home() / "runs"
-    created = writable_folder(out_dir, "--out" if out else "the runs folder (HEADSTART_HOME)")
+    # Under a distributed launch only the main process writes (folders, checkpoints, run, store row).
+    created = writable_folder(out_dir, "--out" if out else "the runs folder (HEADSTART_HOME)") if distributed.is_main_process() else []
     try:
         return _adapt_unguarded(recipe, method_obj, out=out, store=store, **kwargs)
     except BaseException:
@@ -243,7 +251,12 @@ def writable_folder(folder: Path, what: str) -> list[Path]:
 def _adapt_unguarded(recipe: Recipe, method_obj: Method, *, out, store, t_start: float, run_id: str | None, on_step,
                      expect: dict | None = None, lineage: dict | None = None, plan: dict | None = None) -> Run:
     """The pipeline proper. ``run_id``/``expect`` are set when resuming an interrupted run;
-    ``lineage`` ({"parent": run id, "reason": ...}) when a run is re-adapted from another."""
+    ``lineage`` ({"parent": run id, "reason": ...}) when a run is re-adapted from another.
+
+    Under a distributed launch (:mod:`headstart.train.distributed`) every process reads, opens and
+    fits; only the main one writes the interrupted-run folder, checkpoints, the run folder and the
+    store row. The others then wait for it and return the run it wrote."""
+    main = distributed.is_main_process()
     data, test, backbone = recipe.data, recipe.test, recipe.backbone
     seed, precision, budget_s = recipe.seed, recipe.precision, recipe.budget
     deadline = Deadline.start(budget_s) if budget_s is not None else None  # the budget bounds the whole adaptation
@@ -254,11 +267,14 @@ def _adapt_unguarded(recipe: Recipe, method_obj: Method, *, out, store, t_start:
     if out_dir.exists() and not out_dir.is_dir():
         raise BadInput(f"--out {out_dir} is a file; give a folder (it is created if missing)")
     store_obj = Store(store)
-    store_obj.check()  # a damaged store is refused now, not after the fit
-    remove_stale_tmp(out_dir)
+    if main:
+        store_obj.check()  # a damaged store is refused now, not after the fit
+        remove_stale_tmp(out_dir)
     if run_id is not None and (out_dir / run_id / MANIFEST).is_file():
         # Resuming a run that finished writing its folder but was not recorded (killed in between):
         # adopt the folder instead of training again, and only then let the checkpoint go.
+        if not main:
+            return Run(out_dir / run_id, store=store_obj)
         return _adopt_finished(out_dir / run_id, store_obj, out_dir / PARTIAL / run_id)
     td = task.read(recipe)  # the task's splits, or one line naming the file, row and fix
     source = td.train_record["source"]
@@ -271,6 +287,7 @@ def _adapt_unguarded(recipe: Recipe, method_obj: Method, *, out, store, t_start:
 
     bb, bb_hash = open_backbone(spec)
     spec = bb.spec
+    dist = distributed.session(bb.device)  # a pass-through without a distributed launch
     check_modality(spec, td.modality, source)
     task.check_backbone(spec, type(bb))
     require_trainable(bb, method_obj)
@@ -288,11 +305,14 @@ def _adapt_unguarded(recipe: Recipe, method_obj: Method, *, out, store, t_start:
     if expect is not None:
         _check_resumable(expect, td.fingerprint, bb_hash, run_id)
     run_id = run_id or _run_id(spec, method_obj.name)
+    if dist.world > 1:
+        run_id = dist.broadcast(run_id)  # the main process's id (a fresh one is random)
     partial = out_dir / PARTIAL / run_id
-    partial.mkdir(parents=True, exist_ok=True)
+    if main:
+        partial.mkdir(parents=True, exist_ok=True)
     absolute = {"data": str(Path(data).expanduser().resolve()), "test": None if test is None else str(Path(test).expanduser().resolve())}
     recipe = recipe.replace(**absolute)
-    if expect is None:
+    if expect is None and main:
         _write_json_atomic(partial / "recipe.json", {"id": run_id, "recipe": recipe.to_dict(), "data_fingerprint": td.fingerprint,
                                                       "backbone_sha256": bb_hash, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                                       "lineage": lineage})
@@ -302,10 +322,14 @@ def _adapt_unguarded(recipe: Recipe, method_obj: Method, *, out, store, t_start:
                      checkpoint_path=partial / CHECKPOINT, on_step=on_step, **task.context(td))
     _seed_everything(seed)
 
-    with _partial_guard(partial, run_id, out, out_dir / run_id):
+    with _partial_guard(partial, run_id, out, out_dir / run_id) if main else nullcontext(), \
+            _tell_other_processes(dist, main) as told:
         t0 = time.perf_counter()
         fit_summary = method_obj.fit(bb, td.train, td.val, ctx)
         t_fit = time.perf_counter() - t0
+        told["fitted"] = True
+        if not main:  # the main process scores, writes and records; this one returns what it wrote
+            return _main_process_run(dist, store_obj)
 
         t0 = time.perf_counter()
         scored = task.score(method_obj, bb, td.test, ctx)
@@ -340,8 +364,31 @@ def _adapt_unguarded(recipe: Recipe, method_obj: Method, *, out, store, t_start:
             # The run is whole on disk: keep it (and its checkpoint) rather than lose the fit.
             raise BadInput(f"run {run_id} was saved to {path} but could not be recorded ({e}); fix the store, then "
                            f"`headstart adapt --resume {run_id}` records it") from None
+        told["path"] = str(path)
     run._method, run._backbone, run._backbone_hash = method_obj, bb, bb_hash
     return run
+
+
+def _main_process_run(dist, store_obj: Store) -> Run:
+    """On a process other than the main one: the run the main process wrote and recorded."""
+    path = dist.broadcast(None)
+    if path is None:
+        raise HeadstartError("the main process (rank 0) could not save the run; its error says why")
+    return Run(Path(path), store=store_obj)
+
+
+@contextmanager
+def _tell_other_processes(dist, main: bool) -> Iterator[dict]:
+    """On the main process of a distributed launch: once every process has fitted, give the others
+    the saved run's folder (``told["path"]``), or None when scoring or saving failed, so that they
+    never wait for a run that will not come. A failure inside the fit tells nothing (the ranks may
+    stand in another collective; the launcher ends them when this process exits)."""
+    told: dict = {}
+    try:
+        yield told
+    finally:
+        if main and dist.world > 1 and told.get("fitted"):
+            dist.broadcast(told.get("path"))
 
 
 @contextmanager

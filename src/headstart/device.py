@@ -3,8 +3,11 @@
 :func:`select_device` is called once per backbone, when it is opened
 (:func:`headstart.backbones.open_backbone`), and the backbone carries the answer as
 ``backbone.device``; methods, the trainer, the plan's throughput probe and embedding all read
-that attribute instead of asking torch themselves. A later change that hands the model and the
-data loaders to ``accelerate`` replaces this function and nothing else.
+that attribute instead of asking torch themselves. Training on several processes
+(:mod:`headstart.train.distributed`, ``accelerate launch``) does not change who decides: the
+accelerator is created with ``device_placement=False`` and wraps the model where this module put
+it. The one difference under a launch (``WORLD_SIZE`` > 1): ``cuda`` without an index is the
+process's own GPU, ``cuda:LOCAL_RANK``, so that N processes on one machine use N GPUs.
 
 The rule, for ``HEADSTART_DEVICE`` unset or ``auto``:
 
@@ -71,6 +74,18 @@ def requested_device(preference: str | None = None) -> str:
     return value
 
 
+def _rank_gpu(device: torch.device) -> torch.device:
+    """Under a distributed launch, ``cuda`` (no index) becomes this process's GPU, ``cuda:LOCAL_RANK``."""
+    if device.type != "cuda" or device.index is not None or int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return device
+    local = int(os.environ.get("LOCAL_RANK", "0") or 0)
+    count = torch.cuda.device_count()
+    if local >= count:
+        raise BadInput(f"this process has LOCAL_RANK={local} but the machine has {count} CUDA device(s): "
+                       f"launch at most {count} processes per machine, or use {ENV}=cpu")
+    return torch.device("cuda", local)
+
+
 def select_device(preference: str | None = "auto", *, supported: tuple[str, ...] = DEVICE_TYPES) -> torch.device:
     """The device a backbone's module and batches go to.
 
@@ -81,9 +96,9 @@ def select_device(preference: str | None = "auto", *, supported: tuple[str, ...]
     request = requested_device(preference)
     if request != "auto":
         device = _check_available(request, ENV if preference in (None, "auto") else "device")
-        return device if device.type in supported else torch.device("cpu")
+        return _rank_gpu(device) if device.type in supported else torch.device("cpu")
     if "cuda" in supported and torch.cuda.is_available():
-        return torch.device("cuda")
+        return _rank_gpu(torch.device("cuda"))
     if "mps" in supported and _mps_available():
         return torch.device("mps")
     return torch.device("cpu")

@@ -274,6 +274,8 @@ class TrainedMethod(Method):
             summary["padded_token_ratio"] = round(result.padded_tokens_seen / max(1, result.tokens_seen), 4)
         if result.resumed_from_step is not None:
             summary["resumed_from_step"] = result.resumed_from_step
+        if result.processes > 1:  # a distributed launch: batch_size was the global batch
+            summary["processes"] = result.processes
         summary.update(plan.record)
         summary.update(self.fit_details(model))
         return summary

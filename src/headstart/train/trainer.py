@@ -21,6 +21,11 @@ What it does, in order of how much it matters on a CPU:
   the epoch's batch order from the seed and continues from the saved step, so an interrupted and
   resumed fit ends with the same weights as an uninterrupted one. An interrupt between two steps
   (Ctrl-C, or ``on_step`` raising ``KeyboardInterrupt``) saves a checkpoint of that step first.
+- **Several processes** under ``accelerate launch`` (:mod:`headstart.train.distributed`): the
+  model is wrapped for DDP, ``batch_size`` is the global batch (each rank takes its slice of every
+  step, losses divided by the global step size), the main rank evaluates and broadcasts the
+  scores, the budget stops every rank at the same step, and only the main rank writes checkpoints.
+  Without a launch none of this runs (nothing from ``accelerate`` is imported).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from .._util import progress, status
 from ..tasks.base import Objective
 from .budget import Deadline
 from .checkpoint import load_checkpoint
+from .distributed import session as distributed_session
 from .losses import step_share
 from .checkpoint import save_checkpoint as write_checkpoint
 
@@ -111,6 +117,8 @@ class TrainResult:
     resumed_from_step: int | None = None
     train_losses: list[float] = field(default_factory=list)
     """The training loss of every optimizer step (kept across a resume)."""
+    processes: int = 1
+    """Processes that trained together (``world_size`` of a distributed launch; 1 without one)."""
 
     @property
     def examples_per_s(self) -> float:
@@ -222,6 +230,7 @@ class Trainer:
         # measured the same as the per-tensor loop (benchmarks/lora_step.py).
         optimizer = torch.optim.AdamW(self.param_groups, weight_decay=s.weight_decay, fused=True)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(warmup, total_steps))
+        dist = distributed_session(self.device)  # Local (pass-through) without a distributed launch
 
         state = {"step": 0, "epoch": 0, "in_epoch": 0, "best": (-math.inf, -math.inf), "best_step": 0, "bad_evals": 0, "history": [], "elapsed_s": 0.0,
                  "examples": 0, "tokens": 0, "padded": 0, "best_state": None, "train_losses": []}
@@ -231,24 +240,41 @@ class Trainer:
             self.load_trainable_state(ckpt["trainable"])
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
-            torch.set_rng_state(ckpt["torch_rng"])
+            rank_rng = ckpt.get("rank_rng")  # [cpu, own GPU's] generator of each rank, from a distributed fit
+            own = rank_rng[dist.rank] if rank_rng is not None and len(rank_rng) == dist.world else None
+            torch.set_rng_state(own[0] if own is not None else ckpt["torch_rng"])
             if ckpt.get("cuda_rng") is not None and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(ckpt["cuda_rng"])  # dropout on a GPU draws from these
+            if own is not None and own[1] is not None:
+                torch.cuda.set_rng_state(own[1], self.device)
             state.update(ckpt["state"])
             resumed_from = state["step"]
             status(f"resuming from step {resumed_from} of {total_steps} ({c.checkpoint_path})")
         keep_best = s.keep == "best"
         if keep_best and state["best_state"] is None:
             state["best_state"] = _clone(self.trainable_state())
+        # DDP under a distributed launch (parameters broadcast from rank 0); unchanged otherwise.
+        # The checkpoint and the best state read the unwrapped module's tensors (the same ones).
+        find_unused = dist.world > 1 and dist.any(self._has_unused_parameters(objective, collate_train, n))
+        model, step_optimizer = dist.prepare(self.model, optimizer, find_unused=find_unused)
 
-        def save_checkpoint() -> None:
+        def save_checkpoint(collective: bool = True) -> None:
             if c.checkpoint_path is None:
+                return
+            # Every rank's generator, so that a resumed distributed fit draws what it would have
+            # drawn; not on an interrupt, where the ranks may stand at different places.
+            rank_rng = None
+            if dist.world > 1 and collective:
+                rank_rng = dist.gather([torch.get_rng_state(),
+                                        torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None])
+            if not dist.is_main:
                 return
             write_checkpoint(
                 c.checkpoint_path,
                 {"trainable": self.trainable_state(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "torch_rng": torch.get_rng_state(),
-                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None, "state": state},
+                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None, "state": state,
+                 **({"rank_rng": rank_rng} if rank_rng is not None else {})},
             )
 
         n_val = objective.val_examples
@@ -257,7 +283,7 @@ class Trainer:
         def run_eval() -> bool:
             """Evaluate, keep the best state; True when patience ran out."""
             t_eval = time.perf_counter()
-            scores = self.evaluate(objective)
+            scores = dist.from_main(lambda: self.evaluate(objective))  # one rank scores, every rank decides alike
             if c.deadline is not None:
                 c.deadline.measured(time.perf_counter() - t_eval, n_val)
             state["history"].append({"step": state["step"], "epoch": round(state["step"] / steps_per_epoch, 3),
@@ -293,15 +319,17 @@ class Trainer:
             while state["step"] < total_steps:
                 order = batches(np.random.default_rng([c.seed, state["epoch"]]))
                 for idx in order[state["in_epoch"] :]:
-                    if c.budget_s is not None and time.perf_counter() - t_start >= c.budget_s:
-                        stopped_by = "budget"
-                        break
-                    if c.deadline is not None and not c.deadline.allows(next_needs()):
+                    out_of_time = ((c.budget_s is not None and time.perf_counter() - t_start >= c.budget_s)
+                                   or (c.deadline is not None and not c.deadline.allows(next_needs())))
+                    if dist.any(out_of_time):  # one rank out of time stops them all, at the same step
                         stopped_by = "budget"
                         break
                     boundary = False
                     t_step = time.perf_counter()
-                    loss_value = self._step(idx, objective, collate_train, optimizer, state)
+                    loss_value, tokens, padded = dist.all_sum(
+                        list(self._step(idx, objective, collate_train, step_optimizer, model, dist, state)))
+                    state["tokens"] += tokens
+                    state["padded"] += padded
                     done_here = state["step"] + 1 - (resumed_from or 0)
                     step_s += (time.perf_counter() - t_step - step_s) / done_here
                     scheduler.step()
@@ -323,7 +351,7 @@ class Trainer:
                         stop = run_eval()
                         save_checkpoint()
                         last_ckpt = time.perf_counter()
-                    elif time.perf_counter() - last_ckpt >= c.checkpoint_every_s:
+                    elif dist.any(time.perf_counter() - last_ckpt >= c.checkpoint_every_s):
                         save_checkpoint()
                         last_ckpt = time.perf_counter()
                     boundary = True
@@ -341,10 +369,11 @@ class Trainer:
                 break
         except KeyboardInterrupt:
             if boundary:
-                save_checkpoint()
+                save_checkpoint(collective=False)
             raise
         finally:
             bar.close()
+            dist.release()
         if not state["history"] or state["history"][-1]["step"] != state["step"]:
             run_eval()
         state["elapsed_s"] = time.perf_counter() - t_start
@@ -364,34 +393,68 @@ class Trainer:
             padded_tokens_seen=state["padded"],
             resumed_from_step=resumed_from,
             train_losses=list(state["train_losses"]),
+            processes=dist.world,
         )
 
-    def _step(self, idx: list[int], objective: Objective, collate, optimizer, state: dict) -> float:
-        """One optimizer step over ``idx`` in ``grad_accum`` micro-batches; returns the mean loss."""
+    def _has_unused_parameters(self, objective: Objective, collate, n: int) -> bool:
+        """Whether a trainable tensor gets no gradient from the loss (DDP must then look for such
+        tensors every step): one forward and backward on the first examples, unwrapped, with the
+        gradients and the random generators left as they were."""
+        rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        try:
+            self.set_train_mode()
+            micro = list(range(min(2, n)))
+            batch = {key: v.to(self.device) for key, v in collate(micro).items()}
+            with self._autocast():
+                outputs = self.model(batch)
+            step_share(objective, objective.loss(outputs, micro), len(micro), len(micro)).backward()
+            return any(p.grad is None for p in self.params)
+        finally:
+            for p in self.params:
+                p.grad = None
+            torch.set_rng_state(rng)
+            if cuda_rng is not None:
+                torch.cuda.set_rng_state_all(cuda_rng)
+
+    def _step(self, idx: list[int], objective: Objective, collate, optimizer, model, dist, state: dict) -> tuple[float, int, int]:
+        """One optimizer step over ``idx`` in ``grad_accum`` micro-batches; returns this rank's share
+        of the step's mean loss and the tokens / padded tokens it saw (the whole step's with one process).
+
+        Under a distributed launch ``idx`` is the global step: this rank trains on its slice, each
+        loss divided by the global size and scaled by the world size, since DDP averages the ranks'
+        gradients (the sum of the shares is the global step's gradient)."""
         self.set_train_mode()
         optimizer.zero_grad(set_to_none=True)
         total = len(idx)
-        size = math.ceil(total / self.s.grad_accum)
-        loss_sum = 0.0
-        for start in range(0, total, size):
-            micro = idx[start : start + size]
-            batch = {k: v.to(self.device) for k, v in collate(micro).items()}
-            for key, mask in batch.items():  # "attention_mask", or one per role ("q.attention_mask", ...)
-                if key == "attention_mask" or key.endswith(".attention_mask"):
-                    state["tokens"] += int(mask.sum())
-                    state["padded"] += int(mask.numel())
-            with self._autocast():
-                outputs = self.model(batch)
-            # Sum over the micro-batch, divided by the whole step's size: the accumulated gradient
-            # equals the gradient of the step's mean loss whatever the micro-batch sizes.
-            loss = step_share(objective, objective.loss(outputs, micro), len(micro), total)
-            loss.backward()
-            loss_sum += float(loss.detach()) * total
+        mine, weight = dist.shard(idx), 1.0
+        if not mine:  # fewer examples than ranks (an epoch's last batch): join the all-reduce with nothing
+            mine, weight = idx[:1], 0.0
+        size = math.ceil(len(mine) / self.s.grad_accum)
+        starts = range(0, len(mine), size)
+        loss_sum, tokens, padded = 0.0, 0, 0
+        for k, start in enumerate(starts):
+            micro = mine[start : start + size]
+            batch = {key: v.to(self.device) for key, v in collate(micro).items()}
+            if weight:
+                for key, mask in batch.items():  # "attention_mask", or one per role ("q.attention_mask", ...)
+                    if key == "attention_mask" or key.endswith(".attention_mask"):
+                        tokens += int(mask.sum())
+                        padded += int(mask.numel())
+            # DDP reduces the gradients once per step, in the last micro-batch's backward.
+            with dist.no_sync(model) if k < len(starts) - 1 else nullcontext():
+                with self._autocast():
+                    outputs = model(batch)
+                # Sum over the micro-batch, divided by the whole step's size: the accumulated gradient
+                # equals the gradient of the step's mean loss whatever the micro-batch sizes.
+                loss = step_share(objective, objective.loss(outputs, micro), len(micro), total)
+                (loss if dist.world == 1 else loss * (dist.world * weight)).backward()
+            loss_sum += float(loss.detach()) * total * weight
         if self.s.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.params, self.s.max_grad_norm)
         optimizer.step()
         state["examples"] += total
-        return loss_sum / total
+        return loss_sum / total, tokens, padded
 
 
 def _best_value(state: dict, metric) -> float:
