@@ -2,15 +2,12 @@
 
 Under a distributed launch the processes other than the main one print nothing but errors: their
 standard output (the run summary the main process prints) is discarded, and progress, status
-lines and warnings are silenced (:func:`headstart.train.distributed.quiet_other_ranks`).
+lines and warnings are silenced (:func:`headstart.train.distributed.quiet_other_ranks`, called by ``cli.main``).
 """
 
 import sys
 
-from .train.distributed import quiet_other_ranks
+from .cli import main  # main() silences the other ranks first (the `headstart` script does the same)
 
 if __name__ == "__main__":
-    quiet_other_ranks(stdout=True)
-    from .cli import main
-
     sys.exit(main())

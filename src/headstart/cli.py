@@ -370,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .train.distributed import quiet_other_ranks
+
+    quiet_other_ranks(stdout=True)  # under `accelerate launch`, only the main process prints (a no-op otherwise)
     args = build_parser().parse_args(argv)
     if args.quiet:
         os.environ["HEADSTART_PROGRESS"] = "0"
