@@ -93,7 +93,7 @@ def test_streamed_probe_equals_the_in_memory_probe(tmp_path, tiny_bert, in_memor
     assert run.evaluate(small)["n"] == 30
 
 
-def test_rows_above_the_threshold_stream(tmp_path, tiny_bert, monkeypatch):
+def test_rows_above_the_threshold_stream(tmp_path, tiny_bert, monkeypatch, cli):
     monkeypatch.setattr(large, "LARGE_ROWS", 1000)
     data = _write(tmp_path / "train.parquet", _rows(1500))
     assert streams(data) and not streams(data, forced=False) and not streams(_write(tmp_path / "t.csv", _rows(900)))
@@ -104,6 +104,11 @@ def test_rows_above_the_threshold_stream(tmp_path, tiny_bert, monkeypatch):
     again = api.adapt(data, backbone=str(tiny_bert), method="linear-probe", out=tmp_path / "runs", store=tmp_path / "s.sqlite",
                       method_options={"C": 1.0}, seed=1)
     assert again.manifest["method"]["fit"]["examples_encoded"] == 0
+    listed = cli("runs", "--store", tmp_path / "s.sqlite")
+    assert listed.rc == 0 and run.id in listed.out and again.id in listed.out
+    small = _write(tmp_path / "small.csv", _rows(20, seed=3))
+    predicted = cli("predict", run.path, small)
+    assert predicted.rc == 0, predicted
 
 
 def test_interrupted_encode_resumes_after_the_last_chunk(tmp_path, tiny_bert, monkeypatch):
@@ -146,3 +151,42 @@ def test_bad_columns_and_rows_are_one_line(tmp_path, tiny_bert, cli, assert_bad_
     assert_bad_input(cli("adapt", blank, "--backbone", tiny_bert, "--task-set", "streaming=true"),
                      "blank.csv row 2501: empty text in column 'text'")
 
+
+
+def test_arrow_stream_format_and_integer_labels(tmp_path):
+    import pyarrow as pa
+
+    rows = _rows(500)
+    table = pa.table({"sentence": [r[0] for r in rows], "y": [("red", "green", "blue").index(r[1]) for r in rows]})
+    path = tmp_path / "train.arrow"
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as w:
+        for batch in table.to_batches(max_chunksize=128):
+            w.write_batch(batch)
+    opened = open_table(path)
+    assert opened.columns == {"text": "sentence", "label": "y"} and opened.classes == ["0", "1", "2"]
+    assert opened.n_rows == 500 and list(opened.codes[:3]) == [0, 1, 2]
+    chunks = list(opened.iter_texts(np.array([3, 200, 499]), chunk=2))
+    assert [list(i) for i, _ in chunks] == [[3, 200], [499]] and chunks[1][1] == [rows[499][0]]
+    # the fingerprint is of the content, not of the file's format or batching
+    assert open_table(_write(tmp_path / "same.csv", [(t, str(("red", "green", "blue").index(y))) for t, y in rows]),
+                      text_col="text", label_col="label").fingerprint == opened.fingerprint
+
+
+def test_a_full_disk_is_one_line(tmp_path, tiny_bert, cli, assert_bad_input, monkeypatch):
+    import errno
+    import os
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    data = _write(tmp_path / "train.parquet", _rows(300))
+    result = cli("adapt", data, "--backbone", tiny_bert, "--task-set", "streaming=true", "--out", tmp_path / "runs")
+    assert_bad_input(result, "cannot write the feature file", "No space left on device", "HEADSTART_CACHE",
+                     out_dir=tmp_path / "runs")
+
+
+def test_streaming_a_jsonl_file_is_refused(tmp_path, tiny_bert, cli, assert_bad_input, write_table):
+    data = write_table(tmp_path / "train.jsonl", _rows(30))
+    assert_bad_input(cli("adapt", data, "--backbone", tiny_bert, "--task-set", "streaming=true"),
+                     "streaming=true reads Parquet, Arrow IPC, CSV or TSV tables, not JSONL")

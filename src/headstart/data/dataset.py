@@ -126,7 +126,6 @@ def split_indices(codes: np.ndarray, classes: list[str], *, val_fraction: float,
     """
     if not 0 < val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
         raise BadInput(f"split fractions must be in (0, 1) and sum below 1 (validation {val_fraction}, test {test_fraction})")
-    order = np.argsort(codes, kind="stable")  # rows grouped by class, in row order within each
     counts = np.bincount(codes, minlength=len(classes))
     too_small = [(classes[c], int(n)) for c, n in enumerate(counts) if n < 2]
     if too_small:
@@ -138,9 +137,8 @@ def split_indices(codes: np.ndarray, classes: list[str], *, val_fraction: float,
         )
     rng = np.random.default_rng(seed)
     train, val, test = [], [], []
-    starts = np.concatenate([[0], np.cumsum(counts)])
     for c in range(len(classes)):
-        ix = order[starts[c] : starts[c + 1]].astype(np.int64)
+        ix = np.flatnonzero(codes == c)  # the class's rows in row order, then shuffled
         rng.shuffle(ix)
         n = len(ix)
         n_test = int(round(n * test_fraction))

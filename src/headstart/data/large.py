@@ -429,7 +429,7 @@ class TableFeatures:
 
     PARTS = {"train": (0,), "val": (1,), "fit": (0, 1), "test": (2,)}
 
-    def __init__(self, path: Path, part: np.ndarray, codes: np.ndarray, block_bytes: int = 32 << 20):
+    def __init__(self, path: Path, part: np.ndarray, codes: np.ndarray, block_bytes: int = 8 << 20):
         self.path = Path(path)
         self.part, self.codes = part, codes
         shape, dtype, self.offset = npy_header(self.path)
@@ -452,7 +452,7 @@ class TableFeatures:
                     continue
                 f.seek(self.offset + start * self.dim * 4)
                 x = np.fromfile(f, dtype=np.float32, count=(stop - start) * self.dim).reshape(stop - start, self.dim)
-                yield np.flatnonzero(mask) + start, x[mask]
+                yield np.flatnonzero(mask) + start, x if mask.all() else x[mask]  # a fresh array either way
 
     def standardiser(self):
         """Training-split mean and std (float64 sums, float32 result; as ``_standardiser``)."""
@@ -484,4 +484,4 @@ class TableFeatures:
         import torch
 
         for rows, x in self.blocks(part):
-            yield (torch.from_numpy(x) - self.mean) / self.std, torch.from_numpy(self.codes[rows].astype(np.int64))
+            yield torch.from_numpy(x).sub_(self.mean).div_(self.std), torch.from_numpy(self.codes[rows].astype(np.int64))
