@@ -104,6 +104,10 @@ def test_rows_above_the_threshold_stream(tmp_path, tiny_bert, monkeypatch, cli):
     again = api.adapt(data, backbone=str(tiny_bert), method="linear-probe", out=tmp_path / "runs", store=tmp_path / "s.sqlite",
                       method_options={"C": 1.0}, seed=1)
     assert again.manifest["method"]["fit"]["examples_encoded"] == 0
+    small_arrow = _write(tmp_path / "small.arrow", _rows(900))  # under the threshold: read into memory like a CSV
+    in_memory = api.adapt(small_arrow, backbone=str(tiny_bert), method="finetune", out=tmp_path / "runs",
+                          store=tmp_path / "s.sqlite", method_options={"epochs": 1})
+    assert "streamed" not in in_memory.manifest["data"]["train"] and in_memory.manifest["data"]["train"]["examples"] == 900
     listed = cli("runs", "--store", tmp_path / "s.sqlite")
     assert listed.rc == 0 and run.id in listed.out and again.id in listed.out
     small = _write(tmp_path / "small.csv", _rows(20, seed=3))
@@ -190,3 +194,15 @@ def test_streaming_a_jsonl_file_is_refused(tmp_path, tiny_bert, cli, assert_bad_
     data = write_table(tmp_path / "train.jsonl", _rows(30))
     assert_bad_input(cli("adapt", data, "--backbone", tiny_bert, "--task-set", "streaming=true"),
                      "streaming=true reads Parquet, Arrow IPC, CSV or TSV tables, not JSONL")
+
+
+def test_a_separate_test_file_streams_too(tmp_path, tiny_bert, cli, assert_bad_input):
+    data = _write(tmp_path / "train.parquet", _rows(600))
+    test = _write(tmp_path / "test.csv", _rows(90, seed=9))
+    run = api.adapt(data, test=test, backbone=str(tiny_bert), method="linear-probe", out=tmp_path / "runs",
+                    store=tmp_path / "s.sqlite", method_options={"C": 1.0}, task_options={"streaming": True})
+    assert run.manifest["data"]["test"]["examples"] == 90 and run.manifest["data"]["split"]["test_fraction"] == 0.0
+    assert run.metrics["test"]["summary"]["n"] == 90
+    odd = _write(tmp_path / "odd.csv", _rows(90, seed=9) + [("alpha beta", "purple")])
+    assert_bad_input(cli("adapt", data, "--test", odd, "--backbone", tiny_bert, "--task-set", "streaming=true"),
+                     "labels never seen in training: 'purple' (1 rows)", "odd.csv row 91")
