@@ -116,8 +116,10 @@ def main() -> int:
     ap.add_argument("--run", help="serve this run instead of adapting MiniLM-L6 on support_tickets.csv")
     ap.add_argument("--seconds", type=int, default=30, help="load per configuration (default: 30)")
     ap.add_argument("--soak", type=int, default=300, help="soak seconds (default: 300; 0: none)")
+    ap.add_argument("--soak-threads", type=int, default=None, help="torch threads of the soak server (default: serve's default)")
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--quick", action="store_true", help="10 s per configuration, 60 s soak")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts to measure (default: 1 2)")
     ap.add_argument("--no-onnx", action="store_true", help="skip serving the run's ONNX export (headstart export --format onnx)")
     args = ap.parse_args()
     if args.quick:
@@ -132,18 +134,21 @@ def main() -> int:
     run = args.run or make_run(tmp, env)
     body = tmp / "body.json"
     body.write_text(json.dumps({"inputs": [TEXT]}))
-    configs = [("no batching, 1 thread", run, ["--no-batching", "--threads", "1"]),
-               ("micro-batching, 1 thread", run, ["--threads", "1"]),
-               ("no batching, 2 threads", run, ["--no-batching", "--threads", "2"]),
-               ("micro-batching, 2 threads", run, ["--threads", "2"])]
+    configs = []
+    for n in args.threads:
+        unit = "thread" if n == 1 else "threads"
+        configs += [(f"no batching, {n} {unit}", run, ["--no-batching", "--threads", str(n)]),
+                    (f"micro-batching, {n} {unit}", run, ["--threads", str(n)])]
     if not args.no_onnx:
         onnx = tmp / "onnx"
         done = subprocess.run([sys.executable, "-m", "headstart.cli", "export", run, "--format", "onnx", "--out", str(onnx),
                                "--quiet"], capture_output=True, text=True, env=env)
         if done.returncode != 0:
             raise SystemExit(f"the ONNX export failed: {done.stderr}")
-        configs += [("ONNX Runtime, no batching, 1 thread", str(onnx), ["--no-batching", "--threads", "1"]),
-                    ("ONNX Runtime, micro-batching, 1 thread", str(onnx), ["--threads", "1"])]
+        for n in args.threads:
+            unit = "thread" if n == 1 else "threads"
+            configs += [(f"ONNX Runtime, no batching, {n} {unit}", str(onnx), ["--no-batching", "--threads", str(n)]),
+                        (f"ONNX Runtime, micro-batching, {n} {unit}", str(onnx), ["--threads", str(n)])]
     print(f"run {run}\nhey -z {args.seconds}s -c {args.concurrency}, one text per POST /v1/predict, "
           f"{os.cpu_count()} CPUs\n")
     rows = []
@@ -164,21 +169,29 @@ def main() -> int:
               f"non-2xx {bad}  client errors {r['client_errors']}  mean batch {r['batch']:.1f}  RSS {r['rss_mb']:.0f} MB",
               flush=True)
     by = dict(rows)
-    ratio = by["micro-batching, 1 thread"]["rps"] / by["no batching, 1 thread"]["rps"]
-    print(f"\nmicro-batching / one request per call (1 thread): {ratio:.2f}x requests/s")
-    threads = by["micro-batching, 1 thread"]["rps"] / by["micro-batching, 2 threads"]["rps"]
-    print(f"micro-batching, 1 thread / 2 threads: {threads:.2f}x requests/s")
-    if not args.no_onnx:
-        onnx_ratio = by["ONNX Runtime, micro-batching, 1 thread"]["rps"] / by["micro-batching, 1 thread"]["rps"]
-        print(f"ONNX Runtime / torch (micro-batching, 1 thread): {onnx_ratio:.2f}x requests/s")
+    print()
+    ratios = []
+    for n in args.threads:
+        unit = "thread" if n == 1 else "threads"
+        r = by[f"micro-batching, {n} {unit}"]["rps"] / by[f"no batching, {n} {unit}"]["rps"]
+        ratios.append(r)
+        print(f"micro-batching / one request per call ({n} {unit}): {r:.2f}x requests/s")
+        if not args.no_onnx:
+            o = by[f"ONNX Runtime, micro-batching, {n} {unit}"]["rps"] / by[f"micro-batching, {n} {unit}"]["rps"]
+            print(f"ONNX Runtime / torch (micro-batching, {n} {unit}): {o:.2f}x requests/s")
+    if len(args.threads) > 1:
+        best = max(args.threads, key=lambda n: by[f"micro-batching, {n} {'thread' if n == 1 else 'threads'}"]["rps"])
+        print(f"fastest thread count with micro-batching: {best}")
+    ratio = ratios[0]
     five = sum(n for _, r in rows for c, n in r["codes"].items() if c >= 500)
     dropped = sum(r["client_errors"] for _, r in rows)
     ok = five == 0 and dropped == 0 and ratio >= 2.0
     print(f"floor: zero 5xx ({five}) and zero dropped ({dropped}): {'PASS' if five == 0 and dropped == 0 else 'FAIL'}")
-    print(f"floor: micro-batching >= 2x one-at-a-time ({ratio:.2f}x): {'PASS' if ratio >= 2 else 'FAIL'}")
+    print(f"floor: micro-batching >= 2x one-at-a-time ({args.threads[0]} thread(s): {ratio:.2f}x): "
+          f"{'PASS' if ratio >= 2 else 'FAIL'}")
 
     if args.soak:
-        proc, url = start_server(run, env, "--threads", "1")
+        proc, url = start_server(run, env, *(["--threads", str(args.soak_threads)] if args.soak_threads else []))
         samples = []
         try:
             load = subprocess.Popen(["hey", "-z", f"{args.soak}s", "-c", str(args.concurrency), "-m", "POST", "-T",

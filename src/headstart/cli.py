@@ -314,9 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free port, printed)")
     p.add_argument("--index", action="append", default=[], metavar="DIR",
                    help="an index built by `headstart index` with one of the runs, for /v1/search (repeatable)")
-    p.add_argument("--threads", type=int, default=1, metavar="N",
-                   help="torch threads for model calls (default: 1; measured faster than 2 under load on 2 cores, "
-                   "see benchmarks/README.md)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch threads for model calls (default: with micro-batching the cores available, at most 4; "
+                   "with --no-batching 1; measured in benchmarks/serve.py, see benchmarks/README.md)")
     p.add_argument("--max-batch", type=int, default=32, metavar="N", help="items per model call at most (default: 32)")
     p.add_argument("--max-wait-ms", type=float, default=5.0, metavar="MS",
                    help="how long a request waits for others to share its batch (default: 5)")
@@ -1023,18 +1023,19 @@ def cmd_search(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from .serve.app import ServeSettings
+    from .serve.app import ServeSettings, default_threads
     from .serve.server import open_models, require_stack, serve
 
     require_stack()
     os.environ["HEADSTART_PROGRESS"] = "0"  # no progress bar per request
-    settings = ServeSettings(threads=args.threads, max_batch=1 if args.no_batching else args.max_batch,
+    threads = args.threads if args.threads is not None else default_threads(not args.no_batching)
+    settings = ServeSettings(threads=threads, max_batch=1 if args.no_batching else args.max_batch,
                              max_wait_ms=0.0 if args.no_batching else args.max_wait_ms, max_inputs=args.max_inputs,
                              max_request_bytes=int(args.max_request_mb * (1 << 20)), max_queue=args.max_queue)
     settings.validate()
     if args.graceful_s < 0:
         raise BadInput(f"--graceful-s {args.graceful_s}: must be 0 or more seconds")
-    served = open_models(args.runs, store=args.store, threads=args.threads, indexes=args.index,
+    served = open_models(args.runs, store=args.store, threads=threads, indexes=args.index,
                          allow_base_change=args.allow_base_change)
 
     def announce(url: str) -> None:

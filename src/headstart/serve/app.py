@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -34,7 +35,7 @@ class ServeSettings:
     """How the server batches, limits and threads (the ``headstart serve`` options)."""
 
     threads: int = 1
-    """torch intra-op threads for the model calls (measured: 1 beats 2 under load on 2 cores)."""
+    """torch intra-op threads for the model calls (:func:`default_threads` picks it for the CLI)."""
     max_batch: int = 32
     """Items per model call at most (1: no micro-batching, one request per call)."""
     max_wait_ms: float = 5.0
@@ -56,6 +57,26 @@ class ServeSettings:
                 raise BadInput(f"{flag} {value}: must be at least {low}")
         if not 0 <= self.max_wait_ms <= 1000:
             raise BadInput(f"--max-wait-ms {self.max_wait_ms}: must be between 0 and 1000")
+
+
+MAX_DEFAULT_THREADS = 4
+
+
+def default_threads(batching: bool) -> int:
+    """The thread count ``headstart serve`` uses unless told: with micro-batching, the cores this
+    process may use, at most :data:`MAX_DEFAULT_THREADS`; one request per call: 1.
+
+    Measured on 2 cores with the load generator beside the server (``benchmarks/serve.py``):
+    batches of ~8 texts ran 1.4-1.7x faster with 2 threads than with 1, while single texts with 2
+    threads were erratic (5.8 to 27 requests/s against 24 with 1 thread: OpenMP workers spinning
+    against the event loop). More than 2 threads was not measured, hence the cap."""
+    if not batching:
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_DEFAULT_THREADS))
 
 
 class ServerState:
