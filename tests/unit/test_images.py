@@ -118,3 +118,28 @@ def test_trained_methods_run_on_a_vision_transformer(tmp_path, image_folder, tin
         assert fit["adapter_count"] == 4
     again = hs.load(run.path).predict(image_folder)
     np.testing.assert_allclose(again.probabilities, run.predict(image_folder).probabilities, atol=1e-6)
+
+
+def test_images_named_in_a_csv(tmp_path, image_folder, tiny_vit, assert_bad_input, cli):
+    """A table with an image-path column (relative to the table's folder) and a label column is
+    image data, read like an image folder."""
+    import shutil
+
+    from headstart.data import load_dataset
+
+    shutil.copytree(image_folder, tmp_path / "pics")
+    rows = [(f"pics/{p.parent.name}/{p.name}", p.parent.name) for p in sorted((tmp_path / "pics").glob("*/*.png"))]
+    table = tmp_path / "images.csv"
+    with open(table, "w", newline="") as f:
+        csv.writer(f).writerows([("image", "label"), *rows])
+    ds = load_dataset(table)
+    assert ds.modality == "image" and ds.columns == {"text": "image", "label": "label"}
+    assert ds.inputs[0] == str(tmp_path / rows[0][0]) and ds.labels[0] == rows[0][1]
+    run = hs.adapt(table, backbone=str(tiny_vit), out=tmp_path / "out")
+    assert run.manifest["modality"] == "image" and run.manifest["classes"] == ["blue", "red"]
+    assert run.evaluate(table, record=False)["accuracy"] >= 0.9
+    np.testing.assert_allclose(run.predict(table).probabilities, run.predict(image_folder).probabilities, atol=1e-6)
+    with open(table, "a", newline="") as f:
+        csv.writer(f).writerow(("pics/red/missing.png", "red"))
+    assert_bad_input(cli("adapt", table, "--backbone", tiny_vit, "--out", tmp_path / "o2"),
+                     "image file", "missing.png", "does not exist", "relative to the table's folder")

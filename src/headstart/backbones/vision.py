@@ -1,12 +1,16 @@
 """Image backbones: EfficientNet-Lite (packaged weights) and Hugging Face vision encoders.
 
 Preprocessing follows the backbone's :class:`~headstart.catalog.ImagePreprocessing` record and
-needs only Pillow and numpy (no torchvision).
+needs only Pillow and numpy (no torchvision). Training-time augmentation (the classification
+task's ``augment=crop-flip``) is :func:`load_image` with a random generator: a random resized
+crop (area 0.5-1 of the image, aspect 3/4-4/3, as torchvision's ``RandomResizedCrop`` with
+``scale=(0.5, 1)``) squashed to the input size, then a horizontal flip with probability 1/2.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 
 import numpy as np
@@ -19,15 +23,39 @@ from .base import Backbone, quiet_transformers
 _RESAMPLE = {"bilinear": 2, "bicubic": 3}  # PIL.Image.Resampling values
 
 
-def load_image(path: str, pre: ImagePreprocessing) -> np.ndarray:
-    """(3, S, S) float32, normalised with the backbone's mean/std."""
+AUGMENT_SCALE = (0.5, 1.0)
+"""Share of the image's area a random resized crop keeps."""
+AUGMENT_RATIO = (3 / 4, 4 / 3)
+"""Aspect ratios (width / height) a random resized crop takes, drawn log-uniformly."""
+
+
+def _random_resized_crop(im, rng: np.random.Generator):
+    """A crop of ``im`` with a random area share and aspect; the whole image when 10 draws do not fit."""
+    w, h = im.size
+    for _ in range(10):
+        area = w * h * rng.uniform(*AUGMENT_SCALE)
+        aspect = math.exp(rng.uniform(math.log(AUGMENT_RATIO[0]), math.log(AUGMENT_RATIO[1])))
+        cw, ch = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+        if 0 < cw <= w and 0 < ch <= h:
+            left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+            return im.crop((left, top, left + cw, top + ch))
+    return im
+
+
+def load_image(path: str, pre: ImagePreprocessing, rng: np.random.Generator | None = None) -> np.ndarray:
+    """(3, S, S) float32, normalised with the backbone's mean/std; with ``rng``, augmented for
+    training (random resized crop squashed to S x S, random horizontal flip)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
             im = im.convert("RGB")
             s = pre.image_size
-            if pre.resize == "squash":
+            if rng is not None:
+                im = _random_resized_crop(im, rng).resize((s, s), _RESAMPLE[pre.interpolation])
+                if rng.random() < 0.5:
+                    im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            elif pre.resize == "squash":
                 im = im.resize((s, s), _RESAMPLE[pre.interpolation])
             else:
                 short = int(round(s / pre.crop_pct))
@@ -63,25 +91,54 @@ class ImageBackbone(Backbone):
     def collate(self, prepared: list[str]) -> dict[str, torch.Tensor]:
         return {"pixel_values": torch.from_numpy(np.stack([load_image(p, self.pre) for p in prepared]))}
 
+    def collate_augmented(self, prepared: list[str], rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """A training batch with each image randomly cropped and flipped (draws from ``rng`` in order)."""
+        return {"pixel_values": torch.from_numpy(np.stack([load_image(p, self.pre, rng) for p in prepared]))}
+
+
+EFFICIENTNET_LITE_VARIANTS = tuple(f"efficientnet-lite{i}" for i in range(5))
+"""The architectures the package builds; a catalog entry's name is its variant."""
+
+
+def _efficientnet_class():
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError:
+        raise BadInput(
+            "efficientnet backbones need the efficientnet-lite-pytorch package: "
+            "pip install efficientnet-lite-pytorch==0.1.0 (or pip install 'headstart[weights]')"
+        ) from None
+    return EfficientNet
+
 
 class EfficientNetLiteBackbone(ImageBackbone):
-    """EfficientNet-Lite from the ``efficientnet-lite-pytorch`` package; features = pooled conv head."""
+    """EfficientNet-Lite from the ``efficientnet-lite-pytorch`` package; features = pooled conv head.
+
+    The architecture is the catalog entry's name (``efficientnet-lite0`` ... ``-lite4``, the
+    package's variant names). Trained methods: finetune and scratch train every layer (batch norms
+    in train mode, their statistics saved with the run); LoRA/DoRA adapt the MBConv blocks' 1x1
+    expand/project convs and adapters follow the project convs, with every batch norm frozen."""
+
+    @property
+    def variant(self) -> str:
+        if self.spec.name not in EFFICIENTNET_LITE_VARIANTS:
+            raise BadInput(f"backbone {self.spec.name!r}: the efficientnet-lite family builds {', '.join(EFFICIENTNET_LITE_VARIANTS)}; "
+                           "name the catalog entry after its variant")
+        return self.spec.name
 
     def load(self) -> EfficientNetLiteBackbone:
-        try:
-            from efficientnet_lite_pytorch import EfficientNet
-        except ImportError:
-            raise BadInput(
-                "efficientnet backbones need the efficientnet-lite-pytorch package: "
-                "pip install efficientnet-lite-pytorch==0.1.0 (or pip install 'headstart[weights]')"
-            ) from None
-        variant = "efficientnet-lite0"
+        EfficientNet = _efficientnet_class()
+        variant = self.variant
         # The package prints "Loaded pretrained weights..." to stdout, which would corrupt
         # `--json` and CSV output: send it to stderr.
         with contextlib.redirect_stdout(sys.stderr):
             self.module_ = EfficientNet.from_pretrained(variant, weights_path=str(self.path))
         self.module_.eval()
         return self
+
+    def reinitialize(self) -> None:
+        """The same architecture built by the package's ``from_name`` (its own random initialisation)."""
+        self.module_ = _efficientnet_class().from_name(self.variant).eval()
 
     @property
     def feature_dim(self) -> int:

@@ -29,6 +29,11 @@ AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
 """What :func:`headstart.data.audio.read_audio` reads (the same set; a unit test holds them equal)."""
 AUDIO_NAMES = ("audio", "audio_path", "audio_file", "path", "file", "filename", "file_name", "wav")
 """Column names taken as the audio-path column (when their values are audio files)."""
+IMAGE_NAMES = ("image", "image_path", "image_file", "img", "photo", "path", "file", "filename", "file_name")
+"""Column names taken as the image-path column (when their values are image files)."""
+FILE_COLUMNS = {"audio": (AUDIO_SUFFIXES, AUDIO_NAMES), "image": (IMAGE_SUFFIXES, IMAGE_NAMES)}
+"""Modalities a table holds as a column of file paths (relative to the table's folder): (suffixes,
+column names looked at first)."""
 UNQUOTED_SUFFIXES = {".txt"}
 """Delimited files read line by line with no quoting: a '"' in them is text."""
 
@@ -183,7 +188,7 @@ def _looks_like_data(first: list[str], below: list[list[str]], names: tuple[str 
     cells = [c.strip() for c in first]
     below = [r for r in below if len(r) == len(first)]
     values = [[r[j].strip() for r in below] for j in range(len(first))]
-    known = {n.lower() for n in TEXT_NAMES + LABEL_NAMES + AUDIO_NAMES} | {n.lower() for n in names if n and not n.isdigit()}
+    known = {n.lower() for n in TEXT_NAMES + LABEL_NAMES + AUDIO_NAMES + IMAGE_NAMES} | {n.lower() for n in names if n and not n.isdigit()}
     if any(c.lower() in known and c not in set(col) for c, col in zip(cells, values, strict=True)):
         return None
     if not below:
@@ -270,7 +275,7 @@ def select_columns(path: Path, columns: Columns, origin: list[str], *, text_col,
         if col is not None and col not in columns:
             raise BadInput(f"{path}: {opt} {col!r} is not a column; columns are {', '.join(map(repr, names))}")
     label = label_col or _by_name(names, LABEL_NAMES, exclude=text_col)
-    text = text_col or _audio_column(columns, exclude=label) or _by_name(names, TEXT_NAMES, exclude=label) \
+    text = text_col or _file_column(columns, exclude=label) or _by_name(names, TEXT_NAMES, exclude=label) \
         or _longest_text_column(columns, exclude=label)
     if text is None:
         raise BadInput(f"{path}: no text column found among {', '.join(map(repr, names))}; name it with --text-col")
@@ -308,26 +313,51 @@ def select_columns(path: Path, columns: Columns, origin: list[str], *, text_col,
     cols = {"text": text}
     if label is not None:
         cols["label"] = label
-    if is_audio_column(texts):
-        return Dataset(inputs=audio_paths(path, texts, origin, text), labels=labels, modality="audio", source=str(path),
-                       origin=origin, columns=cols)
+    modality = file_modality(texts)
+    if modality is not None:
+        return Dataset(inputs=file_paths(path, texts, origin, text, modality), labels=labels, modality=modality,
+                       source=str(path), origin=origin, columns=cols)
     return Dataset(inputs=list(texts), labels=labels, modality="text", source=str(path), origin=origin, columns=cols)
+
+
+def _is_file_column(values: list, suffixes: set[str]) -> bool:
+    return bool(values) and all(isinstance(v, str) and Path(v.strip()).suffix.lower() in suffixes for v in values)
 
 
 def is_audio_column(values: list) -> bool:
     """Every value a string naming a file with an audio suffix."""
-    return bool(values) and all(isinstance(v, str) and Path(v.strip()).suffix.lower() in AUDIO_SUFFIXES for v in values)
+    return _is_file_column(values, AUDIO_SUFFIXES)
+
+
+def file_modality(values: list) -> str | None:
+    """The modality (:data:`FILE_COLUMNS`) of a column whose every value names such a file; None: text."""
+    return next((m for m, (suffixes, _) in FILE_COLUMNS.items() if _is_file_column(values, suffixes)), None)
+
+
+def _column_of(columns: Columns, exclude: str | None, names: tuple[str, ...], test) -> str | None:
+    named = [n for w in names for n in columns if n.lower() == w and n != exclude]
+    others = [n for n in columns if n not in named and n != exclude]
+    return next((n for n in named + others if test(columns[n])), None)
 
 
 def _audio_column(columns: Columns, exclude: str | None) -> str | None:
     """A column of audio file paths: one named like one (audio, path, file...) first, else any."""
-    named = [n for w in AUDIO_NAMES for n in columns if n.lower() == w and n != exclude]
-    others = [n for n in columns if n not in named and n != exclude]
-    return next((n for n in named + others if is_audio_column(columns[n])), None)
+    return _column_of(columns, exclude, AUDIO_NAMES, is_audio_column)
+
+
+def _file_column(columns: Columns, exclude: str | None) -> str | None:
+    """A column of audio or image file paths: one named like one (audio, image, path...) first, else any."""
+    names = tuple(dict.fromkeys(n for _, known in FILE_COLUMNS.values() for n in known))
+    return _column_of(columns, exclude, names, lambda values: file_modality(values) is not None)
 
 
 def audio_paths(table: Path, values: list[str], origin: list[str], column: str) -> list[str]:
-    """Audio paths of a table's column, relative ones resolved against the table's folder;
+    """Audio paths of a table's column (:func:`file_paths`)."""
+    return file_paths(table, values, origin, column, "audio")
+
+
+def file_paths(table: Path, values: list[str], origin: list[str], column: str, modality: str) -> list[str]:
+    """File paths of a table's column, relative ones resolved against the table's folder;
     a file that does not exist is refused with its row."""
     out: list[str] = []
     missing: list[int] = []
@@ -339,7 +369,7 @@ def audio_paths(table: Path, values: list[str], origin: list[str], column: str) 
             missing.append(i)
         out.append(str(p))
     if missing:
-        raise BadInput(f"{origin[missing[0]]}: audio file {out[missing[0]]} (column {column!r}) does not exist"
+        raise BadInput(f"{origin[missing[0]]}: {modality} file {out[missing[0]]} (column {column!r}) does not exist"
                        + (f" ({len(missing)} rows in all)" if len(missing) > 1 else "")
                        + "; paths are read relative to the table's folder: fix them or remove those rows")
     return out

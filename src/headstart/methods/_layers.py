@@ -2,14 +2,18 @@
 
 Nothing here knows about BERT: targets are found structurally. A model's *blocks* are the
 children of its ``nn.ModuleList``s of identical layers (``encoder.layer`` in BERT, ``layers`` in
-LLaMA and Whisper, ``encoder.layer`` in ViT); LoRA adapts every ``nn.Linear`` inside them by
-default, and adapters go after the blocks' attention-output and feed-forward-output projections,
-named per architecture family in :data:`ADAPTER_SITES` (a table, not a substring match).
+LLaMA and Whisper, ``encoder.layer`` in ViT, ``_blocks`` in EfficientNet); LoRA adapts every
+``nn.Linear`` inside them by default, or, where the blocks have none (a convolutional net's MBConv
+blocks), every pointwise (1x1, ungrouped) ``nn.Conv2d`` -- the next kind in :data:`LAYER_KINDS`.
+Adapters go after the blocks' output projections, named per architecture family in
+:data:`ADAPTER_SITES` (a table, not a substring match).
 """
 
 from __future__ import annotations
 
+import copy
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -34,45 +38,68 @@ def find_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return found
 
 
-def linear_targets(model: nn.Module, names: list[str] | None, *, what: str) -> list[tuple[str, str]]:
-    """(qualified name, name relative to its block) of the ``nn.Linear`` layers inside the blocks,
-    optionally only those whose relative name is in ``names``. Raises a clear error when none match."""
+def is_pointwise_conv(mod: nn.Module) -> bool:
+    """A 1x1, ungrouped, stride-1, unpadded ``nn.Conv2d``: a linear map over channels at every pixel
+    (EfficientNet's expand/project convs; ``Conv2dStaticSamePadding`` pads nothing at 1x1 stride 1)."""
+    return (isinstance(mod, nn.Conv2d) and tuple(mod.kernel_size) == (1, 1) and mod.groups == 1
+            and tuple(mod.stride) == (1, 1) and mod.padding in ((0, 0), "valid", "same"))
+
+
+LAYER_KINDS: dict[str, tuple[str, Callable[[nn.Module], bool]]] = {
+    # kind: (how messages name it, test); a method lists the kinds it adapts, in order of preference
+    "linear": ("nn.Linear", lambda m: isinstance(m, nn.Linear)),
+    "pointwise-conv": ("pointwise (1x1) nn.Conv2d", is_pointwise_conv),
+}
+
+
+def linear_targets(model: nn.Module, names: list[str] | None, *, what: str,
+                   kinds: tuple[str, ...] = ("linear",)) -> list[tuple[str, str]]:
+    """(qualified name, name relative to its block) of the layers to adapt inside the blocks: those
+    of the first of ``kinds`` (:data:`LAYER_KINDS`) the blocks have any of, optionally only those
+    whose relative name is in ``names``. Raises a clear error when none match."""
     blocks = find_blocks(model)
-    out: list[tuple[str, str]] = []
-    seen_relative: set[str] = set()
+    found: dict[str, list[tuple[str, str]]] = {k: [] for k in kinds}
     for block_name, block in blocks:
         for rel, mod in block.named_modules():
-            if isinstance(mod, nn.Linear) and rel:
-                seen_relative.add(rel)
-                if names is None or rel in names:
-                    out.append((f"{block_name}.{rel}", rel))
-    if not out:
+            kind = next((k for k in kinds if rel and LAYER_KINDS[k][1](mod)), None)
+            if kind is not None:
+                found[kind].append((f"{block_name}.{rel}", rel))
+    kind = next((k for k in kinds if found[k]), None)
+    shown = " or ".join(LAYER_KINDS[k][0] for k in kinds)
+    if kind is None:
         if not blocks:
             raise BadInput(
                 f"{what}: found no repeated blocks (nn.ModuleList of layers) in {type(model).__name__}; "
-                "this method adapts the linear layers of transformer blocks: use finetune or linear-probe for this backbone"
+                "this method adapts the layers of repeated blocks: use finetune or linear-probe for this backbone"
             )
-        if not seen_relative:
-            raise BadInput(
-                f"{what}: the blocks of {type(model).__name__} have no nn.Linear layers to adapt (convolutional?); "
-                "use finetune or linear-probe for this backbone"
-            )
+        hint = " (convolutional? lora, dora and adapter adapt pointwise convs)" if kinds == ("linear",) else ""
         raise BadInput(
-            f"{what}: none of targets={','.join(names or [])} is a linear layer in the blocks of {type(model).__name__}; "
-            f"its block layers are: {', '.join(sorted(seen_relative))}"
+            f"{what}: the blocks of {type(model).__name__} have no {shown} layers to adapt{hint}; "
+            "use finetune or linear-probe for this backbone"
+        )
+    seen_relative = {rel for _, rel in found[kind]}
+    out = [(full, rel) for full, rel in found[kind] if names is None or rel in names]
+    if not out:
+        raise BadInput(
+            f"{what}: none of targets={','.join(names or [])} is a {LAYER_KINDS[kind][0]} layer in the blocks of "
+            f"{type(model).__name__}; its block layers are: {', '.join(sorted(seen_relative))}"
         )
     if names is not None:
         missing = sorted(set(names) - seen_relative)
         if missing:
             raise BadInput(
-                f"{what}: targets {', '.join(missing)} match no linear layer in the blocks of {type(model).__name__}; "
-                f"its block layers are: {', '.join(sorted(seen_relative))}"
+                f"{what}: targets {', '.join(missing)} match no {LAYER_KINDS[kind][0]} layer in the blocks of "
+                f"{type(model).__name__}; its block layers are: {', '.join(sorted(seen_relative))}"
             )
     return out
 
 
-ADAPTER_SITES: dict[str, tuple[str, str]] = {
-    # family: (attention output projection, feed-forward output projection), relative to a block
+ADAPTABLE = ("linear", "pointwise-conv")
+"""The layer kinds LoRA/DoRA and adapters work on: linear layers, else pointwise convolutions."""
+
+ADAPTER_SITES: dict[str, tuple[str, ...]] = {
+    # family: the block's output projections an adapter follows (transformers: attention output,
+    # feed-forward output), relative to a block
     "bert": ("attention.output.dense", "output.dense"),  # BERT, RoBERTa, MiniLM, XLM-R (transformers 4 ViT)
     "mpnet": ("attention.output.dense", "output.dense"),
     "llama": ("self_attn.o_proj", "mlp.down_proj"),  # LLaMA, Qwen2, SmolLM, Gemma, Mistral
@@ -81,24 +108,26 @@ ADAPTER_SITES: dict[str, tuple[str, str]] = {
     "vit": ("attention.o_proj", "mlp.fc2"),  # transformers >= 5 ViT, DeiT
     "siglip": ("self_attn.out_proj", "mlp.fc2"),  # SigLIP / CLIP vision towers
     "gpt-neox": ("attention.dense", "mlp.dense_4h_to_h"),
+    "efficientnet": ("_project_conv",),  # MBConv blocks (EfficientNet, -Lite): the 1x1 projection conv
 }
 
 
 def adapter_targets(model: nn.Module, names: list[str] | None) -> list[tuple[str, str]]:
-    """Where Houlsby adapters go: after each block's attention output and feed-forward output."""
+    """Where Houlsby adapters go: after each block's output projections (:data:`ADAPTER_SITES`)."""
     blocks = find_blocks(model)
-    rel_linear = {rel for _, b in blocks for rel, m in b.named_modules() if isinstance(m, nn.Linear) and rel}
+    rel_layers = {rel for _, b in blocks for rel, m in b.named_modules()
+                  if rel and any(LAYER_KINDS[k][1](m) for k in ADAPTABLE)}
     if names is None:
-        for attn, ffn in ADAPTER_SITES.values():
-            if attn in rel_linear and ffn in rel_linear:
-                names = [attn, ffn]
+        for sites in ADAPTER_SITES.values():
+            if all(site in rel_layers for site in sites):
+                names = list(sites)
                 break
         else:
             raise BadInput(
                 f"adapter: no known attention/feed-forward output layers in the blocks of {type(model).__name__} "
-                f"(block layers: {', '.join(sorted(rel_linear)) or 'none'}); name them with --set targets=ATTN_OUT,FFN_OUT"
+                f"(block layers: {', '.join(sorted(rel_layers)) or 'none'}); name them with --set targets=ATTN_OUT,FFN_OUT"
             )
-    return linear_targets(model, names, what="adapter")
+    return linear_targets(model, names, what="adapter", kinds=ADAPTABLE)
 
 
 def replace_module(root: nn.Module, name: str, new: nn.Module) -> None:
@@ -130,7 +159,7 @@ class LoRALinear(nn.Module):
     def __init__(self, base: nn.Module, rank: int, alpha: float, dropout: float, dora: bool = False):
         super().__init__()
         self.base = base
-        self.in_features, self.out_features = base.in_features, base.out_features
+        self.in_features, self.out_features = self._features(base)
         self.rank, self.scaling, self.dora = rank, alpha / rank, dora
         self.lora_A = nn.Parameter(torch.empty(rank, self.in_features))
         self.lora_B = nn.Parameter(torch.zeros(self.out_features, rank))
@@ -139,6 +168,19 @@ class LoRALinear(nn.Module):
         if dora:
             with torch.no_grad():
                 self.magnitude = nn.Parameter(self.base_weight().float().norm(dim=1))  # (out,)
+
+    @staticmethod
+    def _features(base: nn.Module) -> tuple[int, int]:
+        return base.in_features, base.out_features
+
+    def _update(self, x: torch.Tensor) -> torch.Tensor:
+        """``B A x`` (unscaled) in the base layer's output layout: (..., out)."""
+        return F.linear(F.linear(x, self.lora_A), self.lora_B)
+
+    @staticmethod
+    def _per_channel(v: torch.Tensor) -> torch.Tensor:
+        """An (out,) vector shaped to broadcast over the output: (..., out)."""
+        return v
 
     def base_weight(self) -> torch.Tensor:
         """The frozen weight W0 as a dense (out, in) tensor."""
@@ -149,27 +191,73 @@ class LoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
-        update = F.linear(F.linear(self.dropout(x), self.lora_A), self.lora_B) * self.scaling  # (..., out)
+        update = self._update(self.dropout(x)) * self.scaling
         if not self.dora:
             return y + update.to(y.dtype)
         bias = self.base.bias
-        y_nobias = y if bias is None else y - bias.to(y.dtype)
+        y_nobias = y if bias is None else y - self._per_channel(bias).to(y.dtype)
         with torch.no_grad():
             norm = (self.base_weight().float() + self.delta_weight().float()).norm(dim=1)  # (out,)
-        out = (self.magnitude / norm).to(y.dtype) * (y_nobias + update.to(y.dtype))
-        return out if bias is None else out + bias.to(y.dtype)
+        out = self._per_channel(self.magnitude / norm).to(y.dtype) * (y_nobias + update.to(y.dtype))
+        return out if bias is None else out + self._per_channel(bias).to(y.dtype)
 
     @torch.no_grad()
-    def merged(self) -> nn.Linear:
-        """A plain ``nn.Linear`` computing the same function (for export)."""
+    def merged_weight(self) -> torch.Tensor:
+        """(out, in) float32: the weight of one plain layer computing the same function."""
         w = self.base_weight().float() + self.delta_weight().float()
         if self.dora:
             w = w * (self.magnitude / w.norm(dim=1)).unsqueeze(1)
+        return w
+
+    @torch.no_grad()
+    def merged(self) -> nn.Module:
+        """A plain ``nn.Linear`` computing the same function (for export)."""
         out = nn.Linear(self.in_features, self.out_features, bias=self.base.bias is not None)
-        out.weight.copy_(w)
+        out.weight.copy_(self.merged_weight())
         if self.base.bias is not None:
             out.bias.copy_(self.base.bias.float())
         return out
+
+
+class LoRAConv2d(LoRALinear):
+    """LoRA / DoRA on a pointwise (1x1, ungrouped, stride 1) ``nn.Conv2d`` (:func:`is_pointwise_conv`).
+
+    A 1x1 conv is a linear map over channels at every pixel, so the update is LoRALinear's with
+    ``A`` (r, in) and ``B`` (out, r) applied as two 1x1 convs: ``y = base(x) + s * B(A(x))`` on
+    (B, C, H, W), DoRA's magnitude and norm per output channel. :meth:`merged` is a copy of the
+    base conv (its class and padding kept) with ``W0 + s B A`` as its (out, in, 1, 1) weight. A
+    subclass so that everything merging LoRA layers for export merges these too.
+    """
+
+    @staticmethod
+    def _features(base: nn.Module) -> tuple[int, int]:
+        if not is_pointwise_conv(base):
+            raise BadInput(f"LoRA on convolutions adapts pointwise (1x1, groups=1) convs only, not {base!r}")
+        return base.in_channels, base.out_channels
+
+    def _update(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.lora_A[:, :, None, None]  # (r, in, 1, 1)
+        b = self.lora_B[:, :, None, None]  # (out, r, 1, 1)
+        return F.conv2d(F.conv2d(x, a), b)  # (B, out, H, W)
+
+    @staticmethod
+    def _per_channel(v: torch.Tensor) -> torch.Tensor:
+        return v.view(-1, 1, 1)  # (out, 1, 1) over (B, out, H, W)
+
+    def base_weight(self) -> torch.Tensor:
+        return self.base.weight.flatten(1)  # (out, in)
+
+    @torch.no_grad()
+    def merged(self) -> nn.Module:
+        out = copy.deepcopy(self.base).float()
+        out.weight.copy_(self.merged_weight().view_as(out.weight))
+        return out
+
+
+def lora_layer(base: nn.Module, rank: int, alpha: float, dropout: float, dora: bool = False) -> LoRALinear:
+    """The LoRA wrapper for a target: :class:`LoRAConv2d` for a pointwise conv, else :class:`LoRALinear`."""
+    cls = LoRAConv2d if isinstance(base, nn.Conv2d) else LoRALinear
+    return cls(base, rank, alpha, dropout, dora=dora)
 
 
 class Adapter(nn.Module):
@@ -177,15 +265,21 @@ class Adapter(nn.Module):
 
     Wraps a block's output projection so the adapter sees that sublayer's output before the
     residual connection and layer norm, as in the paper. ``up`` starts at zero: the wrapped block
-    starts exactly equal to the pretrained one.
+    starts exactly equal to the pretrained one. On a pointwise conv (a conv block's projection,
+    before its batch norm) ``down`` and ``up`` are 1x1 convs over the channels.
     """
 
     def __init__(self, base: nn.Module, bottleneck: int):
         super().__init__()
         self.base = base
-        self.in_features, self.out_features = base.in_features, base.out_features
-        self.down = nn.Linear(self.out_features, bottleneck)
-        self.up = nn.Linear(bottleneck, self.out_features)
+        if isinstance(base, nn.Conv2d):
+            self.in_features, self.out_features = base.in_channels, base.out_channels
+            self.down = nn.Conv2d(self.out_features, bottleneck, 1)
+            self.up = nn.Conv2d(bottleneck, self.out_features, 1)
+        else:
+            self.in_features, self.out_features = base.in_features, base.out_features
+            self.down = nn.Linear(self.out_features, bottleneck)
+            self.up = nn.Linear(bottleneck, self.out_features)
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
         nn.init.normal_(self.down.weight, std=1e-2)

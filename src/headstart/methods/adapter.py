@@ -3,7 +3,11 @@
 The body stays frozen except its layer norms (``train_norms``, as in the paper). Trainable
 parameters: per adapter ``2 * hidden * bottleneck + bottleneck + hidden``, plus the norms and
 the head. Sites are found per architecture family (``_layers.ADAPTER_SITES``) or named with
-``--set targets=ATTN_OUT,FFN_OUT``.
+``--set targets=ATTN_OUT,FFN_OUT``. In a convolutional net (EfficientNet's MBConv blocks) one
+adapter of 1x1 convs follows each block's projection conv (``_project_conv``, before its batch
+norm and the residual); ``hidden`` is then that conv's output channels. Batch norms are not
+trained (``train_norms`` is about layer norms) and stay in eval mode with their pretrained
+statistics (``TrainedMethod._set_train_mode``).
 """
 
 from __future__ import annotations

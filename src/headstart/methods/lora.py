@@ -1,9 +1,13 @@
 """LoRA and DoRA: low-rank updates on the blocks' linear layers; the body stays frozen.
 
 Targets default to every ``nn.Linear`` inside the backbone's repeated blocks (attention and
-feed-forward, as QLoRA recommends); ``--set targets=query,value`` narrows them to layers named
-relative to a block. The run records the layers it adapted. Trainable parameters:
-``sum over targets of rank * (in + out)`` (+ ``out`` per target for DoRA's magnitudes) + the head.
+feed-forward, as QLoRA recommends); in a convolutional net whose blocks have none (EfficientNet's
+MBConv blocks) to every pointwise 1x1 conv (``_expand_conv``, ``_project_conv``), the update
+applied as two 1x1 convs (:class:`~headstart.methods._layers.LoRAConv2d`). ``--set
+targets=query,value`` narrows them to layers named relative to a block. The run records the
+layers it adapted. Trainable parameters: ``sum over targets of rank * (in + out)`` (+ ``out`` per
+target for DoRA's magnitudes) + the head. Batch norms stay frozen and in eval mode while training
+(their running statistics are the pretrained ones; see ``TrainedMethod._set_train_mode``).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..errors import BadInput
-from ._layers import LoRALinear, linear_targets, replace_module
+from ._layers import ADAPTABLE, linear_targets, lora_layer, replace_module
 from .base import FitContext
 from .trained import TaskModel, TrainedConfig, TrainedMethod, _fraction, _positive, _positive_int, parse_targets
 
@@ -26,7 +30,8 @@ class LoRAConfig(TrainedConfig):
     lora_dropout: float | None = None
     """Dropout on the LoRA branch's input."""
     targets: Any = None
-    """Linear layers to adapt, named relative to a block (default: all in the blocks)."""
+    """Layers to adapt, named relative to a block (default: all linear layers in the blocks, or all
+    pointwise convs where the blocks have no linear layer)."""
 
     def validate(self, method: str) -> None:
         super().validate(method)
@@ -45,13 +50,16 @@ class LoRA(TrainedMethod):
     def freeze_and_target(self, model: TaskModel) -> list[tuple[str, str]]:
         for p in model.body.parameters():
             p.requires_grad_(False)
-        return linear_targets(model.body, parse_targets(self.resolved_.targets, self.name), what=self.name)
+        # Linear layers, else pointwise convs; a subclass that replaces the targets before wrapping
+        # them (QLoRA's 4-bit linears) has its own prepare and gets linear layers only.
+        kinds = ADAPTABLE if type(self).prepare is LoRA.prepare else ("linear",)
+        return linear_targets(model.body, parse_targets(self.resolved_.targets, self.name), what=self.name, kinds=kinds)
 
     def wrap(self, model: TaskModel, targets: list[tuple[str, str]]) -> None:
         cfg = self.resolved_
         for name, _ in targets:
             base = model.body.get_submodule(name)
-            replace_module(model.body, name, LoRALinear(base, cfg.rank, cfg.alpha, cfg.lora_dropout, dora=self.dora))
+            replace_module(model.body, name, lora_layer(base, cfg.rank, cfg.alpha, cfg.lora_dropout, dora=self.dora))
         self.targets_ = targets
 
     def prepare(self, model: TaskModel, ctx: FitContext) -> None:

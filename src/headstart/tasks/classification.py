@@ -34,17 +34,27 @@ class ClassifierModel(nn.Module):
         return self.head(self.drop(self._backbone[0].forward_features(batch)))
 
 
+AUGMENTS = ("none", "crop-flip")
+
+
 @dataclass
 class ClassificationOptions:
     streaming: bool | None = None
     """Read the table a chunk at a time from disk (linear probe only, see
     :mod:`headstart.data.large`): None when it has more than LARGE_ROWS rows, true always, false never."""
+    augment: str = "none"
+    """Training-time augmentation of images (methods that train: finetune, scratch, lora, dora,
+    adapter): 'crop-flip' is a random resized crop (0.5-1 of the area) and a random horizontal
+    flip of every training image, drawn from the run's seed; validation, test and prediction
+    images are never augmented. 'none': off."""
 
     def validate(self) -> None:
         from ..errors import BadInput
 
         if self.streaming is not None and not isinstance(self.streaming, bool):
             raise BadInput(f"classification option streaming must be true or false (got {self.streaming!r})")
+        if self.augment not in AUGMENTS:
+            raise BadInput(f"classification option augment must be one of {', '.join(AUGMENTS)} (got {self.augment!r})")
 
 
 class Classification(Task):
@@ -87,7 +97,8 @@ class Classification(Task):
         from ..data.large import LARGE_ROWS, open_table, streams, table_kind
 
         text_col, label_col, fmt, header = recipe.text_col, recipe.label_col, recipe.fmt, recipe.header
-        forced = self.options(recipe.task_options).streaming
+        opts = self.options(recipe.task_options)
+        forced = opts.streaming
         if streams(recipe.data, fmt, forced):
             table = open_table(recipe.data, fmt=fmt, header=header, text_col=text_col, label_col=label_col)
             small_arrow = table_kind(Path(recipe.data).expanduser(), fmt) == "arrow" and table.n_rows <= LARGE_ROWS
@@ -96,7 +107,11 @@ class Classification(Task):
             full = table.to_dataset()  # a small Arrow IPC table: read like any other
         else:
             full = load_dataset(recipe.data, text_col=text_col, label_col=label_col, fmt=fmt, header=header)
-        return self._read_dataset(recipe, full)
+        data = self._read_dataset(recipe, full)
+        if opts.augment != "none":
+            _check_augment(opts.augment, data.modality, recipe.method)
+            data.info["task_info"] = {"augment": opts.augment}
+        return data
 
     def _read_dataset(self, recipe, full) -> TaskData:
         from ..data import load_dataset, stratified_split
@@ -168,7 +183,7 @@ class Classification(Task):
         )
 
     def context(self, data: TaskData) -> dict:
-        return {"classes": data.info["classes"]}
+        return {"classes": data.info["classes"], **({"task_info": data.info["task_info"]} if "task_info" in data.info else {})}
 
     def read_eval(self, run, data, *, text_col=None, header=None):
         ds = run.as_dataset(data, labels_required=True, text_col=text_col, header=header)
@@ -266,8 +281,13 @@ class Classification(Task):
         budget, max_batch = bb.batch_budget
         objective = self.objective(train_labels, bb.batches(prepared_val, budget, max_batch), val_labels,
                                    lambda idx: bb.collate([prepared_val[i] for i in idx]), bb.device)
+        augment = (ctx.task_info or {}).get("augment", "none")
+        if augment == "none":
+            return Training(lengths=[bb.cost(p) for p in prepared_train],
+                            collate=lambda idx: bb.collate([prepared_train[i] for i in idx]), objective=objective)
         return Training(lengths=[bb.cost(p) for p in prepared_train],
-                        collate=lambda idx: bb.collate([prepared_train[i] for i in idx]), objective=objective)
+                        collate=augmented_collate(bb, prepared_train, ctx.seed), objective=objective,
+                        record={"augment": augment})
 
     def objective(self, train_labels: torch.Tensor, val_batches: list[list[int]], val_labels: torch.Tensor,
                   collate_val, device: torch.device) -> Objective:
@@ -334,6 +354,34 @@ class Classification(Task):
             head.bias.copy_(bias)
         return OnnxGraph(top=nn.Sequential(head, nn.Softmax(dim=-1)).eval(), output="probabilities",
                          reference={None: reference}, fields={"classes": list(ctx.classes)})
+
+
+def _check_augment(augment: str, modality: str, method: str | None) -> None:
+    """``augment`` needs images and a method that trains on them (one line otherwise)."""
+    from ..errors import BadInput
+    from ..methods import get_method
+    from ..methods.trained import TrainedMethod
+
+    if modality != "image":
+        raise BadInput(f"classification option augment={augment} augments images, and this data holds {modality}; "
+                       "leave it out")
+    if method is not None and not issubclass(get_method(method), TrainedMethod):
+        raise BadInput(f"classification option augment={augment} changes training batches, and {method} trains no "
+                       "batches of images; use it with finetune, scratch, lora, dora or adapter, or leave it out")
+
+
+def augmented_collate(bb, prepared: list, seed: int):
+    """``collate(idx)`` for training batches with ``augment=crop-flip``: the n-th batch's draws come
+    from a generator seeded with ``(seed, n)``, so a run repeats with its seed (a resumed run draws
+    anew from its restart)."""
+    import itertools
+
+    calls = itertools.count()
+
+    def collate(idx: list[int]) -> dict[str, torch.Tensor]:
+        return bb.collate_augmented([prepared[i] for i in idx], np.random.default_rng([seed, next(calls)]))
+
+    return collate
 
 
 class StreamedRecords:
