@@ -279,3 +279,26 @@ def test_augment_option_end_to_end_and_refusals(tmp_path, image_folder, tiny_vit
         hs.adapt(train_csv, backbone=str(tiny_vit), method="lora", out=tmp_path / "o4", task_options={"augment": "crop-flip"})
     with pytest.raises(BadInput, match="augment must be one of none, crop-flip"):
         hs.adapt(image_folder, backbone=str(tiny_vit), method="lora", out=tmp_path / "o3", task_options={"augment": "mixup"})
+
+
+def test_qlora_refuses_a_convolutional_net_in_one_line(tmp_path, effnet, image_folder):
+    pytest.importorskip("bitsandbytes")
+    with pytest.raises(BadInput, match="qlora: the blocks of EfficientNet have no nn.Linear layers.*lora, dora and adapter"):
+        adapt(tmp_path, image_folder, effnet, "qlora")
+
+
+def test_parallel_image_decoding_keeps_order_and_draws(image_folder, monkeypatch):
+    from headstart.backbones.vision import WORKERS_ENV, image_workers, load_images
+
+    paths = [str(p) for p in sorted(image_folder.glob("*/*.png"))[:10]]
+    monkeypatch.setenv(WORKERS_ENV, "1")
+    one = load_images(paths, PRE)
+    one_aug = load_images(paths, PRE, np.random.default_rng(5))
+    monkeypatch.setenv(WORKERS_ENV, "3")
+    assert image_workers() == 3
+    np.testing.assert_array_equal(load_images(paths, PRE), one)
+    np.testing.assert_array_equal(load_images(paths, PRE, np.random.default_rng(5)), one_aug)
+    np.testing.assert_array_equal(one[4], load_image(paths[4], PRE))
+    monkeypatch.setenv(WORKERS_ENV, "0")
+    with pytest.raises(BadInput, match="HEADSTART_IMAGE_WORKERS='0'.*>= 1"):
+        image_workers()
