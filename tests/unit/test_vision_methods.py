@@ -302,3 +302,14 @@ def test_parallel_image_decoding_keeps_order_and_draws(image_folder, monkeypatch
     monkeypatch.setenv(WORKERS_ENV, "0")
     with pytest.raises(BadInput, match="HEADSTART_IMAGE_WORKERS='0'.*>= 1"):
         image_workers()
+
+
+@pytest.mark.parametrize("name", [n for n in ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2") if n in CATALOG])
+def test_efficientnet_entries_match_their_variant(name):
+    """Each entry's name is the architecture the loader builds: its parameter count and input size
+    are the package's for that variant (lite1/lite2 weights are optional packages)."""
+    spec = CATALOG[name]
+    model = efficientnet_lite.EfficientNet.from_name(name)
+    assert spec.family == "efficientnet-lite" and spec.modality == "image"
+    assert sum(p.numel() for p in model.parameters()) == spec.params
+    assert spec.preprocessing.image_size == efficientnet_lite.EfficientNet.get_image_size(name)
