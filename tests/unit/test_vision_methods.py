@@ -189,7 +189,8 @@ def test_adapter_on_efficientnet(tmp_path, effnet, image_folder):
 
 @pytest.mark.parametrize("method", ["finetune", "scratch"])
 def test_finetune_and_scratch_on_efficientnet_train_the_batch_norms(tmp_path, effnet, image_folder, method):
-    run = adapt(tmp_path, image_folder, effnet, method, epochs=2, lr=1e-4, patience=100)
+    # layer_decay: the 16 MBConv blocks are the layers (stem below them, head conv above)
+    run = adapt(tmp_path, image_folder, effnet, method, epochs=2, lr=1e-4, patience=100, layer_decay=0.8)
     model = run.open_model()[0].model_
     start = lite0()
     moved = [n for (n, b), (_, b0) in zip(bn_stats(model.body).items(), bn_stats(start).items(), strict=True)

@@ -103,6 +103,8 @@ class Classification(Task):
             table = open_table(recipe.data, fmt=fmt, header=header, text_col=text_col, label_col=label_col)
             small_arrow = table_kind(Path(recipe.data).expanduser(), fmt) == "arrow" and table.n_rows <= LARGE_ROWS
             if forced or not small_arrow:
+                if opts.augment != "none":
+                    _check_augment(opts.augment, "text", recipe.method)  # streamed tables hold texts
                 return self._read_table(recipe, table)
             full = table.to_dataset()  # a small Arrow IPC table: read like any other
         else:
