@@ -314,3 +314,11 @@ def test_efficientnet_entries_match_their_variant(name):
     assert spec.family == "efficientnet-lite" and spec.modality == "image"
     assert sum(p.numel() for p in model.parameters()) == spec.params
     assert spec.preprocessing.image_size == efficientnet_lite.EfficientNet.get_image_size(name)
+
+
+def test_cli_task_set_augment(tmp_path, cli, image_folder, tiny_vit):
+    made = cli("adapt", image_folder, "--backbone", tiny_vit, "--method", "finetune", "--out", tmp_path / "out",
+               "--task-set", "augment=crop-flip", "--set", "epochs=1", "--set", "head_init=zero", "--json")
+    assert made.rc == 0, made
+    run = hs.load(made.json()["path"])
+    assert run.manifest["method"]["fit"]["augment"] == "crop-flip"
