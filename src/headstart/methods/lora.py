@@ -46,14 +46,15 @@ class LoRA(TrainedMethod):
     name = "lora"
     config_cls = LoRAConfig
     dora: ClassVar[bool] = False
+    target_kinds: ClassVar[tuple[str, ...]] = ADAPTABLE
+    """Layer kinds the method adapts, in order of preference (``_layers.ADAPTABLE``: linear layers,
+    else pointwise convs)."""
 
     def freeze_and_target(self, model: TaskModel) -> list[tuple[str, str]]:
         for p in model.body.parameters():
             p.requires_grad_(False)
-        # Linear layers, else pointwise convs; a subclass that replaces the targets before wrapping
-        # them (QLoRA's 4-bit linears) has its own prepare and gets linear layers only.
-        kinds = ADAPTABLE if type(self).prepare is LoRA.prepare else ("linear",)
-        return linear_targets(model.body, parse_targets(self.resolved_.targets, self.name), what=self.name, kinds=kinds)
+        return linear_targets(model.body, parse_targets(self.resolved_.targets, self.name), what=self.name,
+                              kinds=self.target_kinds)
 
     def wrap(self, model: TaskModel, targets: list[tuple[str, str]]) -> None:
         cfg = self.resolved_

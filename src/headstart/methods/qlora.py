@@ -90,6 +90,7 @@ def _trim_heap() -> None:
 
 class QLoRA(LoRA):
     name = "qlora"
+    target_kinds = ("linear",)  # NF4 quantises linear layers only: a convolutional net is refused
     config_cls = QLoRAConfig
 
     def prepare(self, model: TaskModel, ctx: FitContext) -> None:
