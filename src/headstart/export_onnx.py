@@ -28,7 +28,6 @@ retrieval run: queries and documents) and its outputs must agree with the run's 
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from .errors import BadInput, CheckFailed
+from .export_st import check_texts, write_json
 
 TOLERANCE = 1e-4
 """Max |out_onnx - out_run| over the check texts' output entries (probabilities or embedding
@@ -81,7 +81,7 @@ def export_onnx(run, out: Path) -> dict:
                        f"export covers text classification and retrieval runs on {FAMILY} backbones (Hugging Face text "
                        "encoders); use --format hf or the run folder itself")
     _, ort = _require_onnx()
-    texts = _check_texts(run.path, CHECK_EXAMPLES)
+    texts = check_texts(run.path, CHECK_EXAMPLES)
     method_name = manifest["method"]["name"]
     run, method, bb, ctx = open_for_export(run)
     graph = run.task.onnx_graph(method, bb, ctx, texts)  # the run's own outputs first: merging changes the body
@@ -118,7 +118,7 @@ def export_onnx(run, out: Path) -> dict:
             "precision": "fp32",
             "onnxruntime": ort.__version__,
         })
-        _write_json(tmp / "headstart.json", record)
+        write_json(tmp / "headstart.json", record)
         loader = OnnxRun(tmp)
         diffs = {str(role): float(np.abs(loader._outputs(texts, role) - ref).max()) for role, ref in graph.reference.items()}
         diff = max(diffs.values())
@@ -131,7 +131,7 @@ def export_onnx(run, out: Path) -> dict:
         if not diff <= TOLERANCE:
             raise CheckFailed(f"export of run {run.id}: the ONNX graph's {graph.output} differ from the run's by {diff:.2e} "
                               f"(> {TOLERANCE:.0e}) on {len(texts)} texts ({diffs}); nothing was written")
-        _write_json(tmp / "headstart.json", record)
+        write_json(tmp / "headstart.json", record)
 
     write_folder_atomically(out, run.id, fill)
     return record
@@ -221,20 +221,6 @@ def _pad(rows: list[list[int]], pad_id: int, names: tuple[str, ...], types: list
             kinds[i, : len(r)] = types[i]
     arrays = {"input_ids": ids, "attention_mask": mask, "token_type_ids": kinds}
     return {n: arrays[n] for n in names}
-
-
-def _check_texts(run_path: Path, n: int) -> list[str]:
-    """Up to ``n`` test texts the run recorded (predictions.csv ``input``; a similarity run's first sentences)."""
-    with open(run_path / "predictions.csv", newline="", encoding="utf-8") as f:
-        texts = [row.get("input") or row.get("sentence1") or "" for _, row in zip(range(n), csv.DictReader(f), strict=False)]
-    texts = [t for t in texts if t]
-    if not texts:
-        raise BadInput(f"export: run {run_path.name} has no recorded test texts in predictions.csv to check the export with")
-    return texts
-
-
-def _write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 class OnnxRun:

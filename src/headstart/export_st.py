@@ -44,7 +44,7 @@ def export_sentence_transformer(run, out: Path, *, merge: bool = False) -> dict:
     manifest = run.manifest
     method_name = manifest["method"]["name"]
     run, method, bb, ctx = open_for_export(run)
-    texts = _check_texts(run.path)
+    texts = check_texts(run.path)
     pre = bb.spec.preprocessing
     reference = {role: method.embed(bb, Dataset(inputs=prefixed(pre, texts, role), labels=None, modality="text",
                                                 source="<export check>"), ctx)
@@ -62,15 +62,15 @@ def export_sentence_transformer(run, out: Path, *, merge: bool = False) -> dict:
         if pre.normalize:
             modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
             (tmp / "2_Normalize").mkdir()
-        _write_json(tmp / "modules.json", modules)
-        _write_json(tmp / "sentence_bert_config.json", {"max_seq_length": pre.max_length, "do_lower_case": False})
+        write_json(tmp / "modules.json", modules)
+        write_json(tmp / "sentence_bert_config.json", {"max_seq_length": pre.max_length, "do_lower_case": False})
         (tmp / "1_Pooling").mkdir()
-        _write_json(tmp / "1_Pooling" / "config.json", {
+        write_json(tmp / "1_Pooling" / "config.json", {
             "word_embedding_dimension": bb.feature_dim, "pooling_mode_cls_token": pre.pooling == "cls",
             "pooling_mode_mean_tokens": pre.pooling == "mean", "pooling_mode_max_tokens": False,
             "pooling_mode_mean_sqrt_len_tokens": False, "pooling_mode_weightedmean_tokens": False,
             "pooling_mode_lasttoken": False, "include_prompt": True})
-        _write_json(tmp / "config_sentence_transformers.json", {
+        write_json(tmp / "config_sentence_transformers.json", {
             "prompts": {"query": pre.query_prefix, "document": pre.document_prefix}, "default_prompt_name": None,
             "similarity_fn_name": "cosine", "model_type": "SentenceTransformer"})
         record.update({
@@ -101,7 +101,7 @@ def export_sentence_transformer(run, out: Path, *, merge: bool = False) -> dict:
         if not diff <= TOLERANCE:
             raise CheckFailed(f"export of run {run.id}: the folder's embeddings differ from the run's by {diff:.2e} "
                               f"(> {TOLERANCE:.0e}) on {len(texts)} texts ({diffs}); nothing was written")
-        _write_json(tmp / "headstart.json", record)
+        write_json(tmp / "headstart.json", record)
 
     write_folder_atomically(out, run.id, fill)
     return record
@@ -166,18 +166,18 @@ def _sentence_transformer(folder: Path):
     return _STLoader(SentenceTransformer(str(folder), device="cpu"))
 
 
-def _check_texts(run_path: Path) -> list[str]:
-    """The run's test queries (predictions.csv ``input``; a similarity run's first sentences), up to
-    :data:`CHECK_TEXTS`."""
+def check_texts(run_path: Path, n: int = CHECK_TEXTS) -> list[str]:
+    """Up to ``n`` of the run's test texts (predictions.csv ``input``; a similarity run's first
+    sentences): what an export form is checked on."""
     with open(run_path / "predictions.csv", newline="", encoding="utf-8") as f:
-        texts = [row.get("input") or row.get("sentence1") or "" for row in csv.DictReader(f)][:CHECK_TEXTS]
+        texts = [row.get("input") or row.get("sentence1") or "" for _, row in zip(range(n), csv.DictReader(f), strict=False)]
     texts = [t for t in texts if t]
     if not texts:
-        raise BadInput(f"export: run {run_path.name} has no test queries in predictions.csv to check the export with")
+        raise BadInput(f"export: run {run_path.name} has no recorded test texts in predictions.csv to check the export with")
     return texts
 
 
-def _write_json(path: Path, obj) -> None:
+def write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 

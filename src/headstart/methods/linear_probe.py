@@ -178,17 +178,7 @@ class LinearProbe(Method):
 
         t1 = time.perf_counter()
         self.weight_, self.bias_, chosen, val_scores = fit_probe_head(x, y, n_train, len(ctx.classes), self.config)
-        self.C_ = chosen
-        return {
-            "C": chosen,
-            "val_accuracy_by_C": val_scores,
-            "trainable_params": int(self.weight_.numel() + self.bias_.numel()),
-            "frozen_params": backbone.param_count(),
-            "examples_encoded": n_encoded,
-            "examples_from_cache": len(both) - n_encoded,
-            "encode_s": round(t_encode, 3),
-            "fit_s": round(time.perf_counter() - t1, 3),
-        }
+        return self._fitted(backbone, chosen, val_scores, n_encoded, len(both), t_encode, t1)
 
     def _fit_table(self, backbone: Backbone, train: TableRows, val: TableRows, ctx: FitContext) -> dict[str, Any]:
         """The same head on a streamed table (:mod:`headstart.data.large`): every row's features
@@ -203,6 +193,12 @@ class LinearProbe(Method):
         t1 = time.perf_counter()
         source = TableFeatures(path, part, table.codes)
         self.weight_, self.bias_, chosen, val_scores = fit_probe_head_on(source, len(ctx.classes), self.config)
+        return self._fitted(backbone, chosen, val_scores, n_encoded, table.n_rows, t_encode, t1,
+                            streamed={"rows": table.n_rows, "features": str(path), "block_rows": source.block})
+
+    def _fitted(self, backbone: Backbone, chosen: float, val_scores: dict, n_encoded: int, n_examples: int,
+                t_encode: float, t_fit_start: float, **extra) -> dict[str, Any]:
+        """The fit record (``method.fit``) of either path, once the head is set."""
         self.C_ = chosen
         return {
             "C": chosen,
@@ -210,10 +206,10 @@ class LinearProbe(Method):
             "trainable_params": int(self.weight_.numel() + self.bias_.numel()),
             "frozen_params": backbone.param_count(),
             "examples_encoded": n_encoded,
-            "examples_from_cache": table.n_rows - n_encoded,
-            "streamed": {"rows": table.n_rows, "features": str(path), "block_rows": source.block},
+            "examples_from_cache": n_examples - n_encoded,
+            **extra,
             "encode_s": round(t_encode, 3),
-            "fit_s": round(time.perf_counter() - t1, 3),
+            "fit_s": round(time.perf_counter() - t_fit_start, 3),
         }
 
     def predict_table(self, backbone: Backbone, rows: TableRows, ctx: FitContext):
