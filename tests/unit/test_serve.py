@@ -368,3 +368,20 @@ def test_served_predictions_bypass_the_feature_cache(server, monkeypatch):
     monkeypatch.setattr(linear_probe, "frozen_features", no_cache)
     r = post(server, "/v1/predict", {"inputs": ["a text never seen before good"]})
     assert r.status_code == 200, r.text
+
+
+def test_an_image_run_predicts_base64_images(tmp_path, image_folder, flat_images, tiny_vit, http_server):
+    """An image classification run over HTTP: the images travel base64-encoded in `inputs`."""
+    from headstart.serve.models import ServedRun
+
+    run = hs.adapt(image_folder, backbone=str(tiny_vit), out=tmp_path / "runs")
+    folder, _ = flat_images
+    files = sorted(folder.glob("*.png"))
+    with http_server([ServedRun(run)], ServeSettings(max_wait_ms=1)) as s:
+        r = httpx.post(s.url + "/v1/predict", json={"inputs": [base64.b64encode(f.read_bytes()).decode() for f in files]},
+                       timeout=30)
+        assert r.status_code == 200, r.text
+        assert [p["label"] for p in r.json()["predictions"]] == run.predict([str(f) for f in files]).labels
+        bad = httpx.post(s.url + "/v1/predict", json={"inputs": [base64.b64encode(b"plain text, not an image").decode()]},
+                         timeout=30)
+        assert bad.status_code == 422 and "item 0" in bad.json()["error"] and bad.json()["field"] == "inputs"
