@@ -7,8 +7,8 @@ images), licence and source all live here, so a run can be reproduced from its m
 Names resolve in this order: a catalog name (``minilm-l6``), ``hf:<hub id>`` (downloaded with
 ``huggingface_hub``; needs a network the first time), or a path to a local model folder or file.
 A model folder's family (text or image encoder) comes from its ``config.json`` through one table,
-:data:`FOLDER_RULES`, which also names every architecture headstart refuses (a causal LM, Whisper,
-CLIP...) and why; the files in the folder decide only when no row knows the architecture.
+:data:`FOLDER_RULES`, which also names every architecture headstart refuses (a causal-LM head on
+an encoder, wav2vec2, T5...) and why; the files in the folder decide only when no row knows the architecture.
 A backbone's *identity* is the sha256 of its weight files: "the base changed" is a fact the code
 can see. Identities are cached by (path, inode, size, mtime, ctime) so they are computed once per file.
 """
@@ -468,8 +468,9 @@ def _local_spec(path: Path) -> BackboneSpec:
             raise BadInput(f"backbone folder {path} has no config.json: point --backbone at a Hugging Face model folder")
         family = "whisper" if is_ct2_whisper(path) else check_model_folder(path)
         modality: Modality = FAMILY_MODALITY[family]
-        pre = {"text": _text_preprocessing_from_folder, "image": _image_preprocessing_from_folder,
-               "audio": _audio_preprocessing_from_folder}[modality](path)
+        pre = clip_preprocessing(path) if family == "clip" else {
+            "text": _text_preprocessing_from_folder, "image": _image_preprocessing_from_folder,
+            "audio": _audio_preprocessing_from_folder}[modality](path)
         return BackboneSpec(name=str(path), modality=modality, family=family, source_kind="local", source=str(path), preprocessing=pre)
     if path.suffix == ".gguf":
         return BackboneSpec(name=str(path), modality="text", family="causal-lm", source_kind="local", source=str(path),
@@ -485,8 +486,9 @@ def _local_spec(path: Path) -> BackboneSpec:
 
 # -- what a model folder's config.json says, and what headstart does with it ----------------------
 
-FolderFamily = Literal["hf-text", "hf-image", "whisper", "causal-lm"]
-FAMILY_MODALITY: dict[str, Modality] = {"hf-text": "text", "hf-image": "image", "whisper": "audio", "causal-lm": "text"}
+FolderFamily = Literal["hf-text", "hf-image", "clip", "whisper", "causal-lm"]
+FAMILY_MODALITY: dict[str, Modality] = {"hf-text": "text", "hf-image": "image", "clip": "image", "whisper": "audio",
+                                        "causal-lm": "text"}
 
 
 def is_ct2_whisper(path: Path) -> bool:
@@ -581,8 +583,12 @@ FOLDER_RULES: tuple[FolderRule, ...] = (
     _encoder("Whisper", "whisper", "Whisper", "whisper"),
     _refused("wav2vec2", "wav2vec2", r"Wav2Vec2\w*", "a speech encoder"),
     _refused("HuBERT", "hubert", r"Hubert\w*", "a speech encoder"),
-    _refused("CLIP", "clip", r"CLIP\w*", "an image-text dual encoder"),
-    _refused("SigLIP", "siglip", r"Siglip\w*", "an image-text dual encoder"),
+    # Image-text dual encoders (the whole model: image features, zero-shot classification).
+    FolderRule("CLIP", r"CLIPModel", "clip", "clip"),
+    FolderRule("SigLIP", r"SiglipModel", "siglip", "clip"),
+    # A tower alone, a head or a variant (Siglip2): only the whole CLIPModel / SiglipModel loads.
+    _refused("CLIP/SigLIP part", None, r"(?!(?:CLIPModel|SiglipModel)$)(CLIP|Siglip)\w+",
+             "one tower, a head or a variant of an image-text dual encoder"),
     _refused("CLAP", "clap", r"Clap\w*", "an audio-text dual encoder"),
     _refused("BLIP", "blip", r"Blip\w*", "an image-text model"),
     _refused("T5", "t5", r"T5\w*", _SEQ2SEQ),
@@ -601,7 +607,8 @@ def _supported(family: FolderFamily) -> str:
     return ", ".join(dict.fromkeys(r.name for r in FOLDER_RULES if r.family == family))
 
 
-SUPPORTED_FOLDERS = (f"text encoders ({_supported('hf-text')}), image encoders ({_supported('hf-image')}), speech "
+SUPPORTED_FOLDERS = (f"text encoders ({_supported('hf-text')}), image encoders ({_supported('hf-image')}), image-text "
+                     f"dual encoders ({_supported('clip')}), speech "
                      f"models ({_supported('whisper')}) and causal language models ({_supported('causal-lm')})")
 
 
@@ -618,7 +625,7 @@ def folder_rules_for(config: dict) -> list[tuple[str, FolderRule]]:
 def check_model_folder(path: Path) -> FolderFamily:
     """The loader family of a Hugging Face model folder, or one line saying why headstart must not
     or cannot use it as an encoder: custom code (``auto_map``), weights only as pickles, or an
-    architecture that is not an encoder (a causal LM, Whisper, CLIP: mean-pooling one would
+    architecture that is not an encoder (a causal-LM head, wav2vec2, T5: mean-pooling one would
     silently give poor features). Nothing is loaded.
 
     The family comes from ``config.json`` (``architectures``, then ``model_type``, through
@@ -701,6 +708,55 @@ def _image_preprocessing_from_folder(path: Path) -> ImagePreprocessing:
     mean = tuple(cfg.get("image_mean", (0.485, 0.456, 0.406)))
     std = tuple(cfg.get("image_std", (0.229, 0.224, 0.225)))
     return ImagePreprocessing(image_size=int(side), resize="squash", mean=mean, std=std)
+
+
+_RESAMPLE_NAMES = {2: "bilinear", 3: "bicubic"}  # PIL resample codes in preprocessor_config.json
+
+
+def _processor_side(value) -> int | None:
+    """A size entry of ``preprocessor_config.json``: an int, or ``{"height", "width"}`` /
+    ``{"shortest_edge"}``; None when absent."""
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, dict):
+        side = value.get("shortest_edge") or value.get("height")
+        return int(side) if side else None
+    return None
+
+
+def clip_preprocessing(path: Path) -> ImagePreprocessing:
+    """The folder's image processor config as :class:`ImagePreprocessing`.
+
+    ``size.shortest_edge`` with a centre crop (CLIP: shortest side to 224, crop 224) becomes
+    ``resize="shortest-side"`` with ``crop_pct = crop / shortest_edge``; ``size.height/width``
+    (SigLIP: 224 x 224, no crop) becomes ``resize="squash"``. ``resample`` 2/3 are
+    bilinear/bicubic; any other is refused in one line (``load_image`` knows only those two)."""
+    file = path / "preprocessor_config.json"
+    if not file.is_file():
+        raise BadInput(f"backbone folder {path}: a CLIP/SigLIP folder without preprocessor_config.json (its input size "
+                       "and mean/std); save the model's image processor beside it")
+    try:
+        cfg = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise BadInput(f"backbone folder {path}: preprocessor_config.json is not valid JSON ({type(e).__name__})") from None
+    size = cfg.get("size")
+    shortest = size.get("shortest_edge") if isinstance(size, dict) else size if isinstance(size, int) else None
+    crop = _processor_side(cfg.get("crop_size")) if cfg.get("do_center_crop", True) else None
+    resample = cfg.get("resample", 3)
+    if resample not in _RESAMPLE_NAMES:
+        raise BadInput(f"backbone folder {path}: preprocessor_config.json asks for resample={resample!r}; headstart resizes "
+                       "images bilinear (2) or bicubic (3) only")
+    common = {"mean": tuple(float(v) for v in cfg.get("image_mean", (0.48145466, 0.4578275, 0.40821073))),
+              "std": tuple(float(v) for v in cfg.get("image_std", (0.26862954, 0.26130258, 0.27577711))),
+              "interpolation": _RESAMPLE_NAMES[resample]}
+    if shortest and crop:
+        return ImagePreprocessing(image_size=int(crop), resize="shortest-side", crop_pct=int(crop) / int(shortest), **common)
+    side = _processor_side(size) or crop
+    if not side:
+        raise BadInput(f"backbone folder {path}: preprocessor_config.json gives no input size (size or crop_size)")
+    return ImagePreprocessing(image_size=int(side), resize="squash", **common)
 
 
 def is_installed(spec: BackboneSpec) -> bool:

@@ -105,8 +105,17 @@ def test_whisper_for_conditional_generation_is_a_speech_model_not_a_refused_seq2
     assert resolve(str(folder)).preprocessing.n_mels == 8  # from config.json's num_mel_bins
 
 
+def _clip_vision_tower(folder: Path) -> Path:
+    """A CLIP folder whose config names only the vision tower (CLIPVisionModel): refused, unlike CLIPModel."""
+    folder = _clip(folder)
+    config = _config(folder)
+    config["architectures"] = ["CLIPVisionModel"]
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
 @pytest.mark.parametrize("build, arch, what", [
-    (_clip, "CLIPModel", "an image-text dual encoder"),
+    (_clip_vision_tower, "CLIPVisionModel", "one tower, a head or a variant of an image-text dual encoder"),
 ])
 def test_unsupported_architecture_refused_in_one_line(tmp_path, build, arch, what):
     folder = build(tmp_path / "m")
@@ -131,7 +140,9 @@ def test_model_type_alone_decides_when_architectures_is_missing(tmp_path):
     config = _config(folder)
     del config["architectures"]
     (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(BadInput, match=r"model_type 'clip' \(an image-text dual encoder\)"):
+    assert check_model_folder(folder) == "clip"
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "hubert"}))
+    with pytest.raises(BadInput, match=r"model_type 'hubert' \(a speech encoder\)"):
         check_model_folder(folder)
     whisper = _whisper(tmp_path / "w")
     config = _config(whisper)

@@ -12,6 +12,7 @@ from ..device import select_device
 from ..errors import BadInput
 from .base import Backbone, check_modality
 from .causal_lm import CausalLMBackbone
+from .clip import ClipBackbone
 from .frozen import OnnxTextBackbone, UseNumpyBackbone
 from .speech import WhisperBackbone
 from .text import TextBackbone
@@ -20,6 +21,7 @@ from .vision import EfficientNetLiteBackbone, HFImageBackbone
 FAMILIES: dict[str, type[Backbone]] = {
     "hf-text": TextBackbone,
     "hf-image": HFImageBackbone,
+    "clip": ClipBackbone,
     "efficientnet-lite": EfficientNetLiteBackbone,
     "onnx-text": OnnxTextBackbone,
     "use-numpy": UseNumpyBackbone,

@@ -1,7 +1,8 @@
 """Tiny random backbones built from a config, for fast offline tests (no downloads).
 
 ``tiny_text_model(folder)`` writes a 2-layer BERT with a word-level tokenizer; ``tiny_image_model``
-writes a tiny ViT with a preprocessor config. Both are ordinary Hugging Face folders, so they go
+writes a tiny ViT with a preprocessor config; ``tiny_clip_model`` / ``tiny_siglip_model`` a tiny image-text
+dual encoder. All are ordinary Hugging Face folders, so they go
 through exactly the loading code that real backbones use.
 """
 
@@ -223,3 +224,58 @@ def tiny_llama_model(folder: str | Path, *, hidden: int = 32, layers: int = 2, h
                                                bos_token_id=fast.bos_token_id)
     model.save_pretrained(folder)
     return folder
+
+
+def _word_tokenizer(folder: Path, *, max_length: int, specials: tuple[str, str]) -> None:
+    """The tiny word-level tokenizer (:data:`VOCAB`) with ``specials`` = (start, end) around each text."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    start, end = specials
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(VOCAB)}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{start} $A {end}", special_tokens=[(start, VOCAB.index(start)), (end, VOCAB.index(end))]
+    )
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", bos_token=start, eos_token=end,
+                            model_max_length=max_length).save_pretrained(folder)
+
+
+def _tiny_dual_encoder(folder: str | Path, model_type: str, *, image_size: int, hidden: int, seed: int) -> Path:
+    import torch
+    from transformers import CLIPConfig, CLIPModel, SiglipConfig, SiglipModel
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    max_length = 16
+    ids = {"bos_token_id": VOCAB.index("[CLS]"), "eos_token_id": VOCAB.index("[SEP]"), "pad_token_id": VOCAB.index("[PAD]")}
+    text = {"vocab_size": len(VOCAB), "hidden_size": hidden, "intermediate_size": hidden * 2, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "max_position_embeddings": max_length, **ids}
+    vision = {"hidden_size": hidden, "intermediate_size": hidden * 2, "num_hidden_layers": 2, "num_attention_heads": 2,
+              "image_size": image_size, "patch_size": 8}
+    if model_type == "clip":
+        CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(folder)
+        processor = {"image_processor_type": "CLIPImageProcessor", "size": {"shortest_edge": image_size},
+                     "crop_size": {"height": image_size, "width": image_size}, "do_center_crop": True, "resample": 3,
+                     "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711]}
+    else:
+        SiglipModel(SiglipConfig(text_config=text, vision_config=vision)).save_pretrained(folder)
+        processor = {"image_processor_type": "SiglipImageProcessor", "size": {"height": image_size, "width": image_size},
+                     "resample": 2, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+    _word_tokenizer(folder, max_length=max_length, specials=("[CLS]", "[SEP]"))
+    (folder / "preprocessor_config.json").write_text(json.dumps(processor))
+    return folder
+
+
+def tiny_clip_model(folder: str | Path, *, image_size: int = 32, hidden: int = 32, seed: int = 0) -> Path:
+    """A 2-layer random ``CLIPModel`` (16-d projections, 32 px images, the word-level tokenizer)
+    with a CLIP-style preprocessor config (shortest side + centre crop), as an ordinary HF folder."""
+    return _tiny_dual_encoder(folder, "clip", image_size=image_size, hidden=hidden, seed=seed)
+
+
+def tiny_siglip_model(folder: str | Path, *, image_size: int = 32, hidden: int = 32, seed: int = 0) -> Path:
+    """A 2-layer random ``SiglipModel`` (32 px images, the word-level tokenizer) with a
+    SigLIP-style preprocessor config (squashed to size, mean/std 0.5), as an ordinary HF folder."""
+    return _tiny_dual_encoder(folder, "siglip", image_size=image_size, hidden=hidden, seed=seed)

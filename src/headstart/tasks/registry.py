@@ -9,6 +9,7 @@ from .retrieval import Retrieval
 from .asr import SpeechRecognition
 from .similarity import Similarity
 from .generation import Generation
+from .zero_shot import ZeroShot
 
 TASKS: dict[str, Task] = {}
 
@@ -32,3 +33,4 @@ register_task(Retrieval())
 register_task(Similarity())
 register_task(SpeechRecognition())
 register_task(Generation())
+register_task(ZeroShot())

@@ -1,0 +1,102 @@
+"""Image-text dual encoders: CLIP and SigLIP folders (``CLIPModel`` / ``SiglipModel``).
+
+As an image backbone (modality ``image``) the features are the *projected, L2-normalised image
+embeddings* (``get_image_features``, then ``x / ||x||``), so the linear probe and every image
+classification path use it unchanged. The text tower is reached through :meth:`embed_texts`
+(projected, L2-normalised text embeddings) and :attr:`logit_scale` (``exp`` of the learned
+temperature): the zero-shot task (:mod:`headstart.tasks.zero_shot`) scores an image against a
+class prompt as ``logit_scale * image . text``.
+
+Preprocessing is read from the folder's ``preprocessor_config.json`` when the folder is resolved
+(:func:`headstart.catalog.clip_preprocessing`) and mapped onto
+:class:`~headstart.catalog.ImagePreprocessing`, so images are decoded by :func:`~headstart.backbones.vision.load_image` (Pillow only, no
+torchvision). Text: CLIP pads to the longest prompt and pools at its end-of-text token; SigLIP
+was trained on prompts padded to the full ``max_position_embeddings`` without an attention mask
+and pools the last position, so its prompts are padded the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from ..catalog import BackboneSpec
+from ..errors import BadInput
+from .base import quiet_transformers
+from .vision import ImageBackbone
+
+class ClipBackbone(ImageBackbone):
+    """A CLIP or SigLIP dual encoder via ``AutoModel``; features = normalised image embeddings."""
+
+    dual_encoder: ClassVar[bool] = True
+    """It embeds texts in the images' space (:meth:`embed_texts`): what zero-shot tasks need."""
+    text_batch: ClassVar[int] = 64
+
+    def __init__(self, spec: BackboneSpec, path: Path, device: torch.device | None = None):
+        super().__init__(spec, path, device)
+        self.tokenizer_ = None
+
+    def load(self) -> ClipBackbone:
+        from transformers import AutoModel, AutoTokenizer
+
+        quiet_transformers()
+        self.module_ = AutoModel.from_pretrained(self.path)
+        self.module_.eval()
+        self.tokenizer_ = AutoTokenizer.from_pretrained(self.path)
+        return self
+
+    def reinitialize(self) -> None:
+        """The architecture's own initialisation via ``from_config``."""
+        from transformers import AutoModel
+
+        self.module_ = AutoModel.from_config(self.module.config)
+        self.module_.eval()
+
+    @property
+    def tokenizer(self):
+        if self.tokenizer_ is None:
+            self.load()
+        return self.tokenizer_
+
+    @property
+    def feature_dim(self) -> int:
+        proj = getattr(self.module, "visual_projection", None)  # CLIP; SigLIP's pooled output is the embedding
+        return int(proj.out_features) if proj is not None else int(self.module.config.vision_config.hidden_size)
+
+    @property
+    def logit_scale(self) -> float:
+        """``exp(logit_scale)``: the learned inverse temperature of image-text similarities."""
+        return float(self.module.logit_scale.detach().float().exp())
+
+    def forward_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        out = self.module.get_image_features(pixel_values=batch["pixel_values"])
+        emb = out if isinstance(out, torch.Tensor) else out.pooler_output  # (B, D)
+        return torch.nn.functional.normalize(emb.float(), dim=-1)
+
+    def _tokens(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        if self.module.config.model_type == "siglip":
+            length = int(self.module.config.text_config.max_position_embeddings)
+            enc = self.tokenizer(texts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
+            return {"input_ids": enc["input_ids"]}
+        length = int(self.module.config.text_config.max_position_embeddings)
+        enc = self.tokenizer(texts, padding=True, max_length=length, truncation=True, return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """(N, D) float32 projected, L2-normalised text embeddings, in input order."""
+        if not texts:
+            raise BadInput("embed_texts: no texts given")
+        module = self.module.to(self.device)
+        module.eval()
+        out = np.empty((len(texts), self.feature_dim), dtype=np.float32)
+        with torch.inference_mode():
+            for at in range(0, len(texts), self.text_batch):
+                chunk = texts[at : at + self.text_batch]
+                batch = {k: v.to(self.device) for k, v in self._tokens(chunk).items()}
+                emb = module.get_text_features(**batch)
+                emb = emb if isinstance(emb, torch.Tensor) else emb.pooler_output  # (B, D)
+                out[at : at + len(chunk)] = torch.nn.functional.normalize(emb.float(), dim=-1).cpu().numpy()
+        return out
