@@ -135,6 +135,8 @@ def test_zero_shot_run_is_a_classification_run_folder_with_no_training(zero_shot
     m = zero_shot_run.manifest
     assert (m["task"], m["method"]["name"], m["modality"], m["classes"]) == ("zero-shot", "frozen", "image", ["blue", "red"])
     assert m["method"]["fit"]["trainable_params"] == 0 and m["method"]["fit"]["steps"] == 0
+    body = zero_shot_run.open_model()[1].module
+    assert m["method"]["fit"]["frozen_params"] == sum(p.numel() for p in body.parameters())  # counted before loading
     assert m["task_info"] == {"templates": list(DEFAULT_TEMPLATES)}
     summary = m["metrics"]["test"]["summary"]
     assert summary["n"] == m["data"]["split"]["test"] > 0

@@ -66,6 +66,24 @@ class ClipBackbone(ImageBackbone):
         proj = getattr(self.module, "visual_projection", None)  # CLIP; SigLIP's pooled output is the embedding
         return int(proj.out_features) if proj is not None else int(self.module.config.vision_config.hidden_size)
 
+    def param_count(self) -> int | None:
+        """Parameters of the whole dual encoder; before loading, counted from the safetensors
+        headers (the zero-shot run's frozen method reports them without loading the model)."""
+        if self.module_ is not None:
+            return super().param_count()
+        from math import prod
+
+        from safetensors import safe_open
+
+        files = sorted(self.path.glob("*.safetensors"))
+        if not files:
+            return None
+        total = 0
+        for file in files:
+            with safe_open(str(file), framework="pt") as st:
+                total += sum(prod(st.get_slice(k).get_shape()) for k in st.keys())
+        return total
+
     @property
     def logit_scale(self) -> float:
         """``exp(logit_scale)``: the learned inverse temperature of image-text similarities."""
