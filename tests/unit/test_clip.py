@@ -184,9 +184,6 @@ def test_probabilities_after_reload_equal_the_run(zero_shot_run):
     np.testing.assert_allclose(again.task.frozen_proba(bb, data, again.fit_context()), proba, atol=1e-5)
 
 
-@pytest.mark.xfail(raises=BadInput, strict=True,
-                   reason="Run.predict asks the run's method (frozen) for probabilities; needs the 6-line hook in "
-                          "Frozen.predict_proba that asks the task (task.frozen_proba); remove this mark once it is in")
 def test_predict_after_reload_and_cli_predict(zero_shot_run, flat_images, cli):
     folder, _ = flat_images
     paths = sorted(str(p) for p in folder.iterdir())

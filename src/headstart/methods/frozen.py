@@ -42,6 +42,12 @@ class Frozen(Method):
                 "steps": 0, "zero_shot": True}
 
     def predict_proba(self, backbone: Backbone, data: Dataset, ctx: FitContext) -> np.ndarray:
+        """Labels from the body itself where the task says how (zero-shot: class prompts)."""
+        from ..tasks import get_task
+
+        proba = get_task(ctx.task).frozen_proba(backbone, data, ctx)
+        if proba is not None:
+            return proba
         raise BadInput("method 'frozen' adds no head, so it gives embeddings, not labels; for classification use "
                        "--method linear-probe")
 

@@ -246,6 +246,11 @@ class Task(ABC):
     def examples(self, data: Any) -> int:
         return len(data)
 
+    def frozen_proba(self, backbone, data, ctx) -> np.ndarray | None:
+        """Class probabilities of the frozen body itself, for a task that labels without a trained
+        head (zero-shot: class prompts through a dual encoder); None: the task needs a head."""
+        return None
+
     def verbs(self, modality: str) -> tuple:
         """What ``headstart serve`` offers for a run of this task (:class:`~.verbs.Verb`s), for
         inputs of ``modality``; none by default."""
