@@ -237,3 +237,23 @@ def test_zero_shot_refuses_a_backbone_that_is_not_a_dual_encoder(tmp_path, cli, 
     assert_bad_input(bert, "takes text", out_dir=out)
     none = cli("adapt", image_folder, "--task", "zero-shot", "--out", out)
     assert_bad_input(none, "no default backbone", out_dir=out)
+
+
+@pytest.mark.parametrize("method", ["lora", "finetune"])
+def test_trained_methods_on_a_clip_backbone_adapt_the_image_tower_only(method, tiny_clip, image_folder, tmp_path):
+    """Image classification on a dual encoder trains its image side: the text tower is neither
+    counted as trainable nor changed, and LoRA targets only vision blocks."""
+    opts = {"epochs": 2, "batch_size": 8, "lr": 1e-3, "patience": 10}
+    run = hs.adapt(image_folder, backbone=str(tiny_clip), method=method, method_options=opts, out=tmp_path / "runs")
+    method_obj, bb = run.open_model()
+    fit = run.manifest["method"]["fit"]
+    tower = bb.feature_module
+    vision = sum(p.numel() for p in tower.parameters())
+    text = sum(p.numel() for p in bb.module.text_model.parameters())
+    head = len(run.classes) * (bb.feature_dim + 1)
+    if method == "finetune":
+        assert fit["trainable_params"] == vision + head  # the whole image tower and the head, not the text tower
+    assert text > 0 and all("text_model" not in k for k in method_obj.state_dict())
+    assert all(k.startswith(("body.vision_model.", "body.visual_projection.", "head.")) for k in method_obj.state_dict())
+    if method == "lora":
+        assert all(name.startswith("vision_model.") for name, _ in method_obj.targets_)

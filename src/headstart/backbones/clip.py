@@ -28,6 +28,22 @@ from ..errors import BadInput
 from .base import quiet_transformers
 from .vision import ImageBackbone
 
+class ImageTower(torch.nn.Module):
+    """The image side of a dual encoder (its vision model and, for CLIP, the projection), the same
+    module objects as in the whole model: what image classification trains and adapts, so the
+    text tower is neither counted nor changed."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.vision_model = model.vision_model
+        if getattr(model, "visual_projection", None) is not None:
+            self.visual_projection = model.visual_projection
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        pooled = self.vision_model(pixel_values=pixel_values, return_dict=True).pooler_output
+        return self.visual_projection(pooled) if hasattr(self, "visual_projection") else pooled
+
+
 class ClipBackbone(ImageBackbone):
     """A CLIP or SigLIP dual encoder via ``AutoModel``; features = normalised image embeddings."""
 
@@ -38,6 +54,14 @@ class ClipBackbone(ImageBackbone):
     def __init__(self, spec: BackboneSpec, path: Path, device: torch.device | None = None):
         super().__init__(spec, path, device)
         self.tokenizer_ = None
+        self._tower: tuple[torch.nn.Module, ImageTower] | None = None
+
+    @property
+    def feature_module(self) -> torch.nn.Module:
+        """The image tower (:class:`ImageTower`), built once per loaded model."""
+        if self._tower is None or self._tower[0] is not self.module:
+            self._tower = (self.module, ImageTower(self.module))
+        return self._tower[1]
 
     def load(self) -> ClipBackbone:
         from transformers import AutoModel, AutoTokenizer
@@ -90,8 +114,7 @@ class ClipBackbone(ImageBackbone):
         return float(self.module.logit_scale.detach().float().exp())
 
     def forward_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        out = self.module.get_image_features(pixel_values=batch["pixel_values"])
-        emb = out if isinstance(out, torch.Tensor) else out.pooler_output  # (B, D)
+        emb = self.feature_module(batch["pixel_values"])  # (B, D): get_image_features' embedding
         return torch.nn.functional.normalize(emb.float(), dim=-1)
 
     def _tokens(self, texts: list[str]) -> dict[str, torch.Tensor]:
