@@ -385,3 +385,9 @@ def test_an_image_run_predicts_base64_images(tmp_path, image_folder, flat_images
         bad = httpx.post(s.url + "/v1/predict", json={"inputs": [base64.b64encode(b"plain text, not an image").decode()]},
                          timeout=30)
         assert bad.status_code == 422 and "item 0" in bad.json()["error"] and bad.json()["field"] == "inputs"
+
+
+def test_limits_on_the_command_line_are_checked_in_one_line(cli, runs, assert_bad_input):
+    for flag, value in (("--max-request-mb", "0"), ("--max-inputs", "0"), ("--max-wait-ms", "5000"), ("--threads", "0"),
+                        ("--port", "70000"), ("--graceful-s", "-1")):
+        assert_bad_input(cli("serve", runs["clf"].path, flag, value, "--store", runs["store"]), flag)

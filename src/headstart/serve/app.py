@@ -51,10 +51,12 @@ class ServeSettings:
 
     def validate(self) -> None:
         checks = [("--threads", self.threads, 1), ("--max-batch", self.max_batch, 1), ("--max-inputs", self.max_inputs, 1),
-                  ("--max-request-mb", self.max_request_bytes, 1024), ("--max-queue", self.max_queue, 1)]
+                  ("--max-queue", self.max_queue, 1)]
         for flag, value, low in checks:
             if value < low:
                 raise BadInput(f"{flag} {value}: must be at least {low}")
+        if self.max_request_bytes < 1024:
+            raise BadInput(f"--max-request-mb {self.max_request_bytes / (1 << 20):g}: must be at least 1 KiB (0.001)")
         if not 0 <= self.max_wait_ms <= 1000:
             raise BadInput(f"--max-wait-ms {self.max_wait_ms}: must be between 0 and 1000")
 
