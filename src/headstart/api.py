@@ -677,14 +677,18 @@ class Run:
             raise BadInput(f"{ds.source} holds {ds.modality} but run {self.id} takes {self.manifest['modality']}")
         return ds
 
-    def predict(self, inputs) -> Predictions:
-        """Labels and probabilities for texts / image paths, a data file or folder, or a Dataset."""
+    def predict(self, inputs, *, feature_cache: bool = True) -> Predictions:
+        """Labels and probabilities for texts / image paths, a data file or folder, or a Dataset.
+        ``feature_cache=False`` computes frozen features without the on-disk cache (a server's
+        inputs rarely repeat, and each request would grow it)."""
         if not self.task.predicts:
             raise BadInput(f"run {self.id} is a {self.task.name} run: it embeds rather than labels; use run.embed(texts), "
                            "or `headstart index` and `headstart search`")
         ds = self.as_dataset(inputs, labels_required=False)
         method, bb = self.open_model()
-        return Predictions(self.classes, method.predict_proba(bb, ds, self.fit_context()))
+        ctx = self.fit_context()
+        ctx.feature_cache = feature_cache
+        return Predictions(self.classes, method.predict_proba(bb, ds, ctx))
 
     @property
     def producer(self) -> dict:

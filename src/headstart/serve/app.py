@@ -216,7 +216,7 @@ def build_app(served: list, settings: ServeSettings | None = None):
             d["verbs"] = [{"name": v.name, "route": f"/v1/{v.name}", "summary": v.summary, "field": v.field,
                            "item": v.item, "result": v.result,
                            "params": {p.name: {"type": p.type.__name__, "default": p.default, "help": p.help}
-                                      for p in v.params}, **v.describe} for v in s.verbs()]
+                                      for p in v.params}} for v in s.verbs()]
             out.append(d)
         return {"models": out, "limits": {"max_inputs": settings.max_inputs, "max_batch": settings.max_batch,
                                           "max_wait_ms": settings.max_wait_ms, "max_request_bytes": settings.max_request_bytes}}

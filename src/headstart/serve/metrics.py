@@ -20,6 +20,7 @@ import bisect
 import os
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -47,7 +48,8 @@ class Metrics:
         self.latency: dict[tuple, _Histogram] = {}
         self.batch_items: dict[tuple, _Histogram] = {}
         self.batch_seconds: dict[tuple, _Histogram] = {}
-        self.gauges: dict[str, callable] = {}
+        self.gauges: dict[str, tuple[str, Callable[[], list]]] = {}
+        """name -> (help, read): ``read()`` gives (label pairs, value) rows at render time."""
 
     def request(self, route: str, status: int, seconds: float) -> None:
         with self._lock:

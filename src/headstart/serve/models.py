@@ -82,14 +82,8 @@ class ServedRun(Served):
     def producer(self) -> dict:
         return self.run.producer
 
-    def _context(self):
-        ctx = self.run.fit_context()
-        ctx.feature_cache = False  # requests rarely repeat: computing beats a disk lookup, and the cache would grow
-        return ctx
-
     def predict_proba(self, inputs: list):
-        method, bb = self.run.open_model()
-        return method.predict_proba(bb, self.run.as_dataset(inputs, labels_required=False), self._context())
+        return self.run.predict(inputs, feature_cache=False).probabilities
 
     def embed(self, texts: list, *, role: str = "query"):
         return self.run.embed(texts, role=role)

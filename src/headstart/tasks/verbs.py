@@ -23,7 +23,7 @@ import binascii
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +84,6 @@ class Verb:
     max_batch: int | None = None
     """Items per model call at most for this verb (None: the server's --max-batch); generation
     and transcription run slower per item and batch smaller."""
-    describe: dict = field(default_factory=dict)
-    """Extra facts the server lists for the verb at ``GET /v1/models``."""
 
 
 @contextmanager
