@@ -391,3 +391,14 @@ def test_limits_on_the_command_line_are_checked_in_one_line(cli, runs, assert_ba
     for flag, value in (("--max-request-mb", "0"), ("--max-inputs", "0"), ("--max-wait-ms", "5000"), ("--threads", "0"),
                         ("--port", "70000"), ("--graceful-s", "-1")):
         assert_bad_input(cli("serve", runs["clf"].path, flag, value, "--store", runs["store"]), flag)
+
+
+def test_a_damaged_onnx_export_is_one_line(cli, runs, tmp_path, assert_bad_input):
+    pytest.importorskip("onnxruntime")
+    folder = tmp_path / "broken-onnx"
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(b"not an onnx graph")
+    (folder / "headstart.json").write_text("{ not json")
+    assert_bad_input(cli("serve", folder, "--store", runs["store"]), "broken-onnx", "not a readable ONNX export")
+    (folder / "headstart.json").write_text(json.dumps({"task": "classification", "source_run": "x", "output": "probabilities"}))
+    assert_bad_input(cli("serve", folder, "--store", runs["store"]), "broken-onnx", "not a readable ONNX export")

@@ -146,7 +146,13 @@ def open_served(ref: str, *, store, threads: int, allow_base_change: bool = Fals
 
         if importlib.util.find_spec("onnxruntime") is None:
             raise BadInput(f"{ref}: an ONNX export; serving it needs onnxruntime: pip install 'headstart[onnx]'")
-        return ServedOnnx(folder, threads)
+        try:
+            return ServedOnnx(folder, threads)
+        except BadInput:
+            raise
+        except Exception as e:  # noqa: BLE001 - corrupt headstart.json / model.onnx (onnxruntime's own error types), missing keys
+            raise BadInput(f"{ref}: not a readable ONNX export ({type(e).__name__}: {str(e)[:160]}); export the run again "
+                           "with `headstart export RUN --format onnx`") from None
     from ..api import load
 
     return ServedRun(load(ref, store=store, allow_base_change=allow_base_change))
