@@ -151,7 +151,8 @@ def open_served(ref: str, *, store, threads: int, allow_base_change: bool = Fals
         except BadInput:
             raise
         except Exception as e:  # noqa: BLE001 - corrupt headstart.json / model.onnx (onnxruntime's own error types), missing keys
-            raise BadInput(f"{ref}: not a readable ONNX export ({type(e).__name__}: {str(e)[:160]}); export the run again "
+            why = " ".join(str(e).split())[:160]  # one line, whatever the library printed
+            raise BadInput(f"{ref}: not a readable ONNX export ({type(e).__name__}: {why}); export the run again "
                            "with `headstart export RUN --format onnx`") from None
     from ..api import load
 
