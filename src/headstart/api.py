@@ -707,12 +707,37 @@ class Run:
 
         if role not in ("query", "document"):
             raise BadInput(f"embed: role must be 'query' or 'document' (got {role!r})")
+        side_of = getattr(self.task, "embed_role", None)
+        if side_of is not None:  # a dual encoder: queries and documents are embedded by different towers
+            return self._embed_side(inputs, side_of(role))
         ds = self.as_dataset(inputs, labels_required=False)
         method, bb = self.open_model()
         if ds.modality == "text":
             ds = Dataset(inputs=prefixed(bb.spec.preprocessing, list(ds.inputs), role), labels=None, modality="text",
                          source=ds.source)
         return method.embed(bb, ds, self.fit_context())
+
+    def embed_images(self, paths) -> np.ndarray:
+        """(N, D) float32 unit-length embeddings of image files by an image-text run, in the space
+        its :meth:`embed_texts` shares (cosine similarity = dot product)."""
+        return self._embed_side(paths, "image")
+
+    def embed_texts(self, texts) -> np.ndarray:
+        """(N, D) float32 unit-length embeddings of texts by an image-text run (see :meth:`embed_images`)."""
+        return self._embed_side(texts, "text")
+
+    def _embed_side(self, items, side: str) -> np.ndarray:
+        embed_items = getattr(self.task, "embed_items", None)
+        if embed_items is None:
+            raise BadInput(f"run {self.id} is a {self.task.name} run; embed_images / embed_texts need an image-text run "
+                           "(`headstart adapt PAIRS --task image-text`); use run.embed")
+        items = [items] if isinstance(items, (str, Path)) else list(items)
+        if not items:
+            raise BadInput(f"embed_{side}s: nothing to embed (the list is empty)")
+        if any(not isinstance(t, (str, Path)) or not str(t).strip() for t in items):
+            raise BadInput(f"embed_{side}s: give non-empty strings ({'image paths' if side == 'image' else 'texts'})")
+        method, bb = self.open_model()
+        return embed_items(method, bb, [str(t) for t in items], self.fit_context(), side)
 
     def transcribe(self, audio, *, beams: int = 1) -> list[str]:
         """Transcripts of audio files (a path or a list of paths) by the run's model as adapted,

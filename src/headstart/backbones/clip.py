@@ -49,6 +49,10 @@ class ClipBackbone(ImageBackbone):
 
     dual_encoder: ClassVar[bool] = True
     """It embeds texts in the images' space (:meth:`embed_texts`): what zero-shot tasks need."""
+    projections_pretrained: ClassVar[bool] = True
+    """Its projections and temperature are trained already: the frozen model is a zero-shot model."""
+    default_towers: ClassVar[str] = "both"
+    """Which towers an image-text method adapts by default (:mod:`headstart.tasks.image_text`)."""
     text_batch: ClassVar[int] = 64
 
     def __init__(self, spec: BackboneSpec, path: Path, device: torch.device | None = None):
@@ -125,6 +129,46 @@ class ClipBackbone(ImageBackbone):
         length = int(self.module.config.text_config.max_position_embeddings)
         enc = self.tokenizer(texts, padding=True, max_length=length, truncation=True, return_tensors="pt")
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    @property
+    def contrastive(self) -> str:
+        """The image-text loss the model was trained with: SigLIP's pairwise sigmoid loss, CLIP's InfoNCE."""
+        return "sigmoid" if self.module.config.model_type == "siglip" else "infonce"
+
+    def temperature(self) -> tuple[float, float | None]:
+        """(the model's log logit scale, its logit bias: SigLIP's, None for CLIP)."""
+        bias = getattr(self.module, "logit_bias", None)
+        return float(self.module.logit_scale.detach().float()), None if bias is None else float(bias.detach().float())
+
+    def sides(self):
+        """The vision and text transformers, pooled before their projections (CLIP's
+        ``visual_projection`` / ``text_projection``; SigLIP's towers end in their own heads, so its
+        projections are the identity)."""
+        from torch import nn
+
+        from .dual import Side
+
+        model = self.module
+        vision, text = model.vision_model, model.text_model
+
+        def image_features(batch):
+            return vision(pixel_values=batch["pixel_values"], return_dict=True).pooler_output
+
+        def text_features(batch):
+            return text(**batch, return_dict=True).pooler_output
+
+        def projection(name: str):
+            proj = getattr(model, name, None)
+            return nn.Identity() if proj is None else proj
+
+        head = getattr(text, "head", None)
+        text_dim = int(head.out_features) if isinstance(head, nn.Linear) else int(model.config.text_config.hidden_size)
+        signature = self.preprocessing_signature()
+        return (Side("image", vision, image_features, self.prepare, self.cost, self.collate,
+                     int(model.config.vision_config.hidden_size), projection("visual_projection"),
+                     {"side": "image", **signature}, augment=self.collate_augmented),
+                Side("text", text, text_features, list, lambda t: max(1, len(t) // 4), self._tokens, text_dim,
+                     projection("text_projection"), {"side": "text", **signature}, batch_budget=(4096, 64)))
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         """(N, D) float32 projected, L2-normalised text embeddings, in input order."""

@@ -75,7 +75,8 @@ def index_corpus(run, corpus: str | Path, out: str | Path, *, text_col: str | No
     holds an index of the same run). Returns the :class:`VectorIndex`."""
     from .store import VectorIndex
 
-    ids, texts = read_corpus(corpus, text_col=text_col, id_col=id_col, fmt=fmt)
+    reader = getattr(run.task, "read_corpus", None) or read_corpus  # image-text: image folders and tables
+    ids, texts = reader(corpus, text_col=text_col, id_col=id_col, fmt=fmt)
     folder = Path(out).expanduser()
     if (folder / "index.json").is_file():
         index = VectorIndex.open(folder)

@@ -5,6 +5,7 @@ from .base import FitContext, Method
 from .contrastive import Contrastive
 from .finetune import Finetune
 from .frozen import Frozen
+from .head_only import HeadOnly
 from .linear_probe import LinearProbe
 from .lora import DoRA, LoRA
 from .qlora import QLoRA
@@ -20,5 +21,6 @@ register_method(AdapterMethod)
 register_method(Contrastive)
 register_method(Finetune)
 register_method(Scratch)
+register_method(HeadOnly)
 
 __all__ = ["FitContext", "LinearProbe", "METHODS", "Method", "get_method", "register_method"]

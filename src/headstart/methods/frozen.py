@@ -33,8 +33,9 @@ class Frozen(Method):
 
     @classmethod
     def supports(cls, task) -> bool:
-        """Tasks whose model is the body itself (no head to train): retrieval, similarity."""
-        return not task.has_head
+        """Tasks whose model is the body itself (no head to train: retrieval, similarity), and
+        tasks whose pretrained model scores as it is (image-text with CLIP: ``Task.zero_shot``)."""
+        return not task.has_head or task.zero_shot
 
     def fit(self, backbone: Backbone, train, val, ctx: FitContext) -> dict[str, Any]:
         params = backbone.param_count()

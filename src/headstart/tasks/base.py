@@ -135,6 +135,12 @@ class Task(ABC):
     """Whether the task's body is a causal language model (generation) rather than an encoder."""
     exports_adapters: ClassVar[bool] = False
     """Whether export writes a LoRA run unmerged as an adapter folder (else it needs --merge)."""
+    zero_shot: ClassVar[bool] = False
+    """Whether the pretrained model scores as it is, head included (image-text: CLIP's own
+    projections), so ``frozen`` is a method for the task although it has a head."""
+    head_only: ClassVar[bool] = False
+    """Whether training the task's head alone on the frozen body is a method here (``head-only``;
+    image-text: the projections)."""
     options_cls: ClassVar[type | None] = None
     """The dataclass of the task's own options (``--task-set KEY=VALUE``; None: it takes none)."""
 

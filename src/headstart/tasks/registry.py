@@ -10,6 +10,7 @@ from .asr import SpeechRecognition
 from .similarity import Similarity
 from .generation import Generation
 from .zero_shot import ZeroShot
+from .image_text import ImageText
 
 TASKS: dict[str, Task] = {}
 
@@ -34,3 +35,4 @@ register_task(Similarity())
 register_task(SpeechRecognition())
 register_task(Generation())
 register_task(ZeroShot())
+register_task(ImageText())

@@ -94,6 +94,10 @@ class ZeroShot(Classification):
             raise BadInput(f"the task 'zero-shot' needs an image-text dual encoder and backbone {spec.name!r} "
                            f"({spec.family}) is not one; choose a CLIP or SigLIP model folder or hf: id (CLIPModel, "
                            "SiglipModel), or train a head on it with --task classification")
+        if cls is not None and not getattr(cls, "projections_pretrained", True):
+            raise BadInput(f"the task 'zero-shot' needs trained projections and backbone {spec.name!r} is an untrained "
+                           "image-text pair; train it first (`headstart adapt PAIRS --task image-text`), then score "
+                           "class folders with `headstart eval RUN FOLDER` (zero-shot accuracy)")
 
     def default_backbone(self, data) -> str:
         from ..errors import BadInput
