@@ -997,8 +997,9 @@ def cmd_index(args) -> int:
     from .index.build import index_corpus
 
     run = load(args.run, store=args.store, allow_base_change=args.allow_base_change)
-    if run.manifest["modality"] != "text":
-        raise BadInput(f"run {run.id} embeds {run.manifest['modality']}; `headstart index` indexes text documents")
+    if run.manifest["modality"] != "text" and getattr(run.task, "embed_role", None) is None:
+        raise BadInput(f"run {run.id} embeds {run.manifest['modality']}; `headstart index` indexes text documents, or the "
+                       "images of an image-text run")
     index = index_corpus(run, args.corpus, args.out, text_col=args.text_col, id_col=args.id_col, kind=args.kind)
     _emit(args, {"index": str(index.path), "documents": len(index), "kind": index.kind, "dim": index.dim, "run": run.id},
           f"index {index.path}: {len(index)} documents ({index.kind}, {index.dim}-d), embedded by run {run.id}")
