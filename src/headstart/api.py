@@ -698,24 +698,28 @@ class Run:
                 "method": m["method"]["name"], "manifest_sha256": m["checksum"],
                 "embedding": m["backbone"]["spec"].get("preprocessing", {})}
 
-    def embed(self, inputs, *, role: str = "query") -> np.ndarray:
+    def embed(self, inputs, *, role: str = "query", feature_cache: bool = True) -> np.ndarray:
         """(N, D) float32 embeddings of texts (or a data file) by the run's body as adapted (no head).
 
         ``role`` is "query" or "document": the backbone's prefix for it goes in front of each text
-        (e5's ``"query: "`` / ``"passage: "``; most backbones have none), as in training."""
+        (e5's ``"query: "`` / ``"passage: "``; most backbones have none), as in training. For an
+        image-text run queries are texts and documents images (what an index of it holds).
+        ``feature_cache=False``: frozen features without the on-disk cache (a server's inputs)."""
         from .tasks.retrieval import prefixed
 
         if role not in ("query", "document"):
             raise BadInput(f"embed: role must be 'query' or 'document' (got {role!r})")
         side_of = getattr(self.task, "embed_role", None)
         if side_of is not None:  # a dual encoder: queries and documents are embedded by different towers
-            return self._embed_side(inputs, side_of(role))
+            return self._embed_side(inputs, side_of(role), feature_cache=feature_cache)
         ds = self.as_dataset(inputs, labels_required=False)
         method, bb = self.open_model()
         if ds.modality == "text":
             ds = Dataset(inputs=prefixed(bb.spec.preprocessing, list(ds.inputs), role), labels=None, modality="text",
                          source=ds.source)
-        return method.embed(bb, ds, self.fit_context())
+        ctx = self.fit_context()
+        ctx.feature_cache = feature_cache
+        return method.embed(bb, ds, ctx)
 
     def embed_images(self, paths) -> np.ndarray:
         """(N, D) float32 unit-length embeddings of image files by an image-text run, in the space
@@ -726,7 +730,7 @@ class Run:
         """(N, D) float32 unit-length embeddings of texts by an image-text run (see :meth:`embed_images`)."""
         return self._embed_side(texts, "text")
 
-    def _embed_side(self, items, side: str) -> np.ndarray:
+    def _embed_side(self, items, side: str, *, feature_cache: bool = True) -> np.ndarray:
         embed_items = getattr(self.task, "embed_items", None)
         if embed_items is None:
             raise BadInput(f"run {self.id} is a {self.task.name} run; embed_images / embed_texts need an image-text run "
@@ -737,7 +741,9 @@ class Run:
         if any(not isinstance(t, (str, Path)) or not str(t).strip() for t in items):
             raise BadInput(f"embed_{side}s: give non-empty strings ({'image paths' if side == 'image' else 'texts'})")
         method, bb = self.open_model()
-        return embed_items(method, bb, [str(t) for t in items], self.fit_context(), side)
+        ctx = self.fit_context()
+        ctx.feature_cache = feature_cache
+        return embed_items(method, bb, [str(t) for t in items], ctx, side)
 
     def transcribe(self, audio, *, beams: int = 1) -> list[str]:
         """Transcripts of audio files (a path or a list of paths) by the run's model as adapted,

@@ -387,3 +387,30 @@ def test_compare_and_drift_read_image_text_runs(colours, towers, tmp_path, cli):
     assert result["task"] == "image-text" and {c["metric"] for c in result["checks"]} == {"recall@1", "recall@10"}
     assert all(c["n"] == hs.load(a.json()["run"]).metrics["test"]["summary"]["images"]
                + hs.load(a.json()["run"]).metrics["test"]["summary"]["texts"] for c in result["checks"])
+
+
+def test_served_run_embeds_texts_and_images_and_searches_its_index(colour_run, colours, tmp_path, http_server):
+    """Over HTTP on 127.0.0.1: texts and base64 images embed as the run does; text queries find images."""
+    import base64
+
+    import httpx
+
+    from headstart.index import VectorIndex
+    from headstart.index.build import index_corpus
+    from headstart.serve.app import ServeSettings
+    from headstart.serve.models import ServedRun
+
+    run = hs.load(colour_run.path, store=colour_run.store.path)
+    index_corpus(run, colours / "folder", tmp_path / "images")
+    served = ServedRun(run)
+    served.attach_index(VectorIndex.open(tmp_path / "images"))
+    image = colours / "folder" / "blue" / "blue02.png"
+    with http_server([served], ServeSettings(max_wait_ms=1)) as s:
+        t = httpx.post(s.url + "/v1/embed-texts", json={"inputs": ["a photo of a red."]}, timeout=30)
+        i = httpx.post(s.url + "/v1/embed-images", json={"inputs": [base64.b64encode(image.read_bytes()).decode()]},
+                       timeout=30)
+        q = httpx.post(s.url + "/v1/search", json={"queries": ["a photo of a blue."], "k": 2}, timeout=30)
+    assert t.status_code == i.status_code == q.status_code == 200, (t.text, i.text, q.text)
+    assert np.allclose(t.json()["embeddings"][0], run.embed_texts(["a photo of a red."])[0], atol=1e-5)
+    assert np.allclose(i.json()["embeddings"][0], run.embed_images([str(image)])[0], atol=1e-5)
+    assert [h["id"].split("/")[0] for h in q.json()["results"][0]["hits"]] == ["blue", "blue"]

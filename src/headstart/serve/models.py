@@ -86,7 +86,7 @@ class ServedRun(Served):
         return self.run.predict(inputs, feature_cache=False).probabilities
 
     def embed(self, texts: list, *, role: str = "query"):
-        return self.run.embed(texts, role=role)
+        return self.run.embed(texts, role=role, feature_cache=False)
 
     def transcribe(self, paths: list, *, beams: int = 1) -> list[str]:
         return self.run.transcribe(paths, beams=beams)

@@ -599,6 +599,22 @@ class ImageText(Task):
         model = method.task_model(backbone, ctx)
         return self.embed_set(model, side, list(items), keys, ctx).numpy().astype(np.float32)
 
+    def verbs(self, modality: str) -> tuple:
+        from .retrieval import _search_verb
+        from .verbs import Param, Verb
+
+        return (
+            Verb("embed-texts", "unit-length embeddings of texts in the shared image-text space", item="text",
+                 field="inputs", call=_embed_texts_verb, needs=("embed",), result="embeddings", example="a photo of a cat."),
+            Verb("embed-images", "unit-length embeddings of images (base64 files) in the shared space", item="image",
+                 field="inputs", call=_embed_images_verb, needs=("embed",), result="embeddings"),
+            Verb("search", "the images of the served index nearest each text query", item="text", field="queries",
+                 call=_search_verb, needs=("embed", "index"), result="results", example="a photo of a cat.",
+                 params=(Param("k", int, 10, "images per query", ge=1, le=1000),
+                         Param("index", str, "", "which served index (its folder name); may be left out when the server "
+                                                 "holds one"))),
+        )
+
     def embed_role(self, role: str) -> str:
         """Which side embeds a retrieval role: queries are texts, documents (the index) images."""
         return "text" if role == "query" else "image"
@@ -625,6 +641,20 @@ class ImageText(Task):
         if len(set(ids)) != len(ids):
             raise BadInput(f"corpus {p}: document ids repeat in column {id_col!r}; ids must be unique")
         return ids, [str(Path(x).resolve()) for x in paths]
+
+
+def _embed_texts_verb(served, items: list, params: dict) -> list[list[float]]:
+    """``POST /v1/embed-texts``: one unit-length embedding per text, in the images' space."""
+    return [[round(float(x), 7) for x in row] for row in served.embed(items, role="query")]
+
+
+def _embed_images_verb(served, items: list, params: dict) -> list[list[float]]:
+    """``POST /v1/embed-images``: one unit-length embedding per base64 image file."""
+    from .verbs import decoded_files
+
+    with decoded_files(items, "image") as paths:
+        vectors = served.embed(paths, role="document")
+    return [[round(float(x), 7) for x in row] for row in vectors]
 
 
 def _record(direction: str, query: str, rank: int, top: str, label: str, predicted: str) -> dict:
