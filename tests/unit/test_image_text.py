@@ -239,6 +239,9 @@ def test_head_only_learns_the_colours_on_cached_tower_features(colours, towers, 
     calls.clear()
     adapt(colours / "folder", pair(towers), "head-only", tmp_path, method_options={"epochs": 1, "batch_size": 12})
     assert calls == [], calls
+    # A pair with another text tower re-encodes the captions only: the image tower's features are its own.
+    adapt(colours / "folder", pair(towers, text=2), "head-only", tmp_path, method_options={"epochs": 1, "batch_size": 12})
+    assert {name for name, _ in calls} == {"text"}, calls
     # predictions.csv: one row per query, both directions.
     rows = list(csv.DictReader(open(run.path / "predictions.csv", encoding="utf-8")))
     assert {r["direction"] for r in rows} == {"image->text", "text->image"}

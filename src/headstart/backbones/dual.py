@@ -63,6 +63,9 @@ class Side:
     augment: Callable[[list, np.random.Generator], dict[str, torch.Tensor]] | None = None
     """``collate`` with training-time augmentation (images), None where the side has none."""
     batch_budget: tuple[int, int] = (16, 16)
+    identity: str | None = None
+    """The tower's own weights' identity where it has one apart from the model's (a pair's towers):
+    its cached features are then shared by every pair holding the same tower."""
 
 
 def pair_identity(image_hash: str, text_hash: str) -> str:
@@ -103,10 +106,12 @@ class LitPairBackbone(ImageBackbone):
     """Which towers an image-text method adapts by default: the text side (the image side stays
     locked, LiT's finding that a locked image tower transfers best)."""
 
-    def __init__(self, spec: BackboneSpec, path: Path, device: torch.device | None = None, *, image=None, text=None):
+    def __init__(self, spec: BackboneSpec, path: Path, device: torch.device | None = None, *, image=None, text=None,
+                 hashes: tuple[str | None, str | None] = (None, None)):
         super().__init__(spec, path, device)
         self.image_bb = image
         self.text_bb = text
+        self.tower_hashes = hashes
 
     @classmethod
     def open(cls, spec: BackboneSpec, *, device: str = "auto", rehash: bool = False):
@@ -125,7 +130,8 @@ class LitPairBackbone(ImageBackbone):
         if image.device != text.device:
             raise BadInput(f"backbone {spec.name!r}: its towers chose different devices ({image.device}, {text.device}); "
                            "set HEADSTART_DEVICE")
-        return cls(spec, image.path, image.device, image=image, text=text), pair_identity(image_hash, text_hash)
+        pair = cls(spec, image.path, image.device, image=image, text=text, hashes=(image_hash, text_hash))
+        return pair, pair_identity(image_hash, text_hash)
 
     # -- the module ------------------------------------------------------------------------------
     def load(self) -> LitPairBackbone:
@@ -168,7 +174,8 @@ class LitPairBackbone(ImageBackbone):
 
     # -- the dual encoder ------------------------------------------------------------------------
     def sides(self) -> tuple[Side, Side]:
-        return backbone_side("image", self.image_bb), backbone_side("text", self.text_bb)
+        return (backbone_side("image", self.image_bb, self.tower_hashes[0]),
+                backbone_side("text", self.text_bb, self.tower_hashes[1]))
 
     def temperature(self) -> tuple[float, float | None]:
         """(log of the starting logit scale, starting logit bias or None)."""
@@ -179,12 +186,12 @@ class LitPairBackbone(ImageBackbone):
                        "(`headstart adapt PAIRS --task image-text`); embed with that run (run.embed_texts)")
 
 
-def backbone_side(name: str, bb) -> Side:
+def backbone_side(name: str, bb, identity: str | None = None) -> Side:
     """A whole single-modality backbone as one side of a pair (its own pooling; a fresh projection)."""
     return Side(name=name, module=bb.module, features=bb.forward_features, prepare=bb.prepare, cost=bb.cost,
                 collate=bb.collate, dim=int(bb.feature_dim), projection=None,
                 signature={"side": name, **bb.preprocessing_signature()},
-                augment=getattr(bb, "collate_augmented", None), batch_budget=tuple(bb.batch_budget))
+                augment=getattr(bb, "collate_augmented", None), batch_budget=tuple(bb.batch_budget), identity=identity)
 
 
 __all__ = ["LIT_DIM", "LitPairBackbone", "PairModule", "Side", "backbone_side", "pair_identity", "pair_towers"]

@@ -408,7 +408,7 @@ class ImageText(Task):
             return _run_side(side, todo, model._backbone[0].device, ctx.precision, desc=f"encoding {name}s")
 
         if cache and ctx.feature_cache:
-            store = FeatureCache(ctx.backbone_hash, side.signature, ctx.precision)
+            store = FeatureCache(side.identity or ctx.backbone_hash, side.signature, ctx.precision)
             feats, _ = store.get_or_compute(keys, items, compute)
         else:
             feats = compute(items)
