@@ -417,3 +417,18 @@ def test_served_run_embeds_texts_and_images_and_searches_its_index(colour_run, c
     assert np.allclose(t.json()["embeddings"][0], run.embed_texts(["a photo of a red."])[0], atol=1e-5)
     assert np.allclose(i.json()["embeddings"][0], run.embed_images([str(image)])[0], atol=1e-5)
     assert [h["id"].split("/")[0] for h in q.json()["results"][0]["hits"]] == ["blue", "blue"]
+
+
+def test_an_image_text_suite_gates_on_recall_and_zero_shot_accuracy(colour_run, colours, tmp_path, cli):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"name: photos\ntask: image-text\ndatasets:\n  - {{name: colours, path: {colours / 'folder'}}}\n"
+                     "metrics: [recall@1, zero_shot_accuracy]\ngates:\n  - zero_shot_accuracy >= 0.9\n")
+    ok = cli("eval", colour_run.path, "--suite", suite, "--store", colour_run.store.path, "--json")
+    assert ok.rc == 0, ok
+    cells = ok.json()["datasets"]["colours"]["slices"]["all"]
+    assert set(cells) == {"recall@1", "zero_shot_accuracy"} and cells["zero_shot_accuracy"]["value"] == 1.0
+    assert cells["recall@1"]["ci"][0] <= cells["recall@1"]["value"] <= cells["recall@1"]["ci"][1]
+    strict = tmp_path / "strict.yaml"
+    strict.write_text(suite.read_text().replace("zero_shot_accuracy >= 0.9", "zero_shot_accuracy <= 0.5"))
+    failed = cli("eval", colour_run.path, "--suite", strict, "--store", colour_run.store.path)
+    assert failed.rc == 1 and "FAILED" in failed.out, failed
