@@ -682,7 +682,8 @@ class Run:
         ``feature_cache=False`` computes frozen features without the on-disk cache (a server's
         inputs rarely repeat, and each request would grow it)."""
         if not self.task.predicts:
-            raise BadInput(f"run {self.id} is a {self.task.name} run: it embeds rather than labels; use run.embed(texts), "
+            raise BadInput(f"run {self.id} is {'an' if self.task.name[0] in 'aeiou' else 'a'} {self.task.name} run: it embeds "
+                           "rather than labels; use run.embed(texts), "
                            "or `headstart index` and `headstart search`")
         ds = self.as_dataset(inputs, labels_required=False)
         method, bb = self.open_model()

@@ -514,8 +514,9 @@ def cmd_plan(args) -> int:
         from .tasks import get_task
 
         task = get_task(args.task)
+        default = task.default_backbone(args.data)
         raise BadInput(f"plan covers classification and retrieval, not {task.name!r} yet; adapt with the task's defaults "
-                       f"(--backbone {task.default_backbone(args.data)} --method {task.default_method('')}) or name them")
+                       f"(--backbone {default} --method {task.default_method(default)}) or name them")
     test_examples = None
     if args.test is not None:
         from .data import load_dataset
@@ -541,7 +542,7 @@ def cmd_predict(args) -> int:
     output = _output_file(args.output, "--output") if args.output else None
     run = load(args.run, store=args.store, allow_base_change=args.allow_base_change)
     if not run.task.predicts:
-        raise BadInput(f"run {run.id} is a {run.task.name} run: it embeds rather than labels; build an index with "
+        raise BadInput(f"run {run.id} is {_a(run.task.name)} run: it embeds rather than labels; build an index with "
                        f"`headstart index {run.id} CORPUS --out INDEX`, then `headstart search INDEX \"query\"`")
     if args.input == "-":
         if run.manifest["modality"] != "text":
@@ -990,6 +991,11 @@ def cmd_compare(args) -> int:
     )
     _emit(args, result.to_dict(), result.to_text())
     return 0
+
+
+def _a(word: str) -> str:
+    """``word`` with its indefinite article (an image-text run, a retrieval run)."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
 
 
 def cmd_index(args) -> int:

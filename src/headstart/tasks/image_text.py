@@ -529,7 +529,8 @@ class ImageText(Task):
             summary[name] = round(float(v.mean()), 6)
             _, low, high = bootstrap_ci(np.zeros(len(v)), v, prediction_mean, n_resamples=n_resamples)
             summary[f"{name}_ci"] = [round(float(low), 6), round(float(high), 6)]
-        summary.update(images=len(test.images), texts=len(test.texts), ci_level=0.95, ci_resamples=n_resamples)
+        summary.update(images=len(test.images), texts=len(test.texts), queries=len(test.images) + len(test.texts),
+                       ci_level=0.95, ci_resamples=n_resamples)
         records = []
         top_t = np.argsort(-sim, axis=1, kind="stable")[:, :5]
         top_i = np.argsort(-sim.T, axis=1, kind="stable")[:, :5]
