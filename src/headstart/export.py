@@ -78,7 +78,7 @@ def export_run(run, out: str | Path, *, merge: bool = False, format: str = "hf")
     manifest = run.manifest
     method_name = manifest["method"]["name"]
     family = manifest["backbone"]["spec"].get("family")
-    if family not in ("hf-text", "hf-image", "whisper", "causal-lm"):
+    if family not in ("hf-text", "hf-image", "clip", "whisper", "causal-lm"):
         raise BadInput(f"export writes Hugging Face folders; backbone {manifest['backbone']['name']!r} ({family}) is not a "
                        "Hugging Face model: use the run folder itself")
     if method_name == "adapter":
@@ -87,7 +87,7 @@ def export_run(run, out: str | Path, *, merge: bool = False, format: str = "hf")
     if method_name in MERGE_METHODS and not merge and not run.task.exports_adapters:
         raise BadInput(f"export: a {method_name} run becomes a plain Hugging Face folder only with its low-rank updates merged "
                        "into the weights; add --merge")
-    if manifest["modality"] == "image" or (manifest["modality"] == "audio" and run.task.has_head):
+    if manifest["modality"] in ("image", "audio") and run.task.has_head and run.task.predicts:
         raise BadInput(f"export: {manifest['modality']} classification runs cannot be exported yet; use the run folder itself")
     return run.task.export(run, out, merge=merge)
 

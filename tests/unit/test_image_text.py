@@ -432,3 +432,25 @@ def test_an_image_text_suite_gates_on_recall_and_zero_shot_accuracy(colour_run, 
     strict.write_text(suite.read_text().replace("zero_shot_accuracy >= 0.9", "zero_shot_accuracy <= 0.5"))
     failed = cli("eval", colour_run.path, "--suite", strict, "--store", colour_run.store.path)
     assert failed.rc == 1 and "FAILED" in failed.out, failed
+
+
+def test_a_clip_run_exports_as_the_model_the_standard_loaders_read(colours, tiny_clip, towers, tmp_path, cli,
+                                                                   assert_bad_input):
+    from transformers import AutoModel, pipeline
+
+    run = adapt(colours / "pairs.csv", str(tiny_clip), "lora", tmp_path,
+                method_options={"epochs": 3, "batch_size": 12, "lr": 1e-2, "head_lr": 1e-2})
+    assert_bad_input(cli("export", run.path, "--out", tmp_path / "x", "--store", tmp_path / "store.sqlite3"), "--merge")
+    r = cli("export", run.path, "--out", tmp_path / "x", "--merge", "--store", tmp_path / "store.sqlite3", "--json")
+    assert r.rc == 0, r
+    record = json.loads((tmp_path / "x" / "headstart.json").read_text())
+    assert record["check"]["max_abs_embedding_diff"] <= 1e-4 and record["merged"]
+    model = AutoModel.from_pretrained(tmp_path / "x")
+    assert type(model).__name__ == "CLIPModel"
+    assert abs(float(model.logit_scale.detach()) - float(load_file(str(run.path / "weights.safetensors"))["head.log_scale"])) < 1e-6
+    image = str(colours / "folder" / "red" / "red03.png")
+    scores = pipeline("zero-shot-image-classification", model=str(tmp_path / "x"))(image, candidate_labels=["red", "blue"])
+    assert {s["label"] for s in scores} == {"red", "blue"} and abs(sum(s["score"] for s in scores) - 1) < 1e-5
+    lit = adapt(colours / "folder", pair(towers), "head-only", tmp_path)
+    assert_bad_input(cli("export", lit.path, "--out", tmp_path / "y", "--store", tmp_path / "store.sqlite3"),
+                     "(lit-pair) is not a Hugging Face model", out_dir=tmp_path / "y")

@@ -600,6 +600,12 @@ class ImageText(Task):
         model = method.task_model(backbone, ctx)
         return self.embed_set(model, side, list(items), keys, ctx).numpy().astype(np.float32)
 
+    def export(self, run, out, *, merge: bool = False) -> dict:
+        """CLIP/SigLIP runs: the model's own Hugging Face folder (:mod:`headstart.export_dual`)."""
+        from ..export_dual import export_dual_encoder
+
+        return export_dual_encoder(run, out, merge=merge)
+
     def verbs(self, modality: str) -> tuple:
         from .retrieval import _search_verb
         from .verbs import Param, Verb
