@@ -322,3 +322,36 @@ def test_cli_task_set_augment(tmp_path, cli, image_folder, tiny_vit):
     assert made.rc == 0, made
     run = hs.load(made.json()["path"])
     assert run.manifest["method"]["fit"]["augment"] == "crop-flip"
+
+
+@pytest.fixture(scope="module")
+def tiny_convnext(tmp_path_factory):
+    """A random 2-stage ConvNeXt (its blocks' pointwise layers are nn.Linear over channels), as an HF folder."""
+    import json
+
+    from transformers import ConvNextConfig, ConvNextModel
+
+    folder = tmp_path_factory.mktemp("convnext") / "convnext"
+    torch.manual_seed(0)
+    ConvNextModel(ConvNextConfig(hidden_sizes=[8, 16], depths=[2, 1], num_stages=2, image_size=32, patch_size=4)).save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "ConvNextImageProcessor", "size": {"shortest_edge": 32}, "crop_pct": 1.0,
+        "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}))
+    return folder
+
+
+@pytest.mark.parametrize("method", ["lora", "adapter", "finetune", "scratch"])
+def test_convnext_folders_take_the_whole_menu(tmp_path, tiny_convnext, image_folder, method):
+    """ConvNeXt stages hold layers whose pointwise convs are linear layers: LoRA adapts them, an
+    adapter follows each layer's second one (``layers.N.pwconv2``), and the body trains whole."""
+    opts = {"rank": 4, "alpha": 8.0} if method == "lora" else {"bottleneck": 4} if method == "adapter" else {}
+    run = hs.adapt(image_folder, backbone=str(tiny_convnext), method=method, out=tmp_path / "out",
+                   method_options={**FAST, **opts})
+    fit = run.manifest["method"]["fit"]
+    if method == "lora":
+        assert fit["target_layers"] == ["layers.0.pwconv1", "layers.0.pwconv2", "layers.1.pwconv1", "layers.1.pwconv2"]
+    if method == "adapter":
+        assert fit["target_layers"] == ["layers.0.pwconv2", "layers.1.pwconv2"] and fit["adapter_count"] == 3
+    assert mean_true_class_loss(run, image_folder) < np.log(2)
+    again = hs.load(run.path).predict(image_folder)
+    np.testing.assert_allclose(again.probabilities, run.predict(image_folder).probabilities, atol=1e-6)

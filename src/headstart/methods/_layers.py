@@ -109,7 +109,12 @@ ADAPTER_SITES: dict[str, tuple[str, ...]] = {
     "siglip": ("self_attn.out_proj", "mlp.fc2"),  # SigLIP / CLIP vision towers
     "gpt-neox": ("attention.dense", "mlp.dense_4h_to_h"),
     "efficientnet": ("_project_conv",),  # MBConv blocks (EfficientNet, -Lite): the 1x1 projection conv
+    "convnext": ("pwconv2",),  # ConvNeXt stages: each layer's second pointwise (linear) layer
 }
+"""Sites are relative to a block; where a family's repeated block is a stage of layers (ConvNeXt:
+``layers.0.pwconv2``, ``layers.1.pwconv2``, ...), a site also matches every layer name ending in
+``.<site>`` -- but only when no family's sites match exactly, so ``output.dense`` never also
+takes BERT's ``attention.output.dense``."""
 
 
 def adapter_targets(model: nn.Module, names: list[str] | None) -> list[tuple[str, str]]:
@@ -123,6 +128,12 @@ def adapter_targets(model: nn.Module, names: list[str] | None) -> list[tuple[str
                 names = list(sites)
                 break
         else:
+            for sites in ADAPTER_SITES.values():
+                inside = sorted(rel for rel in rel_layers if any(rel.endswith("." + site) for site in sites))
+                if all(any(rel.endswith("." + site) for rel in inside) for site in sites):
+                    names = inside
+                    break
+        if names is None:
             raise BadInput(
                 f"adapter: no known attention/feed-forward output layers in the blocks of {type(model).__name__} "
                 f"(block layers: {', '.join(sorted(rel_layers)) or 'none'}); name them with --set targets=ATTN_OUT,FFN_OUT"
