@@ -92,12 +92,10 @@ def serve(served: list, *, host: str, port: int, settings: ServeSettings, access
                             timeout_graceful_shutdown=graceful_s, lifespan="on", loop="asyncio", http="h11",
                             limit_concurrency=None, backlog=2048)
     server = uvicorn.Server(config)
-    if announce is not None:
-        announce(f"http://{shown_host}:{bound[1]}")
-    sys.stdout.flush()
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again for the
     # handler found before it: this one notes it, so a stopped server returns (exit 0) instead of
-    # dying by the signal after its clean shutdown.
+    # dying by the signal after its clean shutdown. It is in place before the URL is announced:
+    # a supervisor may signal the moment it reads the announcement.
     caught: list[int] = []
     main = threading.current_thread() is threading.main_thread()
     def note(sig, frame) -> None:  # also before uvicorn has its own handlers: then stop as soon as it starts
@@ -106,6 +104,9 @@ def serve(served: list, *, host: str, port: int, settings: ServeSettings, access
 
     before = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
     try:
+        if announce is not None:
+            announce(f"http://{shown_host}:{bound[1]}")
+        sys.stdout.flush()
         server.run(sockets=[sock])
     finally:
         for sig, handler in before.items():
