@@ -44,6 +44,29 @@ def cost_batches(costs: list[int], budget: int, max_batch: int) -> list[list[int
     return out
 
 
+def collated_ahead(batches: list[list[int]], collate, prepared: list):
+    """Yield ``(idx, collate([prepared[i] for i in idx]))`` for each batch in order, the next
+    batch collated by a background thread while the caller runs the current one (decode-ahead:
+    image decoding and resizing overlap the model's forward pass instead of alternating with it).
+    At most one batch waits ready; an error in collating is raised where that batch is taken."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if len(batches) <= 1:
+        for idx in batches:
+            yield idx, collate([prepared[i] for i in idx])
+        return
+    pool = ThreadPoolExecutor(1, thread_name_prefix="headstart-collate")
+    try:
+        pending = pool.submit(collate, [prepared[i] for i in batches[0]])
+        for k, idx in enumerate(batches):
+            batch = pending.result()
+            if k + 1 < len(batches):
+                pending = pool.submit(collate, [prepared[i] for i in batches[k + 1]])
+            yield idx, batch
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 class Backbone(ABC):
     modality: ClassVar[str]
     trains: ClassVar[bool] = True
@@ -129,8 +152,8 @@ class Backbone(ABC):
             numerics = nullcontext()
         budget, max_batch = self.batch_budget
         with progress(len(inputs), desc, unit="ex") as bar, numerics:
-            for idx in self.batches(prepared, budget, max_batch):
-                batch = {k: v.to(device) for k, v in self.collate([prepared[i] for i in idx]).items()}
+            for idx, collated in collated_ahead(self.batches(prepared, budget, max_batch), self.collate, prepared):
+                batch = {k: v.to(device) for k, v in collated.items()}
                 out[idx] = self.forward_features(batch).float().cpu().numpy()
                 bar.update(len(idx))
         return out

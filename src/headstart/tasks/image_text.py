@@ -686,7 +686,7 @@ def _run_side(side, items: list, device, precision: str, desc: str) -> np.ndarra
     from contextlib import nullcontext
 
     from .._util import progress
-    from ..backbones.base import bf16_inference, cost_batches
+    from ..backbones.base import bf16_inference, collated_ahead, cost_batches
 
     module = side.module
     was_training = module.training
@@ -697,8 +697,9 @@ def _run_side(side, items: list, device, precision: str, desc: str) -> np.ndarra
     numerics = bf16_inference(module, device) if precision == "bf16" else nullcontext()
     try:
         with torch.inference_mode(), numerics, progress(len(items), desc, unit="ex") as bar:
-            for idx in cost_batches([side.cost(p) for p in prepared], budget, max_batch):
-                batch = {k: v.to(device) for k, v in side.collate([prepared[i] for i in idx]).items()}
+            for idx, collated in collated_ahead(cost_batches([side.cost(p) for p in prepared], budget, max_batch),
+                                                side.collate, prepared):
+                batch = {k: v.to(device) for k, v in collated.items()}
                 out[idx] = side.features(batch).float().cpu().numpy()
                 bar.update(len(idx))
     finally:
