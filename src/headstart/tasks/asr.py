@@ -408,13 +408,9 @@ class SpeechRecognition(Task):
 
     # -- trained methods -------------------------------------------------------------------------
     def preset(self, method: str, train) -> tuple[str, dict]:
-        from ..errors import BadInput
+        from .base import sized_preset
 
-        n = len(train)
-        regime = "few" if n <= 500 else "medium" if n <= 5000 else "large"
-        if method not in PRESETS:
-            raise BadInput(f"method {method!r} has no speech-recognition preset; choose one of {', '.join(PRESETS)}")
-        return regime, {**_COMMON[regime], **PRESETS[method]}
+        return sized_preset("speech-recognition", method, len(train), PRESETS, _COMMON)
 
     def build_model(self, backbone, cfg, ctx) -> nn.Module:
         """The encoder-decoder. Under ``encoder_input="auto"`` a LoRA/DoRA model reads the clips'

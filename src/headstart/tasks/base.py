@@ -286,6 +286,23 @@ class Task(ABC):
                        f"Its metrics: {', '.join(m.name for m in self.metrics)}")
 
 
+def sized_preset(what: str, method: str, n: int, presets: dict, common: dict, epochs: dict | None = None,
+                 bounds: tuple[int, int] = (500, 5000)) -> tuple[str, dict]:
+    """(regime, option values) of ``method`` for ``n`` training examples: few <= ``bounds[0]`` <
+    medium <= ``bounds[1]`` < large; ``common[regime]`` under the method's own ``presets`` entry,
+    and ``epochs[regime]`` where the method's entry names none. A method without an entry is one
+    line naming the ones that have."""
+    from ..errors import BadInput
+
+    regime = "few" if n <= bounds[0] else "medium" if n <= bounds[1] else "large"
+    if method not in presets:
+        raise BadInput(f"method {method!r} has no {what} preset; choose one of {', '.join(presets)}")
+    values = {**common[regime], **presets[method]}
+    if epochs is not None:
+        values["epochs"] = presets[method].get("epochs", epochs[regime])
+    return regime, values
+
+
 def seeded_split(n: int, recipe, source: str, unit: str) -> tuple[list[int], list[int], list[int], float]:
     """(train, validation, test indices, the test fraction used) of ``n`` examples shuffled with
     the recipe's split seed (no test part when the recipe names a test file); too few left to
@@ -303,4 +320,4 @@ def seeded_split(n: int, recipe, source: str, unit: str) -> tuple[list[int], lis
     return train, val, test, test_fraction
 
 
-__all__ = ["Objective", "Scored", "Task", "TaskData", "Training", "seeded_split"]
+__all__ = ["Objective", "Scored", "Task", "TaskData", "Training", "seeded_split", "sized_preset"]

@@ -421,11 +421,9 @@ class Generation(Task):
 
     # -- trained methods -------------------------------------------------------------------------
     def preset(self, method: str, train) -> tuple[str, dict]:
-        n = len(train)
-        regime = "few" if n <= 200 else "medium" if n <= 2000 else "large"
-        if method not in PRESETS:
-            raise BadInput(f"method {method!r} has no generation preset; choose one of {', '.join(PRESETS)}")
-        return regime, {**_COMMON[regime], **PRESETS[method]}
+        from .base import sized_preset
+
+        return sized_preset("generation", method, len(train), PRESETS, _COMMON, bounds=(200, 2000))
 
     def training(self, model, train, val, cfg, ctx) -> Training:
         bb = model._backbone[0]

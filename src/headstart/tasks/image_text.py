@@ -387,13 +387,9 @@ class ImageText(Task):
         return [p for p in model.head.parameters() if p.requires_grad]
 
     def preset(self, method: str, train) -> tuple[str, dict]:
-        from ..errors import BadInput
+        from .base import sized_preset
 
-        n = len(train)
-        regime = "few" if n <= 500 else "medium" if n <= 5000 else "large"
-        if method not in PRESETS:
-            raise BadInput(f"method {method!r} has no image-text preset; choose one of {', '.join(PRESETS)}")
-        return regime, {**_COMMON[regime], **PRESETS[method], "epochs": PRESETS[method].get("epochs", _EPOCHS[regime])}
+        return sized_preset("image-text", method, len(train), PRESETS, _COMMON, _EPOCHS)
 
     # -- features --------------------------------------------------------------------------------
     def side_features(self, model: ImageTextModel, name: str, items: list[str], keys: list[str], ctx, *,

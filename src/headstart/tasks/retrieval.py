@@ -267,13 +267,9 @@ class Retrieval(Task):
 
     # -- trained methods -------------------------------------------------------------------------
     def preset(self, method: str, train) -> tuple[str, dict]:
-        from ..errors import BadInput
+        from .base import sized_preset
 
-        n = len(train)
-        regime = "few" if n <= 500 else "medium" if n <= 5000 else "large"
-        if method not in PRESETS:
-            raise BadInput(f"method {method!r} has no retrieval preset; choose one of {', '.join(PRESETS)}")
-        return regime, {**_COMMON[regime], **PRESETS[method], "epochs": PRESETS[method].get("epochs", _EPOCHS[regime])}
+        return sized_preset("retrieval", method, len(train), PRESETS, _COMMON, _EPOCHS)
 
     def build_model(self, backbone, cfg, ctx) -> nn.Module:
         return EncoderModel(backbone)
