@@ -454,3 +454,18 @@ def test_a_clip_run_exports_as_the_model_the_standard_loaders_read(colours, tiny
     lit = adapt(colours / "folder", pair(towers), "head-only", tmp_path)
     assert_bad_input(cli("export", lit.path, "--out", tmp_path / "y", "--store", tmp_path / "store.sqlite3"),
                      "(lit-pair) is not a Hugging Face model", out_dir=tmp_path / "y")
+
+
+def test_drift_with_a_suite_scores_both_runs_on_classes_of_its_own(colour_run, colours, towers, tmp_path, cli):
+    """The run's own test set can miss what a suite of other classes shows: each run scores the
+    suite's folder itself and the two are compared query by query."""
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"name: unseen\ntask: image-text\ndatasets:\n  - {{name: colours, path: {colours / 'folder'}}}\n"
+                     "metrics: [zero_shot_accuracy, i2t_recall@1]\n")
+    d = cli("drift", colour_run.path, "--base", pair(towers, text=2), "--suite", suite, "--store", colour_run.store.path,
+            "--out", tmp_path / "runs", "--report", tmp_path / "report", "--json")
+    assert d.rc in (0, 1), d
+    checks = {c["metric"]: c for c in d.json()["checks"]}
+    assert set(checks) == {"zero_shot_accuracy", "i2t_recall@1"} and {c["dataset"] for c in checks.values()} == {"colours"}
+    assert checks["zero_shot_accuracy"]["n"] == 42 and checks["zero_shot_accuracy"]["old"] == 1.0
+    assert (tmp_path / "report" / "report.html").is_file()

@@ -195,7 +195,7 @@ def test_compare_tabulates_ranking_metrics_with_query_intervals(cli, pairs_csv, 
 
 
 def test_drift_to_a_broken_base_is_a_regression_over_the_same_queries(cli, pairs_csv, tiny_bert, tmp_path,
-                                                                      assert_bad_input):
+                                                                      assert_bad_input, retrieval_helpers):
     import shutil
 
     from headstart.backbones.testing import break_token_embeddings
@@ -206,7 +206,17 @@ def test_drift_to_a_broken_base_is_a_regression_over_the_same_queries(cli, pairs
     broken = tmp_path / "broken"
     shutil.copytree(tiny_bert, broken)
     break_token_embeddings(broken)  # every word the same vector: nothing left to rank by
-    assert_bad_input(cli("drift", run_id, "--base", broken, "--suite", tmp_path / "s.yaml"), "suites hold labelled")
+    wrong = tmp_path / "c.yaml"
+    wrong.write_text(f"name: c\ndatasets:\n  - {{name: t, path: {pairs_csv}}}\n")
+    assert_bad_input(cli("drift", run_id, "--base", broken, "--suite", wrong), "the suite checks classification runs")
+    # With a suite: each run searches the suite's collection itself, compared query by query.
+    held = _beir(tmp_path / "held", retrieval_helpers(seed=9)[::3])
+    suite = tmp_path / "s.yaml"
+    suite.write_text(f"name: s\ntask: retrieval\ndatasets:\n  - {{name: held, path: {held}}}\nmetrics: [ndcg@10]\n")
+    s = cli("drift", run_id, "--base", broken, "--suite", suite, "--out", tmp_path / "runs", "--json")
+    assert s.rc == 1, s
+    checks = s.json()["checks"]
+    assert [(c["dataset"], c["metric"]) for c in checks] == [("held", "ndcg@10")] and checks[0]["delta"] < 0
     d = cli("drift", run_id, "--base", broken, "--out", tmp_path / "runs", "--report", tmp_path / "report", "--json")
     assert d.rc == 1, d  # exit 1: a regression
     result = d.json()

@@ -100,9 +100,14 @@ def drift(run: str | Path, base: str, *, suite: str | Path | None = None, seeds:
     recipe = recipe_of(old.manifest)
     per_query = not old.task.predicts  # e.g. retrieval: per-query metric values, not labels
     if per_query and suite is not None:
-        raise BadInput(f"--suite: run {old.id} is a {old.task.name} run, and suites hold labelled examples; drift it "
-                       "without --suite (it compares the two runs on the run's own test queries)")
-    suite_obj, sets = (None, []) if per_query else _eval_sets(old, suite)
+        from .suite import load_suite
+
+        suite_obj, sets = load_suite(suite), []
+        if suite_obj.task != old.task.name:
+            raise BadInput(f"--suite {suite}: the suite checks {suite_obj.task} runs, but run {old.id} is a {old.task.name} "
+                           f"run; give a suite with task: {old.task.name}")
+    else:
+        suite_obj, sets = (None, []) if per_query else _eval_sets(old, suite)
     old_preds = {es.name: predict_indices(old, es) for es in sets}
 
     # Per-query tasks compare the runs' recorded per-query values, so every re-run keeps the
@@ -128,7 +133,10 @@ def drift(run: str | Path, base: str, *, suite: str | Path | None = None, seeds:
 
     checks, per_class, flipped, sources = [], [], [], {}
     noise_values: dict[str, list[float]] = {}
-    if per_query:
+    if per_query and suite_obj is not None:
+        checks = _suite_query_checks(old, new, noise_runs, suite_obj, n_resamples, noise_values)
+        sources.update({d.name: "live" for d in suite_obj.datasets})
+    elif per_query:
         checks, flipped = _query_checks(old, new, noise_runs, n_resamples, noise_values, flips)
         sources["test"] = "recorded"
     for es in sets:
@@ -283,6 +291,32 @@ def _query_checks(old, new, noise_runs, n_resamples, noise_values, limit) -> tup
                                     "label": f"query {rows[i]['query_id']} ({primary})",
                                     "old": f"{before[i]:.3f}", "new": f"{after[i]:.3f}", "direction": direction})
     return checks, flipped
+
+
+def _suite_query_checks(old, new, noise_runs, suite_obj, n_resamples, noise_values) -> list[dict]:
+    """For tasks without labels, on every dataset of a suite: the paired bootstrap over the same
+    examples (queries) of each of the suite's metrics, each run scoring the data itself
+    (:meth:`Task.example_values`); the re-seeded runs give the noise floor."""
+    task = old.task
+    checks = []
+    for ds in suite_obj.datasets:
+        if ds.path is None:
+            raise BadInput(f"drift --suite: dataset {ds.name!r} is a hub dataset; {task.name} suites for drift take local "
+                           "files or folders")
+        values = [task.example_values(r, ds.path, tuple(suite_obj.metrics))[0] for r in (old, new, *noise_runs)]
+        for metric in suite_obj.metrics:
+            y, p_old, statistic = values[0][metric]
+            p_new = values[1][metric][1]
+            res = paired_bootstrap(y, p_old, p_new, statistic, n_resamples=n_resamples)
+            floor = None
+            if noise_runs:
+                seeded = [float(statistic(y, v[metric][1])) for v in values[2:]]
+                noise_values[f"{ds.name}/{metric}"] = seeded
+                floor = max(abs(s - float(statistic(y, p_old))) for s in seeded)
+            checks.append({"dataset": ds.name, "slice": "all", "family": "primary", "metric": metric, "n": len(y),
+                           "old": res.old, "new": res.new, "delta": res.delta, "ci": list(res.ci), "p_raw": res.p,
+                           "test": f"paired bootstrap over {task.unit}", "noise_floor": floor})
+    return checks
 
 
 def _metric(metric: str, y: np.ndarray, p: np.ndarray, k: int) -> float:

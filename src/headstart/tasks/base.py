@@ -188,6 +188,14 @@ class Task(ABC):
 
         raise BadInput(f"suites do not check {self.name} runs yet")
 
+    def example_values(self, run, path, metrics: tuple[str, ...]) -> tuple[dict[str, tuple[Any, Any, Any]], str]:
+        """Per-example values of ``metrics`` on the data at ``path`` scored by ``run`` (``{metric:
+        (y_true, y_pred, statistic)}`` as :meth:`run_values`) and the data's fingerprint: what
+        ``drift --suite`` compares for a task without labels."""
+        from ..errors import BadInput
+
+        raise BadInput(f"drift --suite does not cover {self.name} runs yet; drift without --suite (the run's own test set)")
+
     def run_values(self, run_path, manifest: dict) -> dict[str, tuple[Any, Any, Any]] | None:
         """Per-example values behind the compared metrics of a finished run, read from its
         ``predictions.csv``: ``{metric: (y_true, y_pred, statistic)}`` for

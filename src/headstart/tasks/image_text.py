@@ -549,18 +549,28 @@ class ImageText(Task):
         cls = nn.functional.normalize(emb.reshape(len(classes), len(data.templates), -1).mean(1), dim=-1)
         return [classes[i] for i in (img @ cls.T).argmax(1).tolist()]
 
+    def example_values(self, run, path, metrics):
+        """Per-query hits (and per-image zero-shot correctness) of a pairs table or class folder."""
+        from ..evaluate.retrieval import prediction_mean
+
+        ranked, _, fingerprint = self.read_eval(run, path)
+        method, bb = run.open_model()
+        records = self.score(method, bb, ranked, run.fit_context(), n_resamples=1).records
+        out = {}
+        for m in metrics:
+            v = np.asarray(_record_values(records, m), dtype=float)
+            out[m] = (np.zeros(len(v)), v, prediction_mean)
+        return out, fingerprint
+
     def run_values(self, run_path, manifest):
         import csv
 
         from ..evaluate.retrieval import prediction_mean
 
-        hits: dict[str, list[float]] = {name: [] for name in self.compared}
         try:
             with open(Path(run_path) / "predictions.csv", newline="", encoding="utf-8") as f:
-                for rec in csv.DictReader(f):
-                    rank = int(rec["rank"])
-                    for name in self.compared:
-                        hits[name].append(float(rank <= int(name.split("@")[1])))
+                rows = list(csv.DictReader(f))
+            hits = {name: _record_values(rows, name) for name in self.compared}
         except (OSError, KeyError, ValueError):
             return None
         if not hits[self.compared[0]]:
@@ -658,6 +668,23 @@ def _embed_images_verb(served, items: list, params: dict) -> list[list[float]]:
     with decoded_files(items, "image") as paths:
         vectors = served.embed(paths, role="document")
     return [[round(float(x), 7) for x in row] for row in vectors]
+
+
+def _record_values(records: list[dict], metric: str) -> list[float]:
+    """A metric's per-query values from ``predictions.csv``-style records (rank, direction, label)."""
+    from ..errors import BadInput
+
+    if metric.startswith("zero_shot_accuracy"):
+        rows = [r for r in records if r["direction"] == DIRECTIONS["i2t"] and r["label"] != ""]
+        if not rows:
+            raise BadInput("zero_shot_accuracy needs labelled images (a class folder or a label column)")
+        return [float(r["label"] == r["zero_shot"]) for r in rows]
+    name, _, k = metric.rpartition("@")
+    if name not in ("recall", "i2t_recall", "t2i_recall") or not k.isdigit():
+        raise BadInput(f"image-text runs compare recall@k, i2t_recall@k, t2i_recall@k or zero_shot_accuracy per query, "
+                       f"not {metric!r}")
+    direction = None if name == "recall" else DIRECTIONS[name.split("_")[0]]
+    return [float(int(r["rank"]) <= int(k)) for r in records if direction is None or r["direction"] == direction]
 
 
 def _record(direction: str, query: str, rank: int, top: str, label: str, predicted: str) -> dict:

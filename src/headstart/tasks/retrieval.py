@@ -265,6 +265,16 @@ class Retrieval(Task):
             cells[m] = {"value": float(mean), "ci": [float(low), float(high)], "n": len(sc.query_ids)}
         return cells, str(ev.source or ""), ev.fingerprint
 
+    def example_values(self, run, path, metrics):
+        """Per-query values of a collection, SQuAD file or pairs table searched with the run."""
+        from ..data.retrieval import load_retrieval_eval
+        from ..evaluate.retrieval import prediction_mean
+
+        ev = load_retrieval_eval(path)
+        sc = rank_collection(ev, lambda texts, role: run.embed(texts, role=role))[0]
+        return {m: (np.zeros(len(sc.query_ids)), np.asarray(sc.per_query[m], dtype=float), prediction_mean)
+                for m in metrics}, ev.fingerprint
+
     # -- trained methods -------------------------------------------------------------------------
     def preset(self, method: str, train) -> tuple[str, dict]:
         from .base import sized_preset
