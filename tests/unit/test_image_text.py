@@ -190,6 +190,8 @@ def test_refusals_name_what_to_use(colours, towers, tiny_clip, tmp_path, cli, as
                          "towers=left", "--out", out), "towers must be one of", out_dir=out)
     assert_bad_input(cli("adapt", colours / "folder", "--task", "classification", "--backbone", str(tiny_clip), "--method",
                          "head-only", "--out", out), "'head-only' does not adapt for the task 'classification'", out_dir=out)
+    assert_bad_input(cli("adapt", colours / "folder", "--task", "image-text", "--backbone", pair(towers), "--method",
+                         "scratch", "--out", out), "towers=both", out_dir=out)
 
 
 # -- the pair -----------------------------------------------------------------------------------------

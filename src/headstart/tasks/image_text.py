@@ -322,6 +322,13 @@ class ImageText(Task):
             if cls is not None and not getattr(cls, "projections_pretrained", True):
                 raise BadInput(f"--method frozen on {recipe.backbone}: a locked-image pair's projections are untrained, so "
                                "it has no zero-shot ability of its own; train them with --method head-only (or lora)")
+        if recipe.method == "scratch" and recipe.backbone:
+            cls = family_class(resolve(recipe.backbone))
+            towers = opts.towers if opts.towers != "auto" else getattr(cls, "default_towers", "both")
+            if towers != "both":
+                raise BadInput(f"--method scratch re-initialises both towers, but towers={towers} would keep the other one "
+                               "locked at random weights; add --task-set towers=both (a from-scratch dual encoder, the "
+                               "baseline that shows what the pretrained towers bring)")
         pairs = self._read_pairs(recipe.data, recipe, opts)
         test_fraction = 0.0 if recipe.test is not None else recipe.test_fraction
         train_idx, val_idx, test_idx = split_by_image(pairs, val_fraction=recipe.val_fraction, test_fraction=test_fraction,
