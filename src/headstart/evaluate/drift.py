@@ -261,20 +261,7 @@ def _query_checks(old, new, noise_runs, n_resamples, noise_values, limit) -> tup
         if not same or any(not np.array_equal(v[m][0], values[0][m][0]) for m in metrics):
             raise BadInput(f"drift: run {r.id} was tested on other examples than run {old.id} (the split or test file "
                            "changed); re-adapt both on the same data")
-    checks = []
-    for metric in metrics:
-        y, p_old, statistic = values[0][metric]
-        p_new = values[1][metric][1]
-        res = paired_bootstrap(y, p_old, p_new, statistic, n_resamples=n_resamples)
-        floor = None
-        if noise_runs:
-            seeded = [float(statistic(y, v[metric][1])) for v in values[2:]]
-            noise_values[f"test/{metric}"] = seeded
-            floor = max(abs(s - float(statistic(y, p_old))) for s in seeded)
-        checks.append({"dataset": "test", "slice": "all", "family": "primary", "metric": metric, "n": len(y),
-                       "old": res.old, "new": res.new, "delta": res.delta, "ci": list(res.ci), "p_raw": res.p,
-                       "test": f"paired bootstrap over {task.unit}",
-                       "noise_floor": floor})
+    checks = [_paired_check("test", metric, values, task.unit, n_resamples, noise_values) for metric in metrics]
     flipped: list[dict] = []
     if task.name == "retrieval":  # per-query values: the queries that moved most
         import csv
@@ -304,19 +291,25 @@ def _suite_query_checks(old, new, noise_runs, suite_obj, n_resamples, noise_valu
             raise BadInput(f"drift --suite: dataset {ds.name!r} is a hub dataset; {task.name} suites for drift take local "
                            "files or folders")
         values = [task.example_values(r, ds.path, tuple(suite_obj.metrics))[0] for r in (old, new, *noise_runs)]
-        for metric in suite_obj.metrics:
-            y, p_old, statistic = values[0][metric]
-            p_new = values[1][metric][1]
-            res = paired_bootstrap(y, p_old, p_new, statistic, n_resamples=n_resamples)
-            floor = None
-            if noise_runs:
-                seeded = [float(statistic(y, v[metric][1])) for v in values[2:]]
-                noise_values[f"{ds.name}/{metric}"] = seeded
-                floor = max(abs(s - float(statistic(y, p_old))) for s in seeded)
-            checks.append({"dataset": ds.name, "slice": "all", "family": "primary", "metric": metric, "n": len(y),
-                           "old": res.old, "new": res.new, "delta": res.delta, "ci": list(res.ci), "p_raw": res.p,
-                           "test": f"paired bootstrap over {task.unit}", "noise_floor": floor})
+        checks += [_paired_check(ds.name, metric, values, task.unit, n_resamples, noise_values) for metric in suite_obj.metrics]
     return checks
+
+
+def _paired_check(dataset: str, metric: str, values: list[dict], unit: str, n_resamples: int, noise_values: dict) -> dict:
+    """One whole-set check of ``metric`` from per-example ``values`` of [old, new, *re-seeded runs]
+    (each ``{metric: (y, values, statistic)}``): the paired bootstrap of new against old, and the
+    largest re-seeded change on the same examples as its noise floor (None without re-seeded runs)."""
+    y, p_old, statistic = values[0][metric]
+    p_new = values[1][metric][1]
+    res = paired_bootstrap(y, p_old, p_new, statistic, n_resamples=n_resamples)
+    floor = None
+    if len(values) > 2:
+        seeded = [float(statistic(y, v[metric][1])) for v in values[2:]]
+        noise_values[f"{dataset}/{metric}"] = seeded
+        floor = max(abs(s - float(statistic(y, p_old))) for s in seeded)
+    return {"dataset": dataset, "slice": "all", "family": "primary", "metric": metric, "n": len(y), "old": res.old,
+            "new": res.new, "delta": res.delta, "ci": list(res.ci), "p_raw": res.p, "test": f"paired bootstrap over {unit}",
+            "noise_floor": floor}
 
 
 def _metric(metric: str, y: np.ndarray, p: np.ndarray, k: int) -> float:
