@@ -89,7 +89,6 @@ def drift(run: str | Path, base: str, *, suite: str | Path | None = None, seeds:
     ``seed`` re-adapts with another seed than the recorded one (same base + new seed measures
     what re-running alone changes)."""
     from ..api import adapt_recipe, load
-    from ..methods import get_method
 
     if not isinstance(seeds, int) or seeds < 0:
         raise BadInput(f"--seeds must be an integer >= 0 (got {seeds!r})")
