@@ -12,7 +12,9 @@ through the default prompt templates. Measured, in one process:
 2. **Methods** -- ``head-only`` (projections + temperature on cached features) and ``lora`` on the
    text tower (``towers=text``: the image tower stays locked), same data.
 3. **Drift** -- ``headstart drift RUN --base lit-lite0-mpnet``: the recorded recipe re-run with the
-   text tower swapped (MiniLM -> all-mpnet-base-v2), paired bootstrap over the same test queries.
+   text tower swapped (MiniLM -> all-mpnet-base-v2), paired bootstrap over the same test queries;
+   once with a suite of the unseen classes (``--suite``: both runs score that folder), once on the
+   run's own test set (the seen classes' held-out images).
 
     python benchmarks/image_text.py                     # everything (~10 min on 2 CPU cores)
     python benchmarks/image_text.py --train-per-class 100 --skip-drift
@@ -98,6 +100,24 @@ def main(argv=None) -> int:
             results["methods"][method] = row
             print(f"{method}: {json.dumps(row)}", flush=True)
         if not args.skip_drift and first_run is not None:
+            suite = tmp / "unseen.yaml"
+            suite.write_text(f"name: unseen-classes\ntask: image-text\ndatasets:\n  - {{name: unseen3, path: {unseen}}}\n"
+                             "metrics: [zero_shot_accuracy, i2t_recall@1]\n")
+            t0 = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-m", "headstart", "drift", first_run.id, "--base", "lit-lite0-mpnet",
+                                   "--suite", str(suite), "--store", str(tmp / "store.sqlite3"), "--out", str(tmp / "runs"),
+                                   "--json"],
+                                  capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+            try:
+                on_suite = json.loads(proc.stdout)
+            except ValueError:
+                print(proc.stderr[-2000:], file=sys.stderr)
+                return 1
+            results["drift_suite"] = {"rc": proc.returncode, "verdict": on_suite.get("verdict"),
+                                      "wall_s": round(time.perf_counter() - t0, 1),
+                                      "checks": [{k: c.get(k) for k in ("dataset", "metric", "old", "new", "delta", "ci", "p",
+                                                                        "n", "verdict")} for c in on_suite.get("checks", [])]}
+            print(f"drift MiniLM -> mpnet, suite of the unseen classes: {json.dumps(results['drift_suite'])}", flush=True)
             t0 = time.perf_counter()
             proc = subprocess.run([sys.executable, "-m", "headstart", "drift", first_run.id, "--base", "lit-lite0-mpnet",
                                    "--store", str(tmp / "store.sqlite3"), "--out", str(tmp / "runs"), "--json"],
@@ -108,8 +128,16 @@ def main(argv=None) -> int:
                 print(proc.stderr[-2000:], file=sys.stderr)
                 return 1
             results["drift"] = {"rc": proc.returncode, "verdict": drift.get("verdict"), "wall_s": round(time.perf_counter() - t0, 1),
+                                "old_base": drift["old_base"], "new_base": drift["new_base"],
                                 "checks": [{k: c.get(k) for k in ("metric", "old", "new", "delta", "ci", "p", "n", "verdict")}
                                            for c in drift.get("checks", [])]}
+            new = hs.load(drift["new_run"], store=tmp / "store.sqlite3")
+            results["drift"]["new_run"] = {
+                "backbone": new.manifest["backbone"]["name"],
+                "test": {k: new.metrics["test"]["summary"][k] for k in ("recall@1", "i2t_recall@1", "t2i_recall@1", "zero_shot_accuracy")},
+                **{name: {k: v for k, v in new.evaluate(folder, record=False).items()
+                          if k in ("zero_shot_accuracy", "zero_shot_accuracy_ci", "i2t_recall@1", "t2i_recall@1")}
+                   for name, folder in (("unseen3", unseen), ("all10", all10))}}
             print(f"drift MiniLM -> mpnet: {json.dumps(results['drift'])}", flush=True)
 
     print()
