@@ -30,8 +30,10 @@ def test_xquad_zero_shot_then_a_short_fine_tune_exports_to_sentence_transformers
     split = zero.manifest["data"]["split"]
     assert split["by"] == "group" and split["corpus"] == 240
     assert zero.metrics["test"]["summary"]["ndcg@10"] >= 0.8  # MiniLM is strong on English QA retrieval
+    # fp32: the comparison below is with sentence-transformers' fp32 encode (on a CPU with native
+    # bf16, 'auto' would embed in bf16, 4e-4 away; the export's own check is always fp32).
     tuned = hs.adapt(data, task="retrieval", backbone="minilm-l6", method="finetune", out=tmp_path / "runs",
-                     method_options={"epochs": 0.1, "batch_size": 16, "eval_every": 0.1})
+                     method_options={"epochs": 0.1, "batch_size": 16, "eval_every": 0.1}, precision="fp32")
     fit = tuned.manifest["method"]["fit"]
     assert fit["steps"] >= 5 and tuned.metrics["test"]["summary"]["ndcg@10"] >= 0.8
     assert tuned.manifest["data"]["test"]["fingerprint"] == zero.manifest["data"]["test"]["fingerprint"]  # same queries
