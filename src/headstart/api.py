@@ -810,7 +810,10 @@ def _summary(metrics: dict) -> dict:
 
 
 def _run_id(spec: BackboneSpec, method: str) -> str:
-    short = re.sub(r"[^A-Za-z0-9]+", "-", Path(spec.name.removeprefix("hf:")).name).strip("-").lower()[:40] or "backbone"
+    name = Path(spec.name.removeprefix("hf:")).name
+    if spec.source_kind == "pair" and spec.name.startswith("pair:"):  # pair:/models/vit+/models/bert -> pair-vit-bert
+        name = "pair-" + "-".join(Path(t).name for t in json.loads(spec.source))
+    short = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()[:40] or "backbone"
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{short}-{method}-{secrets.token_hex(3)}"
 
 
