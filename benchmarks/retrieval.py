@@ -200,7 +200,7 @@ def child_headstart(dataset: str, method: str, epochs: float) -> dict:
         t0 = time.perf_counter()
         run = hs.adapt(str(DATASETS[dataset]), task="retrieval", backbone="minilm-l6", method=method,
                        method_options=options, out=Path(tmp) / "run", store=Path(tmp) / "store", seed=SEED,
-                       val_fraction=VAL_FRACTION, test_fraction=TEST_FRACTION, precision="fp32")
+                       val_fraction=VAL_FRACTION, test_fraction=TEST_FRACTION, precision=_precision())
         wall = time.perf_counter() - t0
         with open(run.path / "predictions.csv", newline="", encoding="utf-8") as f:
             per_query = {row["query_id"]: float(row["ndcg@10"]) for row in csv.DictReader(f)}
@@ -292,7 +292,7 @@ def child_peer(dataset: str, method: str, steps: int) -> dict:
             output_dir=tmp, per_device_train_batch_size=recipe["batch_size"], max_steps=steps,
             learning_rate=recipe["lr"], warmup_steps=warmup, lr_scheduler_type="linear",
             weight_decay=recipe["weight_decay"], max_grad_norm=recipe["max_grad_norm"], seed=SEED,
-            bf16=False, fp16=False, use_cpu=True, batch_sampler=BatchSamplers.NO_DUPLICATES,
+            bf16=_precision() == "bf16", fp16=False, use_cpu=True, batch_sampler=BatchSamplers.NO_DUPLICATES,
             eval_strategy="no", save_strategy="no", logging_strategy="no", report_to="none",
             dataloader_num_workers=0, disable_tqdm=True,
         )
@@ -317,7 +317,7 @@ def child_peer(dataset: str, method: str, steps: int) -> dict:
     quality, per_query = score_embeddings(np.asarray(q_emb), np.asarray(d_emb), test, qids, dids)
     return {
         "tool": "sentence-transformers", "dataset": dataset, "method": method, "threads": threads,
-        "precision": "fp32", "quality": quality, "per_query_ndcg@10": per_query, "queries": len(qids), "corpus": len(dids),
+        "precision": _precision(), "quality": quality, "per_query_ndcg@10": per_query, "queries": len(qids), "corpus": len(dids),
         "steps": steps_done, "steps_asked": steps, "warmup_steps": warmup, "examples_seen": seen[0],
         "train_only_s": round(m.wall_s, 2), "pairs_per_s": round(seen[0] / m.wall_s, 3),
         "peak_rss_train_mb": round(m.peak_rss_mb, 1), "peak_extra_train_mb": round(m.peak_extra_mb, 1),
@@ -554,6 +554,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true",
                     help="XQuAD only, 1/4 epoch, 1 run, languages en/de/zh/hi: a few minutes")
     ap.add_argument("--threads", type=int, default=int(_THREADS), help="torch threads for every child (both tools)")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                    help="both tools (bf16: headstart's precision=bf16, the peer's bf16=True; needs native bf16)")
     ap.add_argument("--json", type=Path, default=None, help="default benchmarks/results/retrieval[_<dataset>|_quick].json")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -572,6 +574,7 @@ def main() -> int:
         return 0
 
     os.environ["RETRIEVAL_BENCH_THREADS"] = str(args.threads)
+    os.environ["RETRIEVAL_BENCH_PRECISION"] = args.precision
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(args.threads)
     datasets = list(DATASETS) if args.dataset == "all" else [args.dataset]
@@ -603,7 +606,7 @@ def main() -> int:
                              "python": platform.python_version(), "native_bf16": _has_bf16(),
                              "load_avg_start": os.getloadavg()},
                  "recipe": {**RECIPE, "methods": {m: METHODS[m] for m in methods}, "epochs": {d: epochs[d] for d in datasets},
-                            "seed": SEED, "val_fraction": VAL_FRACTION, "test_fraction": TEST_FRACTION, "precision": "fp32",
+                            "seed": SEED, "val_fraction": VAL_FRACTION, "test_fraction": TEST_FRACTION, "precision": args.precision,
                             "loss": "MNRL scale 20, cosine", "sampler": "no duplicates"},
                  "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "code": code_state(HERE.parent), "datasets": {}}
     for ds in datasets:
@@ -648,6 +651,11 @@ def main() -> int:
     save()
     print(f"wrote {path}")
     return 0
+
+
+def _precision() -> str:
+    """The precision both tools train in (``--precision``, passed to the children by environment)."""
+    return os.environ.get("RETRIEVAL_BENCH_PRECISION", "fp32")
 
 
 def _has_bf16() -> bool:
