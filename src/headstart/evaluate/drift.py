@@ -262,19 +262,19 @@ def _query_checks(old, new, noise_runs, n_resamples, noise_values, limit) -> tup
                            "changed); re-adapt both on the same data")
     checks = [_paired_check("test", metric, values, task.unit, n_resamples, noise_values) for metric in metrics]
     flipped: list[dict] = []
-    if task.name == "retrieval":  # per-query values: the queries that moved most
-        import csv
+    import csv
 
-        with open(old.path / "predictions.csv", newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
+    with open(old.path / "predictions.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    named = [task.moved_example(r) for r in rows]  # the examples whose primary metric moved most
+    if rows and named[0] is not None:
         primary = task.compared[0]
         before, after = values[0][primary][1], values[1][primary][1]
         delta = after - before
         for direction, order in (("broke", np.argsort(delta, kind="stable")), ("fixed", np.argsort(-delta, kind="stable"))):
             for i in order[:limit]:
                 if (delta[i] < 0) if direction == "broke" else (delta[i] > 0):
-                    flipped.append({"dataset": "test", "input": rows[i]["input"],
-                                    "label": f"query {rows[i]['query_id']} ({primary})",
+                    flipped.append({"dataset": "test", "input": named[i][0], "label": f"{named[i][1]} ({primary})",
                                     "old": f"{before[i]:.3f}", "new": f"{after[i]:.3f}", "direction": direction})
     return checks, flipped
 

@@ -196,6 +196,11 @@ class Task(ABC):
 
         raise BadInput(f"drift --suite does not cover {self.name} runs yet; drift without --suite (the run's own test set)")
 
+    def moved_example(self, row: dict) -> tuple[str, str] | None:
+        """(input, label) naming one ``predictions.csv`` row when drift lists the examples whose
+        primary metric moved most (:meth:`run_values` order); None: the task lists none."""
+        return None
+
     def run_values(self, run_path, manifest: dict) -> dict[str, tuple[Any, Any, Any]] | None:
         """Per-example values behind the compared metrics of a finished run, read from its
         ``predictions.csv``: ``{metric: (y_true, y_pred, statistic)}`` for

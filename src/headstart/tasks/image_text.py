@@ -569,6 +569,9 @@ class ImageText(Task):
             out[m] = (np.zeros(len(v)), v, prediction_mean)
         return out, fingerprint
 
+    def moved_example(self, row: dict) -> tuple[str, str]:
+        return row["query"], row["direction"]
+
     def run_values(self, run_path, manifest):
         import csv
 

@@ -122,6 +122,9 @@ class Retrieval(Task):
             return None
         return {name: (np.zeros(len(v)), np.array(v), prediction_mean) for name, v in out.items()}
 
+    def moved_example(self, row: dict) -> tuple[str, str]:
+        return row["input"], f"query {row['query_id']}"
+
     def default_backbone(self, data) -> str:
         """``minilm-l6`` for English data; the multilingual ``use-multilingual`` (frozen
         features) when most of the queries and documents are in other languages."""

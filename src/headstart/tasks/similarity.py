@@ -47,6 +47,10 @@ class Similarity(Retrieval):
     compared: ClassVar[tuple[str, str]] = ("spearman", "pearson")
     unit: ClassVar[str] = "pairs"
 
+    def moved_example(self, row: dict) -> None:
+        """Its compared values are correlations over the whole set, not per pair: no per-example list."""
+        return None
+
     # -- data ------------------------------------------------------------------------------------
     def read(self, recipe) -> TaskData:
         from ..data import Dataset
