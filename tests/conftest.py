@@ -300,6 +300,14 @@ def trained_run(tmp_path_factory, tiny_bert) -> TrainedRun:
 # -- images ------------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="session")
+def image_maker():
+    """:func:`make_image` for test modules (they cannot import it: ``conftest`` names two files,
+    tests/conftest.py and tests/integration/conftest.py, and which one an import finds depends on
+    what pytest collected first)."""
+    return make_image
+
+
 def make_image(path: Path, channel: int, rng, size: int = 32) -> Path:
     """A noisy image where ``channel`` (0 red, 2 blue) dominates."""
     import numpy as np

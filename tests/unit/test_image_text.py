@@ -16,21 +16,19 @@ import headstart as hs
 from headstart.errors import BadInput, RunIntegrityError
 from headstart.tasks.image_text import contrastive_loss, first_relevant_ranks, ranking_set
 
-from conftest import make_image
-
 COLOURS = {"red": 0, "green": 1, "blue": 2}
 FAST = {"epochs": 6, "batch_size": 12, "patience": 100}
 
 
 @pytest.fixture(scope="module")
-def colours(tmp_path_factory):
+def colours(tmp_path_factory, image_maker):
     """red/ green/ blue/ folders of 14 noisy 32-px images each, and a pairs table over them."""
     root = tmp_path_factory.mktemp("colours")
     rng = np.random.default_rng(0)
     rows = []
     for label, channel in COLOURS.items():
         for i in range(14):
-            make_image(root / "folder" / label / f"{label}{i:02d}.png", channel, rng)
+            image_maker(root / "folder" / label / f"{label}{i:02d}.png", channel, rng)
             rows.append((f"folder/{label}/{label}{i:02d}.png", f"a {'big' if i % 2 else 'small'} {label} thing"))
     with open(root / "pairs.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
