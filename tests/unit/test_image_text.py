@@ -469,3 +469,20 @@ def test_drift_with_a_suite_scores_both_runs_on_classes_of_its_own(colour_run, c
     assert set(checks) == {"zero_shot_accuracy", "i2t_recall@1"} and {c["dataset"] for c in checks.values()} == {"colours"}
     assert checks["zero_shot_accuracy"]["n"] == 42 and checks["zero_shot_accuracy"]["old"] == 1.0
     assert (tmp_path / "report" / "report.html").is_file()
+
+
+def test_cli_prints_recall_both_ways_and_a_broken_image_is_one_line(colours, towers, tmp_path, cli, assert_bad_input):
+    r = cli("adapt", colours / "folder", "--task", "image-text", "--backbone", pair(towers), "--out", tmp_path / "runs",
+            "--store", tmp_path / "store.sqlite3")
+    assert r.rc == 0, r
+    assert "method head-only" in r.out and "test Recall@1" in r.out and "image->text R@1" in r.out, r.out
+    assert "zero-shot accuracy" in r.out and "training pairs" in r.out, r.out
+    run_id = next(line.split()[1] for line in r.out.splitlines() if line.startswith("run "))
+    e = cli("eval", run_id, colours / "pairs.csv", "--store", tmp_path / "store.sqlite3")
+    assert e.rc == 0 and "Recall@1" in e.out and "95% bootstrap" in e.out and "queries" in e.out, e
+    # A file that is not an image, named like one: one line naming it, no run folder left.
+    bad = tmp_path / "bad"
+    shutil.copytree(colours / "folder", bad)
+    (bad / "red" / "red05.png").write_bytes(b"not a png at all")
+    assert_bad_input(cli("adapt", bad, "--task", "image-text", "--backbone", pair(towers), "--out", tmp_path / "b",
+                         "--store", tmp_path / "b.sqlite3"), "red05.png", "cannot read the image", out_dir=tmp_path / "b")
