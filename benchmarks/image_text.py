@@ -103,31 +103,29 @@ def main(argv=None) -> int:
             suite = tmp / "unseen.yaml"
             suite.write_text(f"name: unseen-classes\ntask: image-text\ndatasets:\n  - {{name: unseen3, path: {unseen}}}\n"
                              "metrics: [zero_shot_accuracy, i2t_recall@1]\n")
-            t0 = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-m", "headstart", "drift", first_run.id, "--base", "lit-lite0-mpnet",
-                                   "--suite", str(suite), "--store", str(tmp / "store.sqlite3"), "--out", str(tmp / "runs"),
-                                   "--json"],
-                                  capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
-            try:
-                on_suite = json.loads(proc.stdout)
-            except ValueError:
-                print(proc.stderr[-2000:], file=sys.stderr)
+            def drift_to_mpnet(*extra: str) -> tuple[int, dict | None, float]:
+                """``headstart drift RUN --base lit-lite0-mpnet --json`` in a child: (exit code, result, seconds)."""
+                t0 = time.perf_counter()
+                proc = subprocess.run([sys.executable, "-m", "headstart", "drift", first_run.id, "--base", "lit-lite0-mpnet",
+                                       *extra, "--store", str(tmp / "store.sqlite3"), "--out", str(tmp / "runs"), "--json"],
+                                      capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+                try:
+                    return proc.returncode, json.loads(proc.stdout), round(time.perf_counter() - t0, 1)
+                except ValueError:
+                    print(proc.stderr[-2000:], file=sys.stderr)
+                    return proc.returncode, None, 0.0
+
+            rc, on_suite, seconds = drift_to_mpnet("--suite", str(suite))
+            if on_suite is None:
                 return 1
-            results["drift_suite"] = {"rc": proc.returncode, "verdict": on_suite.get("verdict"),
-                                      "wall_s": round(time.perf_counter() - t0, 1),
+            results["drift_suite"] = {"rc": rc, "verdict": on_suite.get("verdict"), "wall_s": seconds,
                                       "checks": [{k: c.get(k) for k in ("dataset", "metric", "old", "new", "delta", "ci", "p",
                                                                         "n", "verdict")} for c in on_suite.get("checks", [])]}
             print(f"drift MiniLM -> mpnet, suite of the unseen classes: {json.dumps(results['drift_suite'])}", flush=True)
-            t0 = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-m", "headstart", "drift", first_run.id, "--base", "lit-lite0-mpnet",
-                                   "--store", str(tmp / "store.sqlite3"), "--out", str(tmp / "runs"), "--json"],
-                                  capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
-            try:
-                drift = json.loads(proc.stdout)
-            except ValueError:
-                print(proc.stderr[-2000:], file=sys.stderr)
+            rc, drift, seconds = drift_to_mpnet()
+            if drift is None:
                 return 1
-            results["drift"] = {"rc": proc.returncode, "verdict": drift.get("verdict"), "wall_s": round(time.perf_counter() - t0, 1),
+            results["drift"] = {"rc": rc, "verdict": drift.get("verdict"), "wall_s": seconds,
                                 "old_base": drift["old_base"], "new_base": drift["new_base"],
                                 "checks": [{k: c.get(k) for k in ("metric", "old", "new", "delta", "ci", "p", "n", "verdict")}
                                            for c in drift.get("checks", [])]}
