@@ -969,7 +969,8 @@ def _models_verify(args, rows: list[dict]) -> int:
         r["verified"] = spec.pinned_sha256 is None or sha == spec.pinned_sha256
         bad += not r["verified"]
         pin = ("matches the pinned sha256" if r["verified"] else f"DIFFERS from the pinned {spec.pinned_sha256[:12]}...") \
-            if spec.pinned_sha256 else "no pinned sha256"
+            if spec.pinned_sha256 else "a pair: its identity is its two towers', each verified on its own line" \
+            if spec.source_kind == "pair" else "no pinned sha256"
         lines.append(f"{r['name']:<20} sha256 {sha[:12]}... {pin}")
     lines.append(f"{bad} backbone(s) differ from their pin" if bad else "every installed backbone verified")
     _emit(args, rows, "\n".join(lines))
