@@ -361,6 +361,8 @@ def test_eval_on_unseen_classes_and_search_text_to_images(colour_run, colours, t
         shutil.copytree(colours / "folder" / label, unseen / label)
     detail = run.evaluate(unseen)
     assert detail["zero_shot_accuracy"] == 1.0 and detail["images"] == 28 and detail["texts"] == 6
+    assert_bad_input(cli("index", colour_run.path, colours / "pairs.csv", "--id-col", "nope", "--out", tmp_path / "bad"),
+                     "no column 'nope' for --id-col")
     r = cli("index", colour_run.path, colours / "folder", "--out", tmp_path / "idx")
     assert r.rc == 0, r
     s = cli("search", tmp_path / "idx", "a photo of a green.", "-k", "3", "--run", colour_run.path, "--json")

@@ -142,7 +142,7 @@ def _from_table(path: Path, *, caption_col, label_col, fmt, header) -> ImageText
     if label_col is not None or "label" in lower:
         col = label_col or lower["label"]
         values = columns[col]
-        missing = [i for i, v in enumerate(values) if is_blank(v if isinstance(v, str) else str(v) if v is not None else "")]
+        missing = [i for i, v in enumerate(values) if v is None or is_blank(str(v))]
         if missing:
             raise BadInput(f"{origin[missing[0]]}: missing label in column {col!r}; label every row or leave the column out")
         labels = [EDGE_SPACE.sub("", str(v)) for v in values]

@@ -659,6 +659,8 @@ class ImageText(Task):
         col = text_col or _file_column(columns, exclude=None)
         if col is None or col not in columns:
             raise BadInput(f"corpus {p}: no image-path column; name it with --text-col. Columns: {', '.join(map(repr, columns))}")
+        if id_col is not None and id_col not in columns:
+            raise BadInput(f"corpus {p}: no column {id_col!r} for --id-col. Columns: {', '.join(map(repr, columns))}")
         paths = file_paths(p, columns[col], origin, col, "image")
         ids = [str(columns[id_col][i]) for i in range(len(paths))] if id_col else [str(i + 1) for i in range(len(paths))]
         if len(set(ids)) != len(ids):
