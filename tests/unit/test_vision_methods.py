@@ -355,3 +355,73 @@ def test_convnext_folders_take_the_whole_menu(tmp_path, tiny_convnext, image_fol
     assert mean_true_class_loss(run, image_folder) < np.log(2)
     again = hs.load(run.path).predict(image_folder)
     np.testing.assert_allclose(again.probabilities, run.predict(image_folder).probabilities, atol=1e-6)
+
+
+def test_folded_batch_norms_give_the_same_features_and_follow_the_weights():
+    from headstart.backbones.vision import fold_batch_norms
+
+    m = lite0()
+    folded = fold_batch_norms(m)
+    assert not any(isinstance(b, nn.BatchNorm2d) for b in folded.modules())
+    assert sum(isinstance(b, nn.BatchNorm2d) for b in m.modules()) == 49  # the original is untouched
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        ref, got = m.extract_features(x), folded.extract_features(x)
+    assert torch.allclose(ref, got, atol=1e-4 * float(ref.abs().max()))
+    # A wrapped conv (LoRA) keeps its batch norm: folding it would skip the update's output.
+    replace_module(m, "_blocks.1._expand_conv", lora_layer(m._blocks[1]._expand_conv, rank=2, alpha=2, dropout=0.0))
+    partly = fold_batch_norms(m)
+    assert isinstance(partly._blocks[1]._bn0, nn.BatchNorm2d) and isinstance(partly._blocks[1]._bn1, nn.Identity)
+
+
+def test_embed_folds_once_per_state_of_the_weights(effnet, image_folder, monkeypatch):
+    from headstart.backbones import open_backbone
+
+    monkeypatch.setenv("HEADSTART_IMAGE_BATCH", "3")
+    bb, _ = open_backbone(effnet)
+    paths = sorted(str(p) for p in image_folder.rglob("*.png"))[:7]
+    first = bb.embed(paths)
+    folded = bb._folded[2]
+    assert np.allclose(bb.embed(paths), first) and bb._folded[2] is folded  # reused
+    with torch.no_grad():
+        bb.module._conv_head.weight.mul_(2.0)  # a training step changes the weights in place
+    changed = bb.embed(paths)
+    assert bb._folded[2] is not folded and not np.allclose(changed, first)
+    bb.inference_module = lambda module: module  # unfolded, the same numbers
+    assert np.allclose(bb.embed(paths), changed, atol=1e-4 * float(np.abs(changed).max()))
+
+
+def test_batch_size_is_measured_once_stored_and_reused(tmp_path, monkeypatch):
+    from headstart.backbones import batch_size as bsz
+
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(bsz.BATCH_ENV, raising=False)
+    cpu = torch.device("cpu")
+    n = bsz.TUNE_FACTOR * bsz.TRIALS * sum(bsz.CPU_CANDIDATES)
+    assert bsz.plan_batches(n - 1, {"x": 1}, cpu, "fp32", 16).rest() == [list(range(i, min(i + 16, n - 1))) for i in range(0, n - 1, 16)]
+    plan = bsz.plan_batches(n, {"x": 1}, cpu, "fp32", 16)
+    assert [len(b) for b in plan.trials] == [s for s in bsz.CPU_CANDIDATES for _ in range(bsz.TRIALS)]
+    for batch in plan.trials:  # size 4 fastest per image; every first batch of a size slow (kernels)
+        plan.record(batch, (10.0 if len(plan.timings.get(len(batch), [])) == 0 else 1.0) * len(batch) / (4.0 if len(batch) == 4 else 1.0))
+    rest = plan.rest()
+    assert plan.size == 4 and rest[0][0] == sum(len(b) for b in plan.trials) and rest[-1][-1] == n - 1
+    assert all(len(b) == 4 for b in rest[:-1])
+    again = bsz.plan_batches(n, {"x": 1}, cpu, "fp32", 16)
+    assert again.trials == [] and again.size == 4  # stored: no trials the second time
+    assert bsz.plan_batches(n, {"x": 2}, cpu, "fp32", 16).trials  # another backbone measures its own
+    monkeypatch.setenv(bsz.BATCH_ENV, "5")
+    assert bsz.plan_batches(n, {"x": 1}, cpu, "fp32", 16).size == 5
+    monkeypatch.setenv(bsz.BATCH_ENV, "zero")
+    with pytest.raises(BadInput, match="HEADSTART_IMAGE_BATCH='zero'"):
+        bsz.plan_batches(n, {"x": 1}, cpu, "fp32", 16)
+
+
+def test_an_unwritable_cache_only_costs_the_measurement_next_time(tmp_path, monkeypatch, capsys):
+    from headstart.backbones import batch_size as bsz
+
+    blocked = tmp_path / "cache"
+    blocked.write_text("a file where the cache folder should be")  # mkdir fails, as root too
+    monkeypatch.setenv("HEADSTART_CACHE", str(blocked))
+    bsz.store_size("k", 4, {4: 10.0})
+    assert "could not store the measured batch size" in capsys.readouterr().err
+    assert bsz.cached_size("k") is None

@@ -12,6 +12,7 @@ as :attr:`Backbone.device` for every method, the trainer and the plan to read.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -24,6 +25,7 @@ from .._util import progress, status
 from ..catalog import BackboneSpec
 from ..device import DEVICE_TYPES, select_device
 from ..errors import BadInput
+from .batch_size import plan_batches
 
 
 def cost_batches(costs: list[int], budget: int, max_batch: int) -> list[list[int]]:
@@ -144,19 +146,50 @@ class Backbone(ABC):
     def _embed(self, module: torch.nn.Module, inputs: list, precision: str, desc: str) -> np.ndarray:
         device = self.device
         module.eval()
+        run = self.inference_module(module)
         prepared = self.prepare(inputs)
         out = np.empty((len(inputs), self.feature_dim), dtype=np.float32)
         if precision == "bf16":
-            numerics = bf16_inference(module, device)
+            numerics = bf16_inference(run, device)
         else:
             numerics = nullcontext()
         budget, max_batch = self.batch_budget
+        plan = plan_batches(len(inputs), self.preprocessing_signature(), device, precision, max_batch) if self.uniform_cost else None
+
+        def forward(idx: list[int], collated: dict) -> float:
+            batch = {k: v.to(device) for k, v in collated.items()}
+            t0 = time.perf_counter()
+            out[idx] = self.embed_forward(run, batch).float().cpu().numpy()
+            return time.perf_counter() - t0
+
         with progress(len(inputs), desc, unit="ex") as bar, numerics:
-            for idx, collated in collated_ahead(self.batches(prepared, budget, max_batch), self.collate, prepared):
-                batch = {k: v.to(device) for k, v in collated.items()}
-                out[idx] = self.forward_features(batch).float().cpu().numpy()
+            if plan is None:
+                batches = self.batches(prepared, budget, max_batch)
+            else:
+                for idx, collated in collated_ahead(plan.trials, self.collate, prepared):
+                    try:
+                        plan.record(idx, forward(idx, collated))
+                    except torch.OutOfMemoryError:
+                        break  # this size and larger do not fit: choose among the smaller ones
+                    bar.update(len(idx))
+                batches = plan.rest()
+            for idx, collated in collated_ahead(batches, self.collate, prepared):
+                forward(idx, collated)
                 bar.update(len(idx))
         return out
+
+    uniform_cost: ClassVar[bool] = False
+    """Every input costs the same (images): :meth:`embed` batches at the size measured fastest on
+    this machine (:mod:`headstart.backbones.batch_size`) instead of by :attr:`batch_budget`."""
+
+    def inference_module(self, module: torch.nn.Module) -> torch.nn.Module:
+        """The module :meth:`embed` runs in eval mode for frozen features: ``module`` itself, or an
+        equivalent faster for inference (EfficientNet folds its batch norms into the convs)."""
+        return module
+
+    def embed_forward(self, module: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """:meth:`forward_features` through ``module`` (what :meth:`inference_module` gave)."""
+        return self.forward_features(batch)
 
     def reinitialize(self) -> None:
         """Replace the pretrained weights with a fresh random initialisation (seeded by torch's RNG).
