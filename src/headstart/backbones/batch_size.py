@@ -2,9 +2,10 @@
 
 A text backbone batches by a token budget (padding makes cost per batch the thing to bound); an
 image always costs the same, and the fastest batch size is a property of the machine, not of the
-data. Measured on the packaged EfficientNet-Lite0 at 224 px (``benchmarks/probe_speed.py``): on a
-2-core AMD EPYC in fp32, batches of 4 ran 1.5-1.8x faster than 16 and 32 ran slowest (activations
-of small batches stay in cache), while on a 2-core Xeon in bf16 16 beat 64. So the first time a
+data. Measured on the packaged EfficientNet-Lite0 at 224 px: on a 2-core AMD EPYC in fp32, a
+forward-only probe had batches of 4 at 1.5-1.8x the rate of 16 and 32 slowest (activations of
+small batches stay in cache), while on a 2-core Xeon in bf16 16 beat 64; end to end with the
+folded batch norms ``benchmarks/probe_speed.py`` measured 1.13x (size 8 chosen). So the first time a
 backbone embeds enough images on a machine, :func:`plan_batches` times a few batches of each
 candidate size (on the real inputs, whose features are kept) and uses the fastest for the rest;
 the choice is stored per (backbone, device, threads, precision) in ``<cache>/batch_sizes.json``

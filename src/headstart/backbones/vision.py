@@ -196,8 +196,8 @@ class EfficientNetLiteBackbone(ImageBackbone):
 
     def inference_module(self, module: torch.nn.Module) -> torch.nn.Module:
         """A copy of ``module`` with each batch norm folded into the conv before it (eval-mode
-        numerics, equal to ~1e-5; one memory pass fewer per conv: 1.15-1.3x the images/s on 2 CPU
-        cores, ``benchmarks/probe_speed.py``). Built once per state of the weights (a training step
+        numerics, equal to ~1e-5; one memory pass fewer per conv: 1.15-1.3x the images/s in a
+        forward-only probe on 2 CPU cores). Built once per state of the weights (a training step
         changes their version and so rebuilds it); pairs a method has wrapped (LoRA, adapters) or
         hooked stay as they are."""
         state = tuple((id(t), t._version, t.device, t.dtype) for t in (*module.parameters(), *module.buffers()))
