@@ -41,7 +41,13 @@ CUDA_CANDIDATES = (16, 32, 64, 128, 256)
 
 def fixed_batch_size() -> int | None:
     """``HEADSTART_IMAGE_BATCH`` as a batch size, or None when unset."""
-    value = os.environ.get(BATCH_ENV)
+    return positive_int_env(BATCH_ENV, "give a batch size >= 1, or unset it to use the measured one")
+
+
+def positive_int_env(name: str, advice: str) -> int | None:
+    """The environment variable ``name`` as an integer >= 1; None when unset or empty; else a
+    one-line error saying ``advice``."""
+    value = os.environ.get(name)
     if value is None or value == "":
         return None
     try:
@@ -49,7 +55,7 @@ def fixed_batch_size() -> int | None:
     except ValueError:
         n = 0
     if n < 1:
-        raise BadInput(f"{BATCH_ENV}={value!r}: give a batch size >= 1, or unset it to use the measured one")
+        raise BadInput(f"{name}={value!r}: {advice}")
     return n
 
 

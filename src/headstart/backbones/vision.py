@@ -21,6 +21,7 @@ import torch
 from ..catalog import ImagePreprocessing
 from ..errors import BadInput
 from .base import Backbone, quiet_transformers
+from .batch_size import positive_int_env
 
 _RESAMPLE = {"bilinear": 2, "bicubic": 3}  # PIL.Image.Resampling values
 
@@ -85,15 +86,9 @@ def image_workers() -> int:
     benchmark holding the other core (so no parallel gain could show): one thread decoded ~100
     img/s of 500x375 JPEGs and ~18 img/s of 1600x1200 JPEGs to 224 px (shortest side + centre
     crop); 2 threads the same. The gain on a many-core GPU host is not measured yet."""
-    value = os.environ.get(WORKERS_ENV)
-    if value is None:
+    n = positive_int_env(WORKERS_ENV, "give a number of image-decoding threads >= 1 (1: none in parallel)")
+    if n is None:
         return max(1, min(4, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) - 1))
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise BadInput(f"{WORKERS_ENV}={value!r}: give a number of image-decoding threads >= 1 (1: none in parallel)")
     return n
 
 
