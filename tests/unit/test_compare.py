@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from headstart import api
@@ -284,10 +283,22 @@ def test_pareto_frontier():
     assert pareto_frontier([(3.0, 0.5)]) == [0]
 
 
+def _resident_block(mb: int):
+    """`mb` MiB of fresh pages the kernel has to map in: an anonymous mmap touched page by page. A numpy
+    array is not enough late in a long test session, where the allocator hands back pages it already holds
+    (CI saw a 200 MB np.ones leave RSS unchanged)."""
+    import mmap
+
+    block = mmap.mmap(-1, mb * 1024 * 1024)
+    for offset in range(0, len(block), mmap.PAGESIZE):
+        block[offset] = 1
+    return block
+
+
 def test_peak_rss_sees_a_200_mb_allocation():
     with peak_rss() as mem:
-        block = np.ones(200 * 1024 * 1024 // 8)
-        del block
+        block = _resident_block(200)
+        block.close()
     assert mem.peak_mb - mem.start_mb >= 150, mem
     assert mem.delta_mb >= 150
     if sys.platform.startswith("linux"):
@@ -296,8 +307,8 @@ def test_peak_rss_sees_a_200_mb_allocation():
 
 def test_peak_rss_nested_blocks_keep_the_outer_peak():
     with peak_rss() as outer:
-        block = np.ones(200 * 1024 * 1024 // 8)
-        del block
+        block = _resident_block(200)
+        block.close()
         with peak_rss() as inner:  # on Linux this resets the kernel's counter
             pass
     assert inner.delta_mb < 100
@@ -311,9 +322,9 @@ def test_peak_rss_falls_back_to_sampling(monkeypatch):
         pytest.skip("no /proc/self/statm here")
     monkeypatch.setattr(util, "_reset_hwm", lambda: False)
     with peak_rss() as mem:
-        block = np.ones(200 * 1024 * 1024 // 8)
+        block = _resident_block(200)
         time.sleep(0.05)  # the sampler reads every 10 ms
-        del block
+        block.close()
     assert mem.how == "sampled"
     assert mem.delta_mb >= 150, mem
 
