@@ -69,6 +69,45 @@ def collated_ahead(batches: list[list[int]], collate, prepared: list):
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def encode_batched(inputs: list, *, prepare, cost, collate, forward, dim: int, module: torch.nn.Module,
+                   device: torch.device, precision: str, budget: int, max_batch: int, measure: dict | None,
+                   desc: str) -> np.ndarray:
+    """(N, dim) float32 outputs of ``forward`` over ``inputs``, in input order, with no grad: the one
+    batched inference loop every encoder runs (a backbone's frozen features, a dual encoder's towers).
+
+    ``prepare`` / ``cost`` / ``collate`` turn inputs into batches; batches are cut by ``cost`` within
+    ``(budget, max_batch)``, or, where ``measure`` is given (inputs of one cost: images, keyed by that
+    preprocessing signature), at the batch size measured fastest on this machine
+    (:mod:`headstart.backbones.batch_size`); the next batch is collated while the current one runs
+    (:func:`collated_ahead`); ``precision="bf16"`` runs ``module`` under :func:`bf16_inference`."""
+    prepared = prepare(list(inputs))
+    out = np.empty((len(prepared), dim), dtype=np.float32)
+    numerics = bf16_inference(module, device) if precision == "bf16" else nullcontext()
+    plan = plan_batches(len(prepared), measure, device, precision, max_batch) if measure is not None else None
+
+    def run(idx: list[int], collated: dict) -> float:
+        batch = {k: v.to(device) for k, v in collated.items()}
+        t0 = time.perf_counter()
+        out[idx] = forward(batch).float().cpu().numpy()
+        return time.perf_counter() - t0
+
+    with torch.inference_mode(), progress(len(prepared), desc, unit="ex") as bar, numerics:
+        if plan is None:
+            batches = cost_batches([cost(p) for p in prepared], budget, max_batch)
+        else:
+            for idx, collated in collated_ahead(plan.trials, collate, prepared):
+                try:
+                    plan.record(idx, run(idx, collated))
+                except torch.OutOfMemoryError:
+                    break  # this size and larger do not fit: choose among the smaller ones
+                bar.update(len(idx))
+            batches = plan.rest()
+        for idx, collated in collated_ahead(batches, collate, prepared):
+            run(idx, collated)
+            bar.update(len(idx))
+    return out
+
+
 class Backbone(ABC):
     modality: ClassVar[str]
     trains: ClassVar[bool] = True
@@ -144,39 +183,21 @@ class Backbone(ABC):
             return self._embed(module, inputs, precision, desc)
 
     def _embed(self, module: torch.nn.Module, inputs: list, precision: str, desc: str) -> np.ndarray:
-        device = self.device
+        """Features of ``inputs`` through ``module`` in eval mode (its training mode restored after):
+        the frozen path :meth:`embed` and the image-text task's towers (:mod:`headstart.backbones.dual`)
+        both take."""
+        was_training = module.training
         module.eval()
-        run = self.inference_module(module)
-        prepared = self.prepare(inputs)
-        out = np.empty((len(inputs), self.feature_dim), dtype=np.float32)
-        if precision == "bf16":
-            numerics = bf16_inference(run, device)
-        else:
-            numerics = nullcontext()
-        budget, max_batch = self.batch_budget
-        plan = plan_batches(len(inputs), self.preprocessing_signature(), device, precision, max_batch) if self.uniform_cost else None
-
-        def forward(idx: list[int], collated: dict) -> float:
-            batch = {k: v.to(device) for k, v in collated.items()}
-            t0 = time.perf_counter()
-            out[idx] = self.embed_forward(run, batch).float().cpu().numpy()
-            return time.perf_counter() - t0
-
-        with progress(len(inputs), desc, unit="ex") as bar, numerics:
-            if plan is None:
-                batches = self.batches(prepared, budget, max_batch)
-            else:
-                for idx, collated in collated_ahead(plan.trials, self.collate, prepared):
-                    try:
-                        plan.record(idx, forward(idx, collated))
-                    except torch.OutOfMemoryError:
-                        break  # this size and larger do not fit: choose among the smaller ones
-                    bar.update(len(idx))
-                batches = plan.rest()
-            for idx, collated in collated_ahead(batches, self.collate, prepared):
-                forward(idx, collated)
-                bar.update(len(idx))
-        return out
+        try:
+            run = self.inference_module(module)
+            budget, max_batch = self.batch_budget
+            return encode_batched(
+                inputs, prepare=self.prepare, cost=self.cost, collate=self.collate,
+                forward=lambda batch: self.embed_forward(run, batch), dim=self.feature_dim, module=run,
+                device=self.device, precision=precision, budget=budget, max_batch=max_batch,
+                measure=self.preprocessing_signature() if self.uniform_cost else None, desc=desc)
+        finally:
+            module.train(was_training)
 
     uniform_cost: ClassVar[bool] = False
     """Every input costs the same (images): :meth:`embed` batches at the size measured fastest on

@@ -66,6 +66,11 @@ class Side:
     identity: str | None = None
     """The tower's own weights' identity where it has one apart from the model's (a pair's towers):
     its cached features are then shared by every pair holding the same tower."""
+    encode: Callable[[list, str, str], np.ndarray] | None = None
+    """``(items, precision, desc) -> (N, dim)`` no-grad features by the tower's own backbone path
+    (:meth:`~headstart.backbones.base.Backbone._embed`: its inference module, such as folded batch
+    norms, and its measured batch size) where the side is a whole backbone; None: the task runs
+    ``features`` through :func:`~headstart.backbones.base.encode_batched` itself."""
 
 
 def pair_identity(image_hash: str, text_hash: str) -> str:
@@ -191,7 +196,8 @@ def backbone_side(name: str, bb, identity: str | None = None) -> Side:
     return Side(name=name, module=bb.module, features=bb.forward_features, prepare=bb.prepare, cost=bb.cost,
                 collate=bb.collate, dim=int(bb.feature_dim), projection=None,
                 signature={"side": name, **bb.preprocessing_signature()},
-                augment=getattr(bb, "collate_augmented", None), batch_budget=tuple(bb.batch_budget), identity=identity)
+                augment=getattr(bb, "collate_augmented", None), batch_budget=tuple(bb.batch_budget), identity=identity,
+                encode=lambda items, precision, desc: bb._embed(bb.module, items, precision, desc))
 
 
 __all__ = ["LIT_DIM", "LitPairBackbone", "PairModule", "Side", "backbone_side", "pair_identity", "pair_towers"]

@@ -717,29 +717,22 @@ def _file_key(path: str) -> str:
 
 
 def _run_side(side, items: list, device, precision: str, desc: str) -> np.ndarray:
-    """(N, dim) float32 features of ``items`` by ``side`` (eval mode, no grad, batched by cost)."""
-    from contextlib import nullcontext
+    """(N, dim) float32 features of ``items`` by ``side`` (eval mode, no grad): the tower's own
+    backbone path where it has one, else the shared batched loop over its ``features``."""
+    from ..backbones.base import encode_batched
 
-    from .._util import progress
-    from ..backbones.base import bf16_inference, collated_ahead, cost_batches
-
+    if side.encode is not None:
+        return side.encode(list(items), precision, desc)
     module = side.module
     was_training = module.training
     module.eval()
-    prepared = side.prepare(list(items))
-    out = np.empty((len(items), side.dim), dtype=np.float32)
     budget, max_batch = side.batch_budget
-    numerics = bf16_inference(module, device) if precision == "bf16" else nullcontext()
     try:
-        with torch.inference_mode(), numerics, progress(len(items), desc, unit="ex") as bar:
-            for idx, collated in collated_ahead(cost_batches([side.cost(p) for p in prepared], budget, max_batch),
-                                                side.collate, prepared):
-                batch = {k: v.to(device) for k, v in collated.items()}
-                out[idx] = side.features(batch).float().cpu().numpy()
-                bar.update(len(idx))
+        return encode_batched(items, prepare=side.prepare, cost=side.cost, collate=side.collate, forward=side.features,
+                              dim=side.dim, module=module, device=device, precision=precision, budget=budget,
+                              max_batch=max_batch, measure=None, desc=desc)
     finally:
         module.train(was_training)
-    return out
 
 
 def _distinct_batches(image_keys: list[str], text_keys: list[str], lengths: list[int], batch_size: int, rng):
